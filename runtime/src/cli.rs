@@ -1,0 +1,60 @@
+//! The `fleet` command line: one subcommand per file under `cli/`.
+//!
+//! Every subcommand is an `async fn run(args) -> anyhow::Result<()>`; this module parses the
+//! command line, sets up logging and the tokio runtime, and turns an error into a non-zero exit
+//! with the error's full chain printed.
+
+use clap::{Parser, Subcommand};
+
+mod logging;
+mod node;
+
+/// fleet: a distributed runtime for LLM reinforcement-learning jobs.
+///
+/// Places, starts, supervises and talks to the workers of a job: in-process RPC servers that
+/// host engines, external HTTP services (inference servers, OpenAI-compatible proxies) forked
+/// next to them, and rollout workers.
+#[derive(Debug, Parser)]
+#[command(name = "fleet", version, propagate_version = true)]
+pub struct Cli {
+    /// Log as JSON lines instead of the human format (filter with RUST_LOG, default `info`).
+    #[arg(long, global = true)]
+    log_json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Node(node::Args),
+}
+
+/// Parses the command line, runs the chosen subcommand on a tokio runtime and maps the result to
+/// an exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fleet: cannot start the tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => node::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

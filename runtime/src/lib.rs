@@ -1,0 +1,3 @@
+//! fleet-runtime: the cluster, node agent, scheduler, the user-facing API and the `fleet` binary.
+
+pub mod cli;
