@@ -1,1 +1,11 @@
-//! placeholder
+//! fleet-tests: the harness that fleet's integration tests use, public so that users can write
+//! actor-level integration tests of their own against real processes.
+//!
+//! Everything here waits with a deadline and cleans up what it started: a [`ChildGuard`] kills
+//! its process group when dropped, so a panicking test leaves no process behind.
+
+pub mod process;
+pub mod wait;
+
+pub use process::{fleet_bin, free_port, pid_alive, ChildGuard};
+pub use wait::wait_until;
