@@ -1,3 +1,13 @@
 //! fleet-runtime: the cluster, node agent, scheduler, the user-facing API and the `fleet` binary.
+//!
+//! Start here: [`Cluster::local`] starts an embedded single-node cluster in this process and
+//! gives a [`Scheduler`] with AReaL's API shape: `create_workers`, `get_workers`,
+//! `create_engine`, `call`, `set_worker_env`, `delete_workers`.
 
 pub mod cli;
+pub mod cluster;
+pub mod node;
+pub mod scheduler;
+
+pub use cluster::{Cluster, LocalBuilder};
+pub use scheduler::{EngineHandle, Scheduler, WorkerInfo, WorkerState};

@@ -1,0 +1,281 @@
+//! The one error type of fleet's worker protocol.
+//!
+//! It crosses process boundaries (bincode over ractor_cluster, JSON over HTTP), so it holds
+//! strings and numbers, not sources. Every variant's message says what failed, where (worker,
+//! node, engine) and what to do about it; [`FleetError::retryable`] says whether trying the same
+//! call again can succeed; [`FleetError::kind`] and [`FleetError::http_status`] give the HTTP
+//! face its `{"error": {"kind", "message"}}` shape.
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Display;
+
+/// Everything that can go wrong between a caller and a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum FleetError {
+    /// No worker by that id.
+    #[error("worker {worker} not found: {detail}; list the role's workers with get_workers or `fleet status`")]
+    WorkerNotFound {
+        /// `role/index`.
+        worker: String,
+        /// What is known instead (e.g. the role's size).
+        detail: String,
+    },
+    /// No role by that name.
+    #[error("role {role:?} not found (known roles: {known}); create it with create_workers first")]
+    RoleNotFound {
+        /// The role asked for.
+        role: String,
+        /// Comma-separated known roles.
+        known: String,
+    },
+    /// A role by that name already exists.
+    #[error("role {role:?} already exists; delete it with delete_workers or pick another name")]
+    RoleExists {
+        /// The role.
+        role: String,
+    },
+    /// The worker's process or actor failed.
+    #[error("worker {worker} on node {node} failed: {reason}{}", tail_suffix(.tail))]
+    WorkerFailed {
+        /// `role/index`.
+        worker: String,
+        /// The node it ran on.
+        node: String,
+        /// Exit status or panic message.
+        reason: String,
+        /// The last lines of its output, oldest first.
+        tail: Vec<String>,
+    },
+    /// The node hosting the worker is gone (crashed, partitioned or stopped).
+    #[error(
+        "node {node} was lost ({reason}); its workers are gone: recreate them with create_workers"
+    )]
+    NodeLost {
+        /// The node.
+        node: String,
+        /// How it was detected.
+        reason: String,
+    },
+    /// A deadline passed.
+    #[error("timed out after {after_ms} ms: {what}; raise CallOptions::timeout if the work is legitimately slow")]
+    Timeout {
+        /// What was being waited for (names the worker and method).
+        what: String,
+        /// The deadline in milliseconds.
+        after_ms: u64,
+    },
+    /// The worker has no engine by that name.
+    #[error(
+        "worker {worker} has no engine {engine:?} (engines: {known}); create it with create_engine"
+    )]
+    EngineNotFound {
+        /// `role/index`.
+        worker: String,
+        /// The engine name asked for.
+        engine: String,
+        /// Comma-separated engine names the worker has.
+        known: String,
+    },
+    /// An engine by that name already exists on the worker.
+    #[error("worker {worker} already has an engine named {engine:?}; engine names are unique per worker")]
+    EngineExists {
+        /// `role/index`.
+        worker: String,
+        /// The engine name.
+        engine: String,
+    },
+    /// The engine type is not registered in the node's engine registry.
+    #[error("engine type {type_name:?} is not registered on node {node} (registered: {known}); register it in the EngineRegistry the node starts with")]
+    EngineTypeUnknown {
+        /// The type asked for.
+        type_name: String,
+        /// The node.
+        node: String,
+        /// Comma-separated registered types.
+        known: String,
+    },
+    /// The engine has no method by that name.
+    #[error("engine {engine:?} on worker {worker} has no method {method:?}")]
+    MethodNotFound {
+        /// `role/index`.
+        worker: String,
+        /// The engine.
+        engine: String,
+        /// The method asked for.
+        method: String,
+    },
+    /// The engine method ran and returned an error (or panicked).
+    #[error("engine {engine:?} on worker {worker} failed in {method:?}: {message}")]
+    EngineFailed {
+        /// `role/index`.
+        worker: String,
+        /// The engine.
+        engine: String,
+        /// The method.
+        method: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// Placement found no room.
+    #[error("cannot place {what}: not enough {resource} ({detail}); free some, ask for less, or add nodes")]
+    InsufficientResources {
+        /// What was being placed (`role/index`).
+        what: String,
+        /// The resource that is short: `gpu`, `cpu`, `mem`, `ports`.
+        resource: String,
+        /// Needed versus free, per node.
+        detail: String,
+    },
+    /// The request itself is wrong: fix the caller.
+    #[error("bad request: {what}: {detail}")]
+    BadRequest {
+        /// What was being done.
+        what: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A message exceeds the size limit.
+    #[error("{what} is {size} bytes, over the {limit}-byte limit; send bulk data over HTTP and pass a reference instead")]
+    PayloadTooLarge {
+        /// What was too large.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The target is shutting down or not ready; trying again later may work.
+    #[error("{what} is unavailable: {detail}")]
+    Unavailable {
+        /// What.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// A message could not be decoded: the two sides speak different protocol versions or the
+    /// bytes are corrupt.
+    #[error("protocol error: {detail}; check that every node runs the same fleet version")]
+    Protocol {
+        /// What could not be decoded.
+        detail: String,
+    },
+    /// A bug in fleet: please report it with the log.
+    #[error("internal error: {detail}")]
+    Internal {
+        /// What happened.
+        detail: String,
+    },
+}
+
+fn tail_suffix(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; last output:\n  {}", tail.join("\n  "))
+    }
+}
+
+impl FleetError {
+    /// A [`FleetError::BadRequest`].
+    pub fn bad_request(what: impl Into<String>, detail: impl Display) -> Self {
+        FleetError::BadRequest {
+            what: what.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A [`FleetError::Timeout`].
+    pub fn timeout(what: impl Into<String>, after: std::time::Duration) -> Self {
+        FleetError::Timeout {
+            what: what.into(),
+            after_ms: after.as_millis() as u64,
+        }
+    }
+
+    /// A [`FleetError::Internal`].
+    pub fn internal(detail: impl Display) -> Self {
+        FleetError::Internal {
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Whether the same call may succeed if tried again (after a backoff). Timeouts are
+    /// retryable only for idempotent calls: the caller decides that.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            FleetError::Timeout { .. } | FleetError::Unavailable { .. }
+        )
+    }
+
+    /// A stable short name for the variant (the `kind` of the HTTP error shape).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FleetError::WorkerNotFound { .. } => "worker_not_found",
+            FleetError::RoleNotFound { .. } => "role_not_found",
+            FleetError::RoleExists { .. } => "role_exists",
+            FleetError::WorkerFailed { .. } => "worker_failed",
+            FleetError::NodeLost { .. } => "node_lost",
+            FleetError::Timeout { .. } => "timeout",
+            FleetError::EngineNotFound { .. } => "engine_not_found",
+            FleetError::EngineExists { .. } => "engine_exists",
+            FleetError::EngineTypeUnknown { .. } => "engine_type_unknown",
+            FleetError::MethodNotFound { .. } => "method_not_found",
+            FleetError::EngineFailed { .. } => "engine_failed",
+            FleetError::InsufficientResources { .. } => "insufficient_resources",
+            FleetError::BadRequest { .. } => "bad_request",
+            FleetError::PayloadTooLarge { .. } => "payload_too_large",
+            FleetError::Unavailable { .. } => "unavailable",
+            FleetError::Protocol { .. } => "protocol",
+            FleetError::Internal { .. } => "internal",
+        }
+    }
+
+    /// The HTTP status AReaL's worker server would use: 400 bad request / unknown method,
+    /// 404 unknown engine or worker, 409 conflicts, 500 the method failed.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            FleetError::BadRequest { .. }
+            | FleetError::MethodNotFound { .. }
+            | FleetError::EngineTypeUnknown { .. }
+            | FleetError::Protocol { .. } => 400,
+            FleetError::WorkerNotFound { .. }
+            | FleetError::RoleNotFound { .. }
+            | FleetError::EngineNotFound { .. } => 404,
+            FleetError::RoleExists { .. } | FleetError::EngineExists { .. } => 409,
+            FleetError::PayloadTooLarge { .. } => 413,
+            FleetError::Unavailable { .. } | FleetError::InsufficientResources { .. } => 503,
+            FleetError::Timeout { .. } => 504,
+            FleetError::NodeLost { .. } | FleetError::WorkerFailed { .. } => 502,
+            FleetError::EngineFailed { .. } | FleetError::Internal { .. } => 500,
+        }
+    }
+}
+
+crate::wire_type!(FleetError, |err| FleetError::Protocol { detail: err });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_failed_message_carries_the_log_tail() {
+        let e = FleetError::WorkerFailed {
+            worker: "gen/0".into(),
+            node: "n1".into(),
+            reason: "exit code 3".into(),
+            tail: vec!["loading".into(), "CUDA error".into()],
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("gen/0") && s.contains("exit code 3") && s.contains("CUDA error"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn only_transient_errors_are_retryable() {
+        assert!(FleetError::timeout("x", std::time::Duration::from_secs(1)).retryable());
+        assert!(!FleetError::bad_request("x", "y").retryable());
+    }
+}

@@ -1,0 +1,26 @@
+//! The RpcServer worker: an actor that hosts named engines in the node process.
+//!
+//! Why an actor plus a thread: engine calls are long, blocking and must run one at a time (a GPU
+//! engine's collectives require it), while `health`/`status`/`destroy` must be answered within
+//! milliseconds. The actor owns the mailbox and answers control messages itself; engine work is
+//! handed to an executor thread owned by the worker ([`executor`]), which replies straight to the
+//! caller's reply port. The actor never awaits an engine call.
+//!
+//! Non-idempotent calls carry a request id. The [`dedupe`] record keeps the results of the last
+//! [`DEFAULT_DEDUPE_CAPACITY`] completed ids per worker: a repeat of a completed id gets the
+//! recorded result, a repeat of an id still running waits for the same result, and in neither
+//! case does the method run again.
+
+mod actor;
+pub mod dedupe;
+mod executor;
+mod messages;
+
+pub use actor::{RpcServer, RpcServerArgs};
+pub use messages::{
+    CallReply, CallRequest, Control, ControlOk, ControlReply, EngineSummary, WorkerMsg,
+    WorkerStatus,
+};
+
+/// How many completed request ids each worker remembers.
+pub const DEFAULT_DEDUPE_CAPACITY: usize = 4096;

@@ -1,0 +1,316 @@
+//! The engine thread of one worker: runs engine jobs one at a time, in arrival order.
+//!
+//! It is a plain OS thread, not a tokio task, because engine code blocks (GPU kernels, a
+//! `thread::sleep`, a synchronous client) and must not stall the runtime's few worker threads.
+//! It replies straight to the caller's reply port, so the actor is never on the return path.
+
+use super::dedupe::Dedupe;
+use super::messages::{CallReply, CallRequest};
+use crate::engine::{Configure, Engine, EngineCall, EngineError, EngineFactory, EngineInit};
+use crate::error::FleetError;
+use crate::ids::WorkerId;
+use crate::payload::Payload;
+use ractor::RpcReplyPort;
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// An engine's state as the actor sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// Being constructed; calls queue behind the construction.
+    Pending(String),
+    /// Ready.
+    Ready(String),
+}
+
+impl Slot {
+    pub(super) fn type_name(&self) -> &str {
+        match self {
+            Slot::Pending(t) | Slot::Ready(t) => t,
+        }
+    }
+}
+
+/// State shared by the actor and its engine thread.
+pub(super) struct Shared {
+    pub(super) engines: Mutex<BTreeMap<String, Slot>>,
+    pub(super) dedupe: Mutex<Dedupe>,
+    pub(super) in_flight: Mutex<Option<(String, Instant)>>,
+    pub(super) queued: AtomicU64,
+    pub(super) calls_done: AtomicU64,
+}
+
+/// Locks, recovering from a poisoned lock (a panic in an engine is caught before it can poison
+/// these, but a recovered guard is still the right thing for bookkeeping maps).
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(super) fn new(dedupe_capacity: usize) -> Self {
+        Shared {
+            engines: Mutex::new(BTreeMap::new()),
+            dedupe: Mutex::new(Dedupe::new(dedupe_capacity)),
+            in_flight: Mutex::new(None),
+            queued: AtomicU64::new(0),
+            calls_done: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Work for the engine thread.
+pub(super) enum Job {
+    Create {
+        name: String,
+        type_name: String,
+        factory: EngineFactory,
+        args: Payload,
+        reply: oneshot::Sender<Result<(), FleetError>>,
+    },
+    Call {
+        req: CallRequest,
+        reply: RpcReplyPort<CallReply>,
+    },
+    Configure {
+        cfg: Configure,
+        reply: oneshot::Sender<Result<(), FleetError>>,
+    },
+    SetEnv(BTreeMap<String, String>),
+    Destroy {
+        reply: oneshot::Sender<Vec<String>>,
+    },
+}
+
+/// Starts the engine thread for `worker`.
+pub(super) fn start(
+    worker: WorkerId,
+    env: BTreeMap<String, String>,
+    shared: Arc<Shared>,
+) -> std::io::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name(format!("engine {worker}"))
+        .spawn(move || {
+            Executor {
+                worker,
+                env,
+                shared,
+                engines: BTreeMap::new(),
+                config: None,
+            }
+            .run(rx)
+        })?;
+    Ok(tx)
+}
+
+struct Executor {
+    worker: WorkerId,
+    env: BTreeMap<String, String>,
+    shared: Arc<Shared>,
+    engines: BTreeMap<String, Box<dyn Engine>>,
+    config: Option<Configure>,
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_string()
+    }
+}
+
+impl Executor {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(job) = rx.recv() {
+            match job {
+                Job::Create {
+                    name,
+                    type_name,
+                    factory,
+                    args,
+                    reply,
+                } => {
+                    let r = self.create(&name, &type_name, &factory, args);
+                    let _ = reply.send(r);
+                }
+                Job::Call { req, reply } => self.call(req, reply),
+                Job::Configure { cfg, reply } => {
+                    let r = self.configure(cfg);
+                    let _ = reply.send(r);
+                }
+                Job::SetEnv(vars) => self.env.extend(vars),
+                Job::Destroy { reply } => {
+                    let errors = self.destroy();
+                    let _ = reply.send(errors);
+                    return;
+                }
+            }
+        }
+        // The actor is gone without a destroy (killed, or its node stopped): still give the
+        // engines their destroy hook so they release what they hold.
+        let _ = self.destroy();
+    }
+
+    fn create(
+        &mut self,
+        name: &str,
+        type_name: &str,
+        factory: &EngineFactory,
+        args: Payload,
+    ) -> Result<(), FleetError> {
+        let init = EngineInit {
+            worker: self.worker.clone(),
+            name: name.to_string(),
+            args,
+            env: self.env.clone(),
+        };
+        let fail = |message: String| FleetError::EngineFailed {
+            worker: self.worker.to_string(),
+            engine: name.to_string(),
+            method: format!("<create {type_name}>"),
+            message,
+        };
+        let built = catch_unwind(AssertUnwindSafe(|| factory(&init)));
+        let result = match built {
+            Ok(Ok(mut engine)) => {
+                let configured = match &self.config {
+                    Some(cfg) => catch_unwind(AssertUnwindSafe(|| engine.configure(cfg)))
+                        .map_err(panic_message)
+                        .and_then(|r| r.map_err(|e| e.to_string())),
+                    None => Ok(()),
+                };
+                match configured {
+                    Ok(()) => {
+                        self.engines.insert(name.to_string(), engine);
+                        Ok(())
+                    }
+                    Err(m) => Err(fail(format!("configure: {m}"))),
+                }
+            }
+            Ok(Err(EngineError::BadArgs(m))) => Err(FleetError::bad_request(
+                format!("creating engine {name:?} ({type_name}) on {}", self.worker),
+                m,
+            )),
+            Ok(Err(e)) => Err(fail(e.to_string())),
+            Err(p) => Err(fail(panic_message(p))),
+        };
+        let mut slots = lock(&self.shared.engines);
+        match &result {
+            Ok(()) => {
+                slots.insert(name.to_string(), Slot::Ready(type_name.to_string()));
+            }
+            Err(_) => {
+                slots.remove(name);
+            }
+        }
+        result
+    }
+
+    fn call(&mut self, req: CallRequest, reply: RpcReplyPort<CallReply>) {
+        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        let result = self.run_call(&req);
+        self.shared.calls_done.fetch_add(1, Ordering::Relaxed);
+        let reply_value = CallReply(result);
+        if let Some(id) = &req.request_id {
+            let waiters = lock(&self.shared.dedupe).complete(id, &reply_value);
+            for w in waiters {
+                let _ = w.send(reply_value.clone());
+            }
+        }
+        let _ = reply.send(reply_value);
+    }
+
+    fn run_call(&mut self, req: &CallRequest) -> Result<Payload, FleetError> {
+        let worker = self.worker.to_string();
+        let Some(engine) = self.engines.get_mut(&req.engine) else {
+            let known = self.engines.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(FleetError::EngineNotFound {
+                worker,
+                engine: req.engine.clone(),
+                known,
+            });
+        };
+        *lock(&self.shared.in_flight) =
+            Some((format!("{}.{}", req.engine, req.method), Instant::now()));
+        let call = EngineCall::new(
+            &req.method,
+            &req.args,
+            &req.rpc_meta,
+            &self.env,
+            &self.worker,
+        );
+        let outcome = catch_unwind(AssertUnwindSafe(|| engine.call(call)));
+        *lock(&self.shared.in_flight) = None;
+        match outcome {
+            Ok(Ok(payload)) => Ok(payload),
+            Ok(Err(EngineError::MethodNotFound)) => Err(FleetError::MethodNotFound {
+                worker,
+                engine: req.engine.clone(),
+                method: req.method.clone(),
+            }),
+            Ok(Err(EngineError::BadArgs(detail))) => Err(FleetError::BadRequest {
+                what: format!("arguments of {}.{} on {worker}", req.engine, req.method),
+                detail,
+            }),
+            Ok(Err(EngineError::Failed(message))) => Err(FleetError::EngineFailed {
+                worker,
+                engine: req.engine.clone(),
+                method: req.method.clone(),
+                message,
+            }),
+            Err(p) => {
+                let message = panic_message(p);
+                tracing::error!(worker = %self.worker, engine = %req.engine, method = %req.method, %message, "engine panicked; the worker keeps serving");
+                Err(FleetError::EngineFailed {
+                    worker,
+                    engine: req.engine.clone(),
+                    method: req.method.clone(),
+                    message,
+                })
+            }
+        }
+    }
+
+    fn configure(&mut self, cfg: Configure) -> Result<(), FleetError> {
+        let mut failures = Vec::new();
+        for (name, engine) in self.engines.iter_mut() {
+            let r = catch_unwind(AssertUnwindSafe(|| engine.configure(&cfg)))
+                .map_err(panic_message)
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(m) = r {
+                failures.push(format!("{name}: {m}"));
+            }
+        }
+        self.config = Some(cfg);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(FleetError::EngineFailed {
+                worker: self.worker.to_string(),
+                engine: "*".into(),
+                method: "<configure>".into(),
+                message: failures.join("; "),
+            })
+        }
+    }
+
+    fn destroy(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (name, mut engine) in std::mem::take(&mut self.engines) {
+            let r = catch_unwind(AssertUnwindSafe(|| engine.destroy()))
+                .map_err(panic_message)
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(m) = r {
+                errors.push(format!("{name}: {m}"));
+            }
+        }
+        lock(&self.shared.engines).clear();
+        errors
+    }
+}

@@ -1,0 +1,291 @@
+//! The embedded cluster: a whole fleet node inside the caller's process.
+//!
+//! [`Cluster::local`] is the default way to run fleet: one call starts a ractor_cluster
+//! `NodeServer` (so other nodes can join later), a node agent that owns this machine's
+//! resources, and a scheduler; the program then creates workers and calls them. Nothing is
+//! registered under a fixed name and every process group is scoped by a random cluster id, so
+//! several clusters can live in one process (as `cargo test` runs tests).
+
+use crate::node::directory::LocalDirectory;
+use crate::node::messages::{AgentMsg, NodeInfo};
+use crate::node::ports::PortLease;
+use crate::node::resources::NodeResources;
+use crate::node::system;
+use crate::node::{AgentArgs, NodeAgent};
+use crate::scheduler::{Policy, Scheduler, SchedulerConfig};
+use fleet_actors::engine::builtin;
+use fleet_actors::wire::Wire;
+use fleet_actors::{Engine, EngineError, EngineInit, EngineRegistry, FleetError, NodeId};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Builder of an embedded single-node cluster; see [`Cluster::local`].
+#[derive(Debug)]
+pub struct LocalBuilder {
+    name: String,
+    cpus: Option<f64>,
+    mem_mib: Option<u64>,
+    gpus: Option<Vec<u32>>,
+    port_range: (u16, u16),
+    labels: BTreeMap<String, String>,
+    registry: EngineRegistry,
+    cookie: String,
+    listen_port: Option<u16>,
+    config: SchedulerConfig,
+}
+
+impl LocalBuilder {
+    /// Names the node (default `local`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// CPU capacity in cores (default: the machine's logical CPUs).
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+    /// Memory capacity in MiB (default: the machine's total).
+    pub fn mem_mib(mut self, mib: u64) -> Self {
+        self.mem_mib = Some(mib);
+        self
+    }
+    /// GPU ids (default: `CUDA_VISIBLE_DEVICES`, else the driver's GPUs, else none). Fake ids are
+    /// fine for tests: fleet only accounts for them and exports them.
+    pub fn gpus(mut self, ids: impl IntoIterator<Item = u32>) -> Self {
+        self.gpus = Some(ids.into_iter().collect());
+        self
+    }
+    /// Ports the node hands to workers, `lo..=hi` (default 40000..=40999).
+    pub fn port_range(mut self, lo: u16, hi: u16) -> Self {
+        self.port_range = (lo, hi);
+        self
+    }
+    /// Adds a `key=value` label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+    /// Registers an engine type.
+    pub fn engine<F, E>(mut self, type_name: impl Into<String>, make: F) -> Self
+    where
+        F: Fn(&EngineInit) -> Result<E, EngineError> + Send + Sync + 'static,
+        E: Engine,
+    {
+        self.registry.register(type_name, make);
+        self
+    }
+    /// Adds every engine type of `registry`.
+    pub fn engines(mut self, registry: &EngineRegistry) -> Self {
+        self.registry.merge(registry);
+        self
+    }
+    /// The cookie other nodes must present (default: random; local clusters need none).
+    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+        self.cookie = cookie.into();
+        self
+    }
+    /// The ractor_cluster listen port on 127.0.0.1 (default: a free port).
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen_port = Some(port);
+        self
+    }
+    /// Placement policy for separate roles (default [`Policy::Pack`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.config.policy = policy;
+        self
+    }
+    /// Bound on engine destroy hooks at deletion (default 10 s).
+    pub fn destroy_timeout(mut self, t: Duration) -> Self {
+        self.config.destroy_timeout = t;
+        self
+    }
+
+    /// Starts the node server, the node agent and the scheduler.
+    pub async fn start(self) -> Result<Cluster, FleetError> {
+        let node = NodeId::generate(self.name.clone());
+        let cluster_id = format!("{:016x}", rand::random::<u64>());
+        let gpus = self.gpus.unwrap_or_else(system::detect_gpus);
+        let resources = NodeResources {
+            cpu_millis: self
+                .cpus
+                .map(|c| (c.max(0.0) * 1000.0).round() as u64)
+                .unwrap_or_else(|| system::cpu_count() * 1000),
+            mem_mib: self.mem_mib.unwrap_or_else(system::mem_mib),
+            gpus,
+            port_range: self.port_range,
+            labels: self.labels,
+        };
+        let listen_port = match self.listen_port {
+            Some(p) => p,
+            None => std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| {
+                    FleetError::internal(format!("no free port for the node server: {e}"))
+                })?,
+        };
+        let server = ractor_cluster::NodeServer::new(
+            listen_port,
+            self.cookie,
+            format!("{}-{}", node.name, cluster_id),
+            "127.0.0.1".to_string(),
+            None,
+            None,
+        )
+        .with_listen_addr(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let (server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| FleetError::internal(format!("node server did not start: {e}")))?;
+
+        let directory = LocalDirectory::default();
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (agent, _) = Actor::spawn(
+            None,
+            NodeAgent,
+            AgentArgs {
+                node: node.clone(),
+                resources: resources.clone(),
+                registry: self.registry,
+                directory: directory.clone(),
+                events: Some(events_tx),
+            },
+        )
+        .await
+        .map_err(|e| FleetError::internal(format!("node agent did not start: {e}")))?;
+        ractor::pg::join_scoped(
+            format!("fleet/{cluster_id}"),
+            "agents".to_string(),
+            vec![agent.get_cell()],
+        );
+        let scheduler = Scheduler::new(self.config, directory, Some(node.clone()));
+        scheduler
+            .add_node(node.clone(), agent.clone(), resources)
+            .await;
+        scheduler.follow_events(events_rx);
+        tracing::info!(node = %node, cluster = %cluster_id, listen_port, "embedded cluster started");
+        Ok(Cluster {
+            id: cluster_id,
+            node,
+            listen_port,
+            server,
+            agent,
+            scheduler,
+        })
+    }
+}
+
+/// A running cluster, seen from the process that started it.
+pub struct Cluster {
+    id: String,
+    node: NodeId,
+    listen_port: u16,
+    server: ActorRef<ractor_cluster::NodeServerMessage>,
+    agent: ActorRef<AgentMsg>,
+    scheduler: Scheduler,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("id", &self.id)
+            .field("node", &self.node)
+            .field("listen_port", &self.listen_port)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// A builder for an embedded single-node cluster with the built-in engines (`counter`,
+    /// `echo`, `sleep`) registered; add your own with [`LocalBuilder::engine`].
+    pub fn local() -> LocalBuilder {
+        LocalBuilder {
+            name: "local".into(),
+            cpus: None,
+            mem_mib: None,
+            gpus: None,
+            port_range: (40000, 40999),
+            labels: BTreeMap::new(),
+            registry: builtin::registry(),
+            cookie: format!("{:032x}", rand::random::<u128>()),
+            listen_port: None,
+            config: SchedulerConfig::default(),
+        }
+    }
+
+    /// The scheduler.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// The cluster id that scopes process groups.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The port other nodes connect to.
+    pub fn listen_port(&self) -> u16 {
+        self.listen_port
+    }
+
+    /// The local node agent.
+    pub fn agent(&self) -> &ActorRef<AgentMsg> {
+        &self.agent
+    }
+
+    /// Reserves `count` ports on the local node; they stay reserved until released.
+    pub async fn reserve_ports(&self, count: u16) -> Result<PortLease, FleetError> {
+        let t = Duration::from_secs(10);
+        match self
+            .agent
+            .call(|p| AgentMsg::ReservePorts(Wire::new(count), p), Some(t))
+            .await
+        {
+            Ok(CallResult::Success(r)) => r.flatten(),
+            _ => Err(FleetError::Unavailable {
+                what: format!("node agent of {}", self.node),
+                detail: "it did not answer".into(),
+            }),
+        }
+    }
+
+    /// Releases a port lease (idempotent).
+    pub fn release_ports(&self, lease: u64) {
+        let _ = self.agent.cast(AgentMsg::ReleasePorts(Wire::new(lease)));
+    }
+
+    /// Resources, use and workers of the local node.
+    pub async fn node_info(&self) -> Result<NodeInfo, FleetError> {
+        let t = Duration::from_secs(10);
+        match self.agent.call(AgentMsg::Info, Some(t)).await {
+            Ok(CallResult::Success(r)) => r.flatten(),
+            _ => Err(FleetError::Unavailable {
+                what: format!("node agent of {}", self.node),
+                detail: "it did not answer".into(),
+            }),
+        }
+    }
+
+    /// Deletes every worker (destroy hooks, bounded), then stops the agent and the node server.
+    pub async fn shutdown(self) -> Result<(), FleetError> {
+        let r = self.scheduler.delete_workers(None, false).await;
+        self.agent.stop(Some("cluster shutdown".into()));
+        self.server.stop(Some("cluster shutdown".into()));
+        r
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Without shutdown(): stop the actors; the agent stops its workers.
+        self.agent.stop(Some("cluster dropped".into()));
+        self.server.stop(Some("cluster dropped".into()));
+    }
+}

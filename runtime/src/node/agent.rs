@@ -1,0 +1,400 @@
+//! The node agent actor.
+//!
+//! Its handlers never wait on workers: calls are forwarded with the caller's reply port, and
+//! stops (destroy hooks, then actor stop) run in spawned tasks that report back with
+//! [`AgentMsg::Reclaim`]. Workers are linked to the agent, so a worker that dies unasked is
+//! noticed at once, its resources are released and a [`WorkerEvent`] is pushed.
+
+use super::directory::LocalDirectory;
+use super::messages::{
+    AgentMsg, LocalWorkerInfo, NodeInfo, SpawnRequest, SpawnedWorker, StopRequest, WorkerCall,
+    WorkerControl, WorkerEvent, WorkerEventKind,
+};
+use super::ports::PortAllocator;
+use super::resources::{Ledger, NodeResources};
+use fleet_actors::rpc_server::{
+    CallReply, Control, ControlOk, ControlReply, RpcServer, RpcServerArgs, WorkerMsg,
+};
+use fleet_actors::wire::Wire;
+use fleet_actors::{EngineRegistry, FleetError, NodeId, WorkerId, WorkerKind};
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The node agent.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NodeAgent;
+
+/// What the agent starts with.
+#[derive(Debug, Clone)]
+pub struct AgentArgs {
+    /// The node's id.
+    pub node: NodeId,
+    /// Its resources.
+    pub resources: NodeResources,
+    /// Engine types its RpcServer workers can create.
+    pub registry: EngineRegistry,
+    /// Filled with local workers for in-process callers.
+    pub directory: LocalDirectory,
+    /// Where unasked worker deaths are pushed.
+    pub events: Option<mpsc::UnboundedSender<WorkerEvent>>,
+}
+
+struct LocalWorker {
+    actor: ActorRef<WorkerMsg>,
+    join: Option<JoinHandle<()>>,
+    kind: WorkerKind,
+    gpus: Vec<u32>,
+    ports: Vec<u16>,
+    lease: Option<u64>,
+    stopping: bool,
+}
+
+/// The agent's state.
+pub struct AgentState {
+    node: NodeId,
+    ledger: Ledger,
+    ports: PortAllocator,
+    registry: EngineRegistry,
+    directory: LocalDirectory,
+    events: Option<mpsc::UnboundedSender<WorkerEvent>>,
+    workers: HashMap<WorkerId, LocalWorker>,
+    by_actor: HashMap<ActorId, WorkerId>,
+}
+
+impl AgentState {
+    fn not_found(&self, worker: &WorkerId) -> FleetError {
+        FleetError::WorkerNotFound {
+            worker: worker.to_string(),
+            detail: format!("no such worker on node {}", self.node),
+        }
+    }
+
+    fn reclaim(&mut self, worker: &WorkerId) -> bool {
+        let Some(w) = self.workers.remove(worker) else {
+            return false;
+        };
+        self.by_actor.remove(&w.actor.get_id());
+        self.directory.remove(worker);
+        self.ledger.release(worker);
+        if let Some(lease) = w.lease {
+            self.ports.release(lease);
+        }
+        true
+    }
+
+    async fn spawn(
+        &mut self,
+        myself: &ActorRef<AgentMsg>,
+        req: SpawnRequest,
+    ) -> Result<SpawnedWorker, FleetError> {
+        if self.workers.contains_key(&req.worker) {
+            return Err(FleetError::bad_request(
+                format!("spawning {} on node {}", req.worker, self.node),
+                "a worker with this id already runs here",
+            ));
+        }
+        self.ledger.allocate(&req.worker, &req.spec, &req.gpus)?;
+        let lease = if req.spec.ports > 0 {
+            match self.ports.reserve(req.spec.ports) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    self.ledger.release(&req.worker);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let ports = lease.as_ref().map(|l| l.ports.clone()).unwrap_or_default();
+        let mut env: BTreeMap<String, String> = req.spec.env.clone();
+        env.extend(req.env.clone());
+        if !req.gpus.is_empty() {
+            let ids: Vec<String> = req.gpus.iter().map(u32::to_string).collect();
+            env.insert("CUDA_VISIBLE_DEVICES".into(), ids.join(","));
+        }
+        let undo = |state: &mut AgentState| {
+            state.ledger.release(&req.worker);
+            if let Some(l) = &lease {
+                state.ports.release(l.id);
+            }
+        };
+        let spawned = match &req.kind {
+            WorkerKind::RpcServer(_) => {
+                let mut args = RpcServerArgs::new(
+                    req.worker.clone(),
+                    self.node.to_string(),
+                    self.registry.clone(),
+                );
+                args.env = env.clone();
+                Actor::spawn_linked(None, RpcServer, args, myself.get_cell()).await
+            }
+        };
+        let (actor, join) = match spawned {
+            Ok(x) => x,
+            Err(e) => {
+                undo(self);
+                return Err(FleetError::WorkerFailed {
+                    worker: req.worker.to_string(),
+                    node: self.node.to_string(),
+                    reason: format!("its actor did not start: {e}"),
+                    tail: vec![],
+                });
+            }
+        };
+        self.by_actor.insert(actor.get_id(), req.worker.clone());
+        self.directory.insert(req.worker.clone(), actor.clone());
+        self.workers.insert(
+            req.worker.clone(),
+            LocalWorker {
+                actor,
+                join: Some(join),
+                kind: req.kind.clone(),
+                gpus: req.gpus.clone(),
+                ports: ports.clone(),
+                lease: lease.as_ref().map(|l| l.id),
+                stopping: false,
+            },
+        );
+        tracing::info!(worker = %req.worker, node = %self.node, kind = req.kind.name(), gpus = ?req.gpus, ?ports, "worker started");
+        Ok(SpawnedWorker {
+            worker: req.worker,
+            node: self.node.clone(),
+            gpus: req.gpus,
+            ports,
+            env,
+        })
+    }
+
+    fn info(&self) -> NodeInfo {
+        let mut workers: Vec<LocalWorkerInfo> = self
+            .workers
+            .iter()
+            .map(|(id, w)| LocalWorkerInfo {
+                worker: id.clone(),
+                kind: w.kind.name().to_string(),
+                gpus: w.gpus.clone(),
+                ports: w.ports.clone(),
+            })
+            .collect();
+        workers.sort_by(|a, b| a.worker.cmp(&b.worker));
+        NodeInfo {
+            node: self.node.clone(),
+            resources: self.ledger.total().clone(),
+            free_cpu_millis: self.ledger.free_cpu(),
+            free_mem_mib: self.ledger.free_mem(),
+            free_gpus: self.ledger.free_gpus().collect(),
+            ports_held: self.ports.held() as u64,
+            workers,
+        }
+    }
+}
+
+impl Actor for NodeAgent {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let (lo, hi) = args.resources.port_range;
+        tracing::info!(node = %args.node, cpus = args.resources.cpu_millis as f64 / 1000.0, mem_mib = args.resources.mem_mib, gpus = ?args.resources.gpus, ports = %format!("{lo}..={hi}"), "node agent started");
+        Ok(AgentState {
+            ledger: Ledger::new(args.resources.clone()),
+            ports: PortAllocator::new(lo, hi),
+            node: args.node,
+            registry: args.registry,
+            directory: args.directory,
+            events: args.events,
+            workers: HashMap::new(),
+            by_actor: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AgentMsg::Spawn(req, port) => {
+                let r = match req.into_result() {
+                    Ok(req) => state.spawn(&myself, req).await,
+                    Err(e) => Err(e),
+                };
+                let _ = port.send(Wire::new(r));
+            }
+            AgentMsg::Call(call, port) => match call.into_result() {
+                Ok(WorkerCall { worker, req }) => match state.workers.get(&worker) {
+                    Some(w) if !w.stopping => {
+                        if let Err(e) = w.actor.send_message(WorkerMsg::Call(req, port)) {
+                            tracing::warn!(worker = %worker, error = %e, "call to a stopped worker dropped");
+                        }
+                    }
+                    Some(_) => {
+                        let _ = port.send(CallReply(Err(FleetError::Unavailable {
+                            what: format!("worker {worker}"),
+                            detail: "it is stopping".into(),
+                        })));
+                    }
+                    None => {
+                        let _ = port.send(CallReply(Err(state.not_found(&worker))));
+                    }
+                },
+                Err(e) => {
+                    let _ = port.send(CallReply(Err(e)));
+                }
+            },
+            AgentMsg::Control(ctl, port) => match ctl.into_result() {
+                Ok(WorkerControl { worker, control }) => match state.workers.get(&worker) {
+                    Some(w) => {
+                        if let Err(e) = w.actor.send_message(WorkerMsg::Control(control, port)) {
+                            tracing::warn!(worker = %worker, error = %e, "control message to a stopped worker dropped");
+                        }
+                    }
+                    None => {
+                        let _ = port.send(ControlReply(Err(state.not_found(&worker))));
+                    }
+                },
+                Err(e) => {
+                    let _ = port.send(ControlReply(Err(e)));
+                }
+            },
+            AgentMsg::Stop(req, port) => {
+                let StopRequest {
+                    worker,
+                    destroy_timeout_ms,
+                } = match req.into_result() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = port.send(ControlReply(Err(e)));
+                        return Ok(());
+                    }
+                };
+                let Some(w) = state.workers.get_mut(&worker) else {
+                    // Already gone: stopping is idempotent.
+                    let _ = port.send(ControlReply(Ok(ControlOk::Done)));
+                    return Ok(());
+                };
+                w.stopping = true;
+                let actor = w.actor.clone();
+                let join = w.join.take();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let bound = Duration::from_millis(destroy_timeout_ms);
+                    let destroyed = actor
+                        .call(
+                            |p| {
+                                WorkerMsg::Control(
+                                    Control::Destroy {
+                                        timeout_ms: destroy_timeout_ms,
+                                    },
+                                    p,
+                                )
+                            },
+                            Some(bound + Duration::from_secs(1)),
+                        )
+                        .await;
+                    let outcome = match destroyed {
+                        Ok(ractor::rpc::CallResult::Success(ControlReply(r))) => r,
+                        _ => Ok(ControlOk::Done),
+                    };
+                    if let Some(join) = join {
+                        if tokio::time::timeout(Duration::from_secs(2), join)
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!(worker = %worker, "worker did not stop after destroy; killing it");
+                            actor.kill();
+                        }
+                    } else {
+                        actor.stop(None);
+                    }
+                    let _ = me.cast(AgentMsg::Reclaim(Wire::new(worker)));
+                    let _ = port.send(ControlReply(outcome));
+                });
+            }
+            AgentMsg::ReservePorts(count, port) => {
+                let r = count.into_result().and_then(|n| state.ports.reserve(n));
+                let _ = port.send(Wire::new(r));
+            }
+            AgentMsg::ReleasePorts(lease) => {
+                if let Ok(id) = lease.into_result() {
+                    state.ports.release(id);
+                }
+            }
+            AgentMsg::Info(port) => {
+                let _ = port.send(Wire::new(Ok(state.info())));
+            }
+            AgentMsg::Reclaim(worker) => {
+                if let Ok(worker) = worker.into_result() {
+                    if state.reclaim(&worker) {
+                        tracing::info!(worker = %worker, node = %state.node, "worker stopped, resources released");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("panicked: {err}")),
+            _ => return Ok(()),
+        };
+        let Some(worker) = state.by_actor.get(&cell.get_id()).cloned() else {
+            return Ok(());
+        };
+        let stopping = state
+            .workers
+            .get(&worker)
+            .map(|w| w.stopping)
+            .unwrap_or(true);
+        if stopping {
+            return Ok(());
+        }
+        tracing::error!(worker = %worker, node = %state.node, %reason, "worker died unasked; its resources are released");
+        state.reclaim(&worker);
+        if let Some(events) = &state.events {
+            let _ = events.send(WorkerEvent {
+                worker,
+                node: state.node.clone(),
+                kind: WorkerEventKind::Failed {
+                    reason,
+                    tail: vec![],
+                },
+            });
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let ids: Vec<WorkerId> = state.workers.keys().cloned().collect();
+        for id in ids {
+            if let Some(w) = state.workers.get(&id) {
+                w.actor.stop(Some("node agent stopped".into()));
+            }
+            state.reclaim(&id);
+        }
+        tracing::info!(node = %state.node, "node agent stopped");
+        Ok(())
+    }
+}

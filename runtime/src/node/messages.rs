@@ -1,0 +1,152 @@
+//! The node agent's protocol. Every variant is remotable over ractor_cluster: payloads are
+//! [`Wire`] (bincode, or the reason the bytes did not decode, which the agent answers with a
+//! typed protocol error instead of dropping the message).
+
+use super::ports::PortLease;
+use super::resources::NodeResources;
+use fleet_actors::rpc_server::{CallReply, CallRequest, Control, ControlReply};
+use fleet_actors::wire::{Wire, WireReply};
+use fleet_actors::{NodeId, SchedulingSpec, WorkerId, WorkerKind};
+use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Start a worker on this node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    /// Its id.
+    pub worker: WorkerId,
+    /// What it is.
+    pub kind: WorkerKind,
+    /// Its resources and env.
+    pub spec: SchedulingSpec,
+    /// The exact GPU ids the scheduler picked (`spec.gpu` of them).
+    pub gpus: Vec<u32>,
+    /// Extra env set by the scheduler (e.g. a fork's inherited `CUDA_VISIBLE_DEVICES`).
+    pub env: BTreeMap<String, String>,
+}
+
+/// A started worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpawnedWorker {
+    /// Its id.
+    pub worker: WorkerId,
+    /// Where it runs.
+    pub node: NodeId,
+    /// Its GPUs.
+    pub gpus: Vec<u32>,
+    /// Its reserved ports.
+    pub ports: Vec<u16>,
+    /// Its full environment.
+    pub env: BTreeMap<String, String>,
+}
+
+/// An engine call for a worker on this node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerCall {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The call.
+    pub req: CallRequest,
+}
+
+/// A control request for a worker on this node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerControl {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The request.
+    pub control: Control,
+}
+
+/// Stop a worker: destroy hooks (bounded), stop, release its resources.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Bound on its destroy hooks.
+    pub destroy_timeout_ms: u64,
+}
+
+/// One local worker, as the agent reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalWorkerInfo {
+    /// Its id.
+    pub worker: WorkerId,
+    /// Its kind's short name.
+    pub kind: String,
+    /// Its GPUs.
+    pub gpus: Vec<u32>,
+    /// Its ports.
+    pub ports: Vec<u16>,
+}
+
+/// What a node reports about itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its id.
+    pub node: NodeId,
+    /// Its totals.
+    pub resources: NodeResources,
+    /// Free CPU (thousandths).
+    pub free_cpu_millis: u64,
+    /// Free memory (MiB).
+    pub free_mem_mib: u64,
+    /// Free GPU ids.
+    pub free_gpus: Vec<u32>,
+    /// Ports reserved now.
+    pub ports_held: u64,
+    /// Its workers.
+    pub workers: Vec<LocalWorkerInfo>,
+}
+
+/// How a worker ended, unasked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WorkerEventKind {
+    /// Its actor failed (a panic in a handler) or stopped without being asked.
+    Failed {
+        /// Why.
+        reason: String,
+        /// Last output lines, when it had a process.
+        tail: Vec<String>,
+    },
+}
+
+/// A worker state change pushed by its node (dead workers are reported, not discovered on the
+/// next call).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerEvent {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Its node.
+    pub node: NodeId,
+    /// What happened.
+    pub kind: WorkerEventKind,
+}
+
+/// Messages of the node agent.
+#[derive(ractor_cluster::RactorClusterMessage)]
+pub enum AgentMsg {
+    /// Start a worker.
+    #[rpc]
+    Spawn(Wire<SpawnRequest>, RpcReplyPort<WireReply<SpawnedWorker>>),
+    /// Forward an engine call to a local worker (answered by the worker, not the agent).
+    #[rpc]
+    Call(Wire<WorkerCall>, RpcReplyPort<CallReply>),
+    /// Forward a control request to a local worker.
+    #[rpc]
+    Control(Wire<WorkerControl>, RpcReplyPort<ControlReply>),
+    /// Stop a local worker and release what it holds.
+    #[rpc]
+    Stop(Wire<StopRequest>, RpcReplyPort<ControlReply>),
+    /// Reserve ports on this node (held until released).
+    #[rpc]
+    ReservePorts(Wire<u16>, RpcReplyPort<WireReply<PortLease>>),
+    /// Release a port lease.
+    ReleasePorts(Wire<u64>),
+    /// Report resources and workers.
+    #[rpc]
+    Info(RpcReplyPort<WireReply<NodeInfo>>),
+    /// Internal: a stopped worker's resources may be reused.
+    Reclaim(Wire<WorkerId>),
+}

@@ -1,0 +1,212 @@
+//! The scheduler: membership view, placement, role bookkeeping, teardown order, and the call
+//! path to workers.
+//!
+//! The scheduler is on the control path only. Creating a role takes its lock; a call does not:
+//! it resolves the worker's route from a read-mostly table and talks to the worker (in this
+//! process: its actor directly; on another node: that node's agent, which hands the call on
+//! without awaiting it). So a thousand concurrent calls never queue behind one another here.
+
+mod calls;
+mod create;
+mod delete;
+pub mod placement;
+mod state;
+
+pub use calls::EngineHandle;
+pub use placement::Policy;
+pub use state::{WorkerInfo, WorkerState};
+
+use crate::node::directory::LocalDirectory;
+use crate::node::messages::{AgentMsg, WorkerEvent, WorkerEventKind};
+use crate::node::resources::{Ledger, NodeResources};
+use fleet_actors::{FleetError, NodeId, WorkerId};
+use ractor::ActorRef;
+use state::State;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Scheduler settings.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// How separate workers are spread over nodes.
+    pub policy: Policy,
+    /// Bound on engine destroy hooks when deleting workers.
+    pub destroy_timeout: Duration,
+    /// Bound on starting one worker.
+    pub spawn_timeout: Duration,
+    /// Largest call argument accepted (bytes); bulk data goes over HTTP.
+    pub max_payload: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            policy: Policy::Pack,
+            destroy_timeout: Duration::from_secs(10),
+            spawn_timeout: Duration::from_secs(30),
+            max_payload: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// How a call reaches a worker.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub(crate) node: NodeId,
+    /// The worker that really runs (the target, for an alias).
+    pub(crate) target: WorkerId,
+    pub(crate) agent: ActorRef<AgentMsg>,
+    pub(crate) failed: Option<FleetError>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) state: tokio::sync::Mutex<State>,
+    pub(crate) routes: RwLock<HashMap<WorkerId, Route>>,
+    pub(crate) directory: LocalDirectory,
+    pub(crate) local_node: Option<NodeId>,
+    pub(crate) config: SchedulerConfig,
+}
+
+/// The user-facing handle to the scheduler. Cheap to clone; every clone is the same scheduler.
+#[derive(Clone)]
+pub struct Scheduler {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("local_node", &self.inner.local_node)
+            .finish()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler with no nodes. `directory` and `local_node` describe workers running in this
+    /// process, reached without the agent hop.
+    pub fn new(
+        config: SchedulerConfig,
+        directory: LocalDirectory,
+        local_node: Option<NodeId>,
+    ) -> Self {
+        Scheduler {
+            inner: Arc::new(Inner {
+                state: tokio::sync::Mutex::new(State::default()),
+                routes: RwLock::new(HashMap::new()),
+                directory,
+                local_node,
+                config,
+            }),
+        }
+    }
+
+    /// Adds a node that placement may use.
+    pub async fn add_node(
+        &self,
+        node: NodeId,
+        agent: ActorRef<AgentMsg>,
+        resources: NodeResources,
+    ) {
+        let mut st = self.inner.state.lock().await;
+        st.nodes.insert(
+            node,
+            state::NodeEntry {
+                agent,
+                ledger: Ledger::new(resources),
+                alive: true,
+            },
+        );
+    }
+
+    /// Applies worker events (deaths pushed by nodes) until the sender side closes.
+    pub fn follow_events(&self, mut events: mpsc::UnboundedReceiver<WorkerEvent>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                me.apply_event(ev).await;
+            }
+        });
+    }
+
+    async fn apply_event(&self, ev: WorkerEvent) {
+        let WorkerEventKind::Failed { reason, tail } = ev.kind;
+        let err = FleetError::WorkerFailed {
+            worker: ev.worker.to_string(),
+            node: ev.node.to_string(),
+            reason,
+            tail,
+        };
+        let mut st = self.inner.state.lock().await;
+        if let Some(n) = st.nodes.get_mut(&ev.node) {
+            n.ledger.release(&ev.worker);
+        }
+        let mut affected = Vec::new();
+        for entry in st.roles.values_mut() {
+            for w in entry.workers.iter_mut() {
+                let is_it = w.id == ev.worker || w.alias_of.as_ref() == Some(&ev.worker);
+                if is_it {
+                    w.state = WorkerState::Failed(err.clone());
+                    affected.push(w.id.clone());
+                }
+            }
+        }
+        drop(st);
+        let mut routes = self.inner.routes.write().unwrap_or_else(|p| p.into_inner());
+        for id in affected {
+            if let Some(r) = routes.get_mut(&id) {
+                r.failed = Some(err.clone());
+            }
+        }
+    }
+
+    /// The workers of `role` as recorded now (no waiting, no health check).
+    pub async fn workers(&self, role: &str) -> Result<Vec<WorkerInfo>, FleetError> {
+        let st = self.inner.state.lock().await;
+        Ok(st.role(role)?.workers.clone())
+    }
+
+    /// The job `role` was created from.
+    pub async fn job(&self, role: &str) -> Result<fleet_actors::Job, FleetError> {
+        let st = self.inner.state.lock().await;
+        Ok(st.role(role)?.job.clone())
+    }
+
+    /// Role names, sorted.
+    pub async fn roles(&self) -> Vec<String> {
+        self.inner
+            .state
+            .lock()
+            .await
+            .roles
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn route(&self, worker: &WorkerId) -> Result<Route, FleetError> {
+        let routes = self.inner.routes.read().unwrap_or_else(|p| p.into_inner());
+        match routes.get(worker) {
+            Some(r) => match &r.failed {
+                Some(e) => Err(e.clone()),
+                None => Ok(r.clone()),
+            },
+            None => {
+                let same_role = routes.keys().filter(|k| k.role == worker.role).count();
+                let detail = if same_role > 0 {
+                    format!(
+                        "role {:?} has {same_role} workers (indices 0..{same_role})",
+                        worker.role
+                    )
+                } else {
+                    format!("there is no role {:?}", worker.role)
+                };
+                Err(FleetError::WorkerNotFound {
+                    worker: worker.to_string(),
+                    detail,
+                })
+            }
+        }
+    }
+}

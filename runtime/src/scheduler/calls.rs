@@ -1,0 +1,384 @@
+//! Talking to workers: engine calls, control requests, readiness, and the typed
+//! [`EngineHandle`].
+
+use super::{Route, Scheduler, WorkerInfo, WorkerState};
+use crate::node::messages::{AgentMsg, WorkerCall, WorkerControl};
+use fleet_actors::engine::Configure;
+use fleet_actors::rpc_server::{
+    CallReply, CallRequest, Control, ControlOk, ControlReply, WorkerMsg, WorkerStatus,
+};
+use fleet_actors::wire::Wire;
+use fleet_actors::{CallOptions, FleetError, Payload, WorkerId};
+use ractor::rpc::CallResult;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Maps a ractor call outcome to fleet's errors, naming the worker and what was asked.
+fn outcome<T, E: std::fmt::Display>(
+    r: Result<CallResult<T>, E>,
+    worker: &WorkerId,
+    route: &Route,
+    what: &str,
+    timeout: Duration,
+) -> Result<T, FleetError> {
+    match r {
+        Ok(CallResult::Success(v)) => Ok(v),
+        Ok(CallResult::Timeout) => Err(FleetError::timeout(
+            format!("{what} on worker {worker}"),
+            timeout,
+        )),
+        Ok(CallResult::SenderError) => Err(FleetError::WorkerFailed {
+            worker: worker.to_string(),
+            node: route.node.to_string(),
+            reason: format!("it stopped while handling {what}"),
+            tail: vec![],
+        }),
+        Err(e) => Err(FleetError::WorkerFailed {
+            worker: worker.to_string(),
+            node: route.node.to_string(),
+            reason: format!("it is not running ({e})"),
+            tail: vec![],
+        }),
+    }
+}
+
+impl Scheduler {
+    fn local_actor(&self, route: &Route) -> Option<ractor::ActorRef<WorkerMsg>> {
+        if self.inner.local_node.as_ref() == Some(&route.node) {
+            self.inner.directory.get(&route.target)
+        } else {
+            None
+        }
+    }
+
+    /// Calls `engine.method` on `worker` with already-serialized arguments.
+    pub async fn call_raw(
+        &self,
+        worker: &WorkerId,
+        engine: &str,
+        method: &str,
+        args: Payload,
+        opts: &CallOptions,
+    ) -> Result<Payload, FleetError> {
+        if args.len() > self.inner.config.max_payload {
+            return Err(FleetError::PayloadTooLarge {
+                what: format!("the arguments of {engine}.{method} for {worker}"),
+                size: args.len() as u64,
+                limit: self.inner.config.max_payload as u64,
+            });
+        }
+        let route = self.route(worker)?;
+        let req = CallRequest {
+            engine: engine.to_string(),
+            method: method.to_string(),
+            args,
+            rpc_meta: opts.rpc_meta.clone(),
+            request_id: opts.effective_request_id(),
+        };
+        let what = format!("{engine}.{method}");
+        let timeout = opts.timeout;
+        let reply: CallReply = match self.local_actor(&route) {
+            Some(actor) => outcome(
+                actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)).await,
+                worker,
+                &route,
+                &what,
+                timeout,
+            )?,
+            None => {
+                let call = WorkerCall {
+                    worker: route.target.clone(),
+                    req,
+                };
+                outcome(
+                    route
+                        .agent
+                        .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout))
+                        .await,
+                    worker,
+                    &route,
+                    &what,
+                    timeout,
+                )?
+            }
+        };
+        reply.0
+    }
+
+    /// Calls `engine.method` on `worker`: serializes `args`, deserializes the reply.
+    pub async fn call<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        worker: &WorkerId,
+        engine: &str,
+        method: &str,
+        args: &Req,
+        opts: &CallOptions,
+    ) -> Result<Resp, FleetError> {
+        let payload = Payload::bincode(args)?;
+        self.call_raw(worker, engine, method, payload, opts)
+            .await?
+            .decode()
+    }
+
+    /// Sends a control request to `worker` with a deadline.
+    pub async fn control(
+        &self,
+        worker: &WorkerId,
+        control: Control,
+        timeout: Duration,
+    ) -> Result<ControlOk, FleetError> {
+        let route = self.route(worker)?;
+        let what = match &control {
+            Control::CreateEngine { .. } => "create_engine",
+            Control::Configure(_) => "configure",
+            Control::SetEnv(_) => "set_env",
+            Control::Health => "health",
+            Control::Status => "status",
+            Control::Destroy { .. } => "destroy",
+        };
+        let reply: ControlReply = match self.local_actor(&route) {
+            Some(actor) => outcome(
+                actor
+                    .call(|p| WorkerMsg::Control(control, p), Some(timeout))
+                    .await,
+                worker,
+                &route,
+                what,
+                timeout,
+            )?,
+            None => {
+                let msg = WorkerControl {
+                    worker: route.target.clone(),
+                    control,
+                };
+                outcome(
+                    route
+                        .agent
+                        .call(|p| AgentMsg::Control(Wire::new(msg), p), Some(timeout))
+                        .await,
+                    worker,
+                    &route,
+                    what,
+                    timeout,
+                )?
+            }
+        };
+        reply.0
+    }
+
+    /// Liveness of `worker`: answered by its actor at once, even while an engine call runs.
+    pub async fn ping(&self, worker: &WorkerId, timeout: Duration) -> Result<(), FleetError> {
+        self.control(worker, Control::Health, timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Engines, call in flight, uptime of `worker`.
+    pub async fn status(
+        &self,
+        worker: &WorkerId,
+        timeout: Duration,
+    ) -> Result<WorkerStatus, FleetError> {
+        match self.control(worker, Control::Status, timeout).await? {
+            ControlOk::Status(s) => Ok(s),
+            other => Err(FleetError::internal(format!(
+                "status answered with {other:?}"
+            ))),
+        }
+    }
+
+    /// Creates engine `name` of registered type `type_name` on `worker`, with constructor
+    /// arguments `args`. A duplicate name is an error.
+    pub async fn create_engine<A: Serialize + ?Sized>(
+        &self,
+        worker: &WorkerId,
+        name: &str,
+        type_name: &str,
+        args: &A,
+    ) -> Result<EngineHandle, FleetError> {
+        let control = Control::CreateEngine {
+            name: name.to_string(),
+            type_name: type_name.to_string(),
+            args: Payload::bincode(args)?,
+        };
+        self.control(worker, control, self.inner.config.spawn_timeout)
+            .await?;
+        Ok(self.engine(worker, name))
+    }
+
+    /// Creates the same engine on every worker of `role`, concurrently.
+    pub async fn create_engine_on_role<A: Serialize + ?Sized>(
+        &self,
+        role: &str,
+        name: &str,
+        type_name: &str,
+        args: &A,
+    ) -> Result<Vec<EngineHandle>, FleetError> {
+        let workers = self.workers(role).await?;
+        let futs = workers
+            .iter()
+            .map(|w| self.create_engine(&w.id, name, type_name, args));
+        futures::future::join_all(futs).await.into_iter().collect()
+    }
+
+    /// A handle to engine `name` on `worker` (no round trip; errors surface on the first call).
+    pub fn engine(&self, worker: &WorkerId, name: &str) -> EngineHandle {
+        EngineHandle {
+            scheduler: self.clone(),
+            worker: worker.clone(),
+            engine: name.to_string(),
+        }
+    }
+
+    /// Passes role, rank and `config` to every engine of every worker of `role` (and to engines
+    /// created later). The rank is the worker's index.
+    pub async fn configure<C: Serialize + ?Sized>(
+        &self,
+        role: &str,
+        config: &C,
+    ) -> Result<(), FleetError> {
+        let config = Payload::bincode(config)?;
+        let workers = self.workers(role).await?;
+        let futs = workers.iter().map(|w| {
+            let cfg = Configure {
+                role: role.to_string(),
+                rank: w.id.index,
+                config: config.clone(),
+            };
+            self.control(
+                &w.id,
+                Control::Configure(cfg),
+                self.inner.config.spawn_timeout,
+            )
+        });
+        for r in futures::future::join_all(futs).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Merges `env` into the environment of every worker of `role`: engines see it on their next
+    /// call and creation, processes forked afterwards inherit it. The node process's own
+    /// environment is never changed.
+    pub async fn set_worker_env(
+        &self,
+        role: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<(), FleetError> {
+        let workers = self.workers(role).await?;
+        let futs = workers
+            .iter()
+            .map(|w| self.control(&w.id, Control::SetEnv(env.clone()), Duration::from_secs(10)));
+        for r in futures::future::join_all(futs).await {
+            r?;
+        }
+        let mut st = self.inner.state.lock().await;
+        let mut targets = Vec::new();
+        if let Some(entry) = st.roles.get_mut(role) {
+            for w in entry.workers.iter_mut() {
+                w.env.extend(env.clone());
+                targets.push(w.alias_of.clone().unwrap_or_else(|| w.id.clone()));
+            }
+        }
+        // Keep every name of the same worker (role and its aliases) in agreement.
+        for entry in st.roles.values_mut() {
+            for w in entry.workers.iter_mut() {
+                let real = w.alias_of.clone().unwrap_or_else(|| w.id.clone());
+                if targets.contains(&real) {
+                    w.env.extend(env.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every worker of `role` answers, or fails: the role does not exist, a worker
+    /// failed (with its reason and last output), or `timeout` passed (naming the workers that
+    /// are not ready).
+    pub async fn get_workers(
+        &self,
+        role: &str,
+        timeout: Duration,
+    ) -> Result<Vec<WorkerInfo>, FleetError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let workers = self.workers(role).await?;
+            let mut not_ready = Vec::new();
+            for w in &workers {
+                match &w.state {
+                    WorkerState::Failed(e) => return Err(e.clone()),
+                    WorkerState::Starting => not_ready.push(w.id.to_string()),
+                    WorkerState::Running => {}
+                }
+            }
+            if not_ready.is_empty() {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1));
+                let pings = workers.iter().map(|w| self.ping(&w.id, left));
+                let results = futures::future::join_all(pings).await;
+                let mut all_ok = true;
+                for (w, r) in workers.iter().zip(results) {
+                    match r {
+                        Ok(()) => {}
+                        Err(e @ FleetError::WorkerFailed { .. }) => return Err(e),
+                        Err(_) => {
+                            all_ok = false;
+                            not_ready.push(w.id.to_string());
+                        }
+                    }
+                }
+                if all_ok {
+                    return Ok(workers);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(FleetError::timeout(
+                    format!(
+                        "workers of role {role:?} to become ready (not ready: {})",
+                        not_ready.join(", ")
+                    ),
+                    timeout,
+                ));
+            }
+            tokio::time::sleep(
+                Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
+    }
+}
+
+/// A named engine on one worker, with typed calls.
+#[derive(Clone, Debug)]
+pub struct EngineHandle {
+    scheduler: Scheduler,
+    worker: WorkerId,
+    engine: String,
+}
+
+impl EngineHandle {
+    /// Calls `method` with `req`, returning the typed response.
+    pub async fn call<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        method: &str,
+        req: &Req,
+        opts: &CallOptions,
+    ) -> Result<Resp, FleetError> {
+        self.scheduler
+            .call(&self.worker, &self.engine, method, req, opts)
+            .await
+    }
+
+    /// The worker.
+    pub fn worker(&self) -> &WorkerId {
+        &self.worker
+    }
+
+    /// The engine's name.
+    pub fn name(&self) -> &str {
+        &self.engine
+    }
+}
