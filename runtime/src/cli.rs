@@ -6,6 +6,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod logging;
 mod node;
 
@@ -28,6 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Node(node::Args),
+    Bench(bench::Args),
 }
 
 /// Parses the command line, runs the chosen subcommand on a tokio runtime and maps the result to
@@ -48,6 +50,7 @@ pub fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => node::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@
 //! gives a [`Scheduler`] with AReaL's API shape: `create_workers`, `get_workers`,
 //! `create_engine`, `call`, `set_worker_env`, `delete_workers`.
 
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod node;

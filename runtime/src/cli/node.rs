@@ -1,10 +1,225 @@
 //! `fleet node`: serve a node until Ctrl-C.
 
-/// Serve a fleet node until Ctrl-C.
+use crate::Cluster;
+use fleet_actors::{CallOptions, Job, SchedulingSpec, WorkerId};
+use std::time::{Duration, Instant};
+
+/// Serve a fleet node in this process until Ctrl-C (or SIGTERM).
+///
+/// The node owns this machine's resources (CPUs, memory, GPU ids, a port range), starts workers
+/// when the scheduler asks, and hosts the engines registered in this binary (`counter`, `echo`,
+/// `sleep`; programs embedding fleet register their own with `Cluster::local().engine(..)`).
+///
+/// With `--demo N` it also creates N RpcServer workers with a `counter` engine, calls each of
+/// them, and prints what it did, so you can see a node working before you write any code.
+///
+/// Examples:
+///
+///   fleet node --demo 4                 # a node with 4 demo workers, until Ctrl-C
+///
+///   fleet node --gpus 0,1 --cpus 8      # account 2 GPUs and 8 cores, whatever the machine has
+///
+///   fleet node --demo 2 --serve-for 5s  # stop by itself after 5 seconds (scripts, CI)
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// CPU cores to offer (default: the machine's logical CPUs).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory to offer in MiB (default: the machine's total).
+    #[arg(long)]
+    mem_mib: Option<u64>,
+    /// GPU ids to offer, comma separated (default: CUDA_VISIBLE_DEVICES, else the driver's GPUs).
+    #[arg(long, value_delimiter = ',')]
+    gpus: Option<Vec<u32>>,
+    /// Ports handed to workers, LO-HI.
+    #[arg(long, default_value = "40000-40999", value_parser = parse_range)]
+    port_range: (u16, u16),
+    /// Port for other nodes to connect to, on 127.0.0.1 (default: a free port).
+    #[arg(long)]
+    listen_port: Option<u16>,
+    /// Create N demo workers with a `counter` engine and call each of them.
+    #[arg(long, value_name = "N")]
+    demo: Option<u32>,
+    /// Stop after this long instead of waiting for Ctrl-C (e.g. `500ms`, `5s`, `0s`).
+    #[arg(long, value_parser = parse_duration)]
+    serve_for: Option<Duration>,
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not a range like 40000-40999"))?;
+    let lo: u16 = lo
+        .trim()
+        .parse()
+        .map_err(|_| format!("{lo:?} is not a port"))?;
+    let hi: u16 = hi
+        .trim()
+        .parse()
+        .map_err(|_| format!("{hi:?} is not a port"))?;
+    if lo == 0 || hi < lo {
+        return Err(format!("{s:?}: need 1 <= LO <= HI"));
+    }
+    Ok((lo, hi))
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}; use ms, s, m or h"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a non-negative duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "node".to_string())
+}
 
 /// Runs the node.
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not yet implemented")
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut b = Cluster::local()
+        .name(args.name.clone().unwrap_or_else(host_name))
+        .port_range(args.port_range.0, args.port_range.1);
+    if let Some(c) = args.cpus {
+        b = b.cpus(c);
+    }
+    if let Some(m) = args.mem_mib {
+        b = b.mem_mib(m);
+    }
+    if let Some(g) = args.gpus.clone() {
+        b = b.gpus(g);
+    }
+    if let Some(p) = args.listen_port {
+        b = b.listen_port(p);
+    }
+    let cluster = b.start().await?;
+    let info = cluster.node_info().await?;
+    println!(
+        "fleet node {} up: {:.1} CPUs, {} MiB, GPUs {:?}, worker ports {}-{}, cluster port 127.0.0.1:{}",
+        info.node,
+        info.resources.cpu_millis as f64 / 1000.0,
+        info.resources.mem_mib,
+        info.resources.gpus,
+        info.resources.port_range.0,
+        info.resources.port_range.1,
+        cluster.listen_port()
+    );
+
+    if let Some(n) = args.demo {
+        demo(&cluster, n).await?;
+    }
+
+    match args.serve_for {
+        Some(d) => {
+            println!("serving for {d:?}");
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+        None => {
+            println!("serving; press Ctrl-C to stop");
+            shutdown_signal().await;
+        }
+    }
+    println!("stopping: destroying workers");
+    cluster.shutdown().await?;
+    println!("stopped");
+    Ok(())
+}
+
+async fn demo(cluster: &Cluster, n: u32) -> anyhow::Result<()> {
+    let s = cluster.scheduler();
+    let t = Instant::now();
+    s.create_workers(Job::new("demo", n).spec(SchedulingSpec::default()))
+        .await?;
+    let workers = s.get_workers("demo", Duration::from_secs(10)).await?;
+    let created = t.elapsed();
+    println!(
+        "created {} demo workers in {:.1} ms",
+        workers.len(),
+        created.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<10} {:<24} {:>8} {:>10}",
+        "worker", "node", "calls", "total"
+    );
+    for w in &workers {
+        let e = s.create_engine(&w.id, "counter", "counter", &()).await?;
+        let opts = CallOptions::default().timeout(Duration::from_secs(5));
+        let mut total = 0u64;
+        for k in 1..=10u64 {
+            total = e.call("incr", &k, &opts).await?;
+        }
+        println!(
+            "{:<10} {:<24} {:>8} {:>10}",
+            w.id.to_string(),
+            w.node.to_string(),
+            10,
+            total
+        );
+    }
+    let id = WorkerId::new("demo", 0);
+    let st = s.status(&id, Duration::from_secs(1)).await?;
+    println!(
+        "worker {}: engines {:?}, {} calls done, up {} ms",
+        id,
+        st.engines
+            .iter()
+            .map(|e| format!("{}:{}", e.name, e.type_name))
+            .collect::<Vec<_>>(),
+        st.calls_done,
+        st.uptime_ms
+    );
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

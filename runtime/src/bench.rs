@@ -1,0 +1,10 @@
+//! `fleet bench`: measurements of fleet's paths against the raw hops they are made of, taken in
+//! the same run so the ratio means something on any machine.
+//!
+//! Each benchmark prints a Markdown table (p50/p90/p99 and the ratio to its baseline) that goes
+//! into `BENCHMARKS.md` together with the command that produced it. Timings live here and in
+//! that file, never in test assertions.
+
+pub mod call;
+pub mod spawn;
+pub mod stats;

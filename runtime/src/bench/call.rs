@@ -1,0 +1,92 @@
+//! A call through the scheduler handle to an RpcServer engine, against a raw ractor
+//! request-reply to an actor doing the same work, in the same process and run.
+
+use super::stats::{header, row, Samples};
+use crate::Cluster;
+use fleet_actors::{CallOptions, FleetError, Job, WorkerId};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::time::{Duration, Instant};
+
+/// The baseline: an actor that adds to a counter and replies, nothing else.
+struct RawCounter;
+
+#[derive(ractor_cluster::RactorMessage)]
+enum RawMsg {
+    Incr(u64, RpcReplyPort<u64>),
+}
+
+impl Actor for RawCounter {
+    type Msg = RawMsg;
+    type State = u64;
+    type Arguments = ();
+    async fn pre_start(&self, _: ActorRef<RawMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
+        Ok(0)
+    }
+    async fn handle(
+        &self,
+        _: ActorRef<RawMsg>,
+        msg: RawMsg,
+        total: &mut u64,
+    ) -> Result<(), ActorProcessingErr> {
+        let RawMsg::Incr(by, port) = msg;
+        *total += by;
+        let _ = port.send(*total);
+        Ok(())
+    }
+}
+
+/// Runs `iters` sequential calls of each kind (after a warm-up) and returns the table.
+pub async fn run(iters: usize) -> Result<String, FleetError> {
+    let cluster = Cluster::local().start().await?;
+    let s = cluster.scheduler().clone();
+    s.create_workers(Job::new("bench", 1)).await?;
+    let w = WorkerId::new("bench", 0);
+    let engine = s.create_engine(&w, "c", "counter", &()).await?;
+    let (raw, _) = Actor::spawn(None, RawCounter, ())
+        .await
+        .map_err(FleetError::internal)?;
+
+    let idem = CallOptions::default()
+        .idempotent(true)
+        .timeout(Duration::from_secs(5));
+    let non_idem = CallOptions::default().timeout(Duration::from_secs(5));
+    let warm = iters / 10 + 100;
+    let mut raw_s = Vec::with_capacity(iters);
+    let mut idem_s = Vec::with_capacity(iters);
+    let mut dedupe_s = Vec::with_capacity(iters);
+    // Interleave the three so that drift in machine load hits them alike.
+    for i in 0..(warm + iters) {
+        let t = Instant::now();
+        let _ = raw
+            .call(|p| RawMsg::Incr(1, p), Some(Duration::from_secs(5)))
+            .await
+            .map_err(FleetError::internal)?;
+        let d_raw = t.elapsed();
+        let t = Instant::now();
+        let _: u64 = engine.call("incr", &1u64, &idem).await?;
+        let d_idem = t.elapsed();
+        let t = Instant::now();
+        let _: u64 = engine.call("incr", &1u64, &non_idem).await?;
+        let d_dedupe = t.elapsed();
+        if i >= warm {
+            raw_s.push(d_raw);
+            idem_s.push(d_idem);
+            dedupe_s.push(d_dedupe);
+        }
+    }
+    raw.stop(None);
+    cluster.shutdown().await?;
+    let raw_s = Samples::new("raw ractor call (actor adds and replies)", raw_s);
+    let idem_s = Samples::new("scheduler handle → RpcServer engine, idempotent", idem_s);
+    let dedupe_s = Samples::new(
+        "scheduler handle → RpcServer engine, non-idempotent (request id recorded)",
+        dedupe_s,
+    );
+    Ok(format!(
+        "{}\n{}\n{}\n{}\n",
+        header(),
+        row(&raw_s, None),
+        row(&idem_s, Some(&raw_s)),
+        row(&dedupe_s, Some(&raw_s))
+    ))
+}

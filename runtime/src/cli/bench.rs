@@ -1,0 +1,58 @@
+//! `fleet bench`: measure fleet's paths against their raw hops, in one run.
+
+use clap::Subcommand;
+
+/// Measure fleet's paths against the raw hops they are made of, in the same run, and print
+/// Markdown tables for BENCHMARKS.md.
+///
+/// Run in release mode: `cargo run --release --bin fleet -- bench all`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(Debug, Subcommand)]
+enum Which {
+    /// A call through the scheduler handle to an RpcServer engine vs a raw ractor call.
+    Call {
+        /// Calls of each kind (after a 10% warm-up).
+        #[arg(long, default_value_t = 20_000)]
+        iters: usize,
+    },
+    /// Time to create N RpcServer workers and have them all answer.
+    Spawn {
+        /// Workers per round.
+        #[arg(long, default_value_t = 100)]
+        workers: u32,
+        /// Rounds (after one warm-up round).
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
+    /// Every benchmark with its defaults.
+    All,
+}
+
+/// Runs the chosen benchmarks and prints their tables.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    use crate::bench;
+    let (call, spawn) = match args.which {
+        Which::Call { iters } => (Some(iters), None),
+        Which::Spawn { workers, rounds } => (None, Some((workers, rounds))),
+        Which::All => (Some(20_000), Some((100, 20))),
+    };
+    if !cfg!(debug_assertions) {
+        println!("<!-- release build -->");
+    } else {
+        eprintln!("warning: debug build; run with --release for numbers worth writing down");
+    }
+    if let Some(iters) = call {
+        println!("### Engine call through the scheduler vs a raw ractor call\n");
+        println!("{}", bench::call::run(iters).await?);
+    }
+    if let Some((workers, rounds)) = spawn {
+        println!("### Creating workers\n");
+        println!("{}", bench::spawn::run(workers, rounds).await?);
+    }
+    Ok(())
+}
