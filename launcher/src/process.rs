@@ -24,6 +24,9 @@
 //!   select on it instead of discovering the death on their next poll.
 //! - **Stop** ([`ChildHandle::stop`]): SIGTERM to the group, a grace period, SIGKILL, reap.
 //!   **Drop** SIGKILLs the group synchronously, and `kill_on_drop` backs that up.
+//! - **Group guard** (see `guard.rs`): the parent-death signal is not inherited by what the
+//!   child forks, so a small guard process in the child's group kills the whole group when the
+//!   pipe from this process closes, i.e. when this process dies however it dies.
 //!
 //! Ports: commands carry `{port}` / `{port0}`, `{port1}`, ... placeholders filled from the ports
 //! allocated to the worker ([`fill_placeholders`], [`ChildSpec::with_ports`]). Readiness:
@@ -32,6 +35,7 @@
 
 mod child;
 mod error;
+mod guard;
 mod placeholders;
 mod pump;
 mod readiness;

@@ -24,8 +24,8 @@ use tokio::sync::watch;
 
 use super::error::{describe_exit, ProcessError};
 use super::pump::{self, SharedTail, Sinks, Stream, Tail};
-use super::spawner;
 use super::spec::ChildSpec;
+use super::{guard, spawner};
 
 /// After the leader exits, how long the watcher waits for the output pumps to reach end of
 /// file before it publishes the exit (a bound for the case where something outside the group
@@ -143,6 +143,9 @@ fn unknown_exit(tail: &SharedTail) -> ExitInfo {
 #[derive(Debug)]
 pub struct ChildHandle {
     watch: ChildWatch,
+    /// The write end of the group guard's pipe: closing it (drop, or this process dying) makes
+    /// the guard SIGKILL the group.
+    _guard: Option<tokio::process::ChildStdin>,
 }
 
 impl Deref for ChildHandle {
@@ -221,6 +224,7 @@ impl ChildHandle {
             });
         };
         tracing::info!(worker = %label, pid, program = %spec.program, "child started");
+        let guard = guard::spawn(&spec.label, pid).await;
 
         let tail: SharedTail = Arc::new(Mutex::new(Tail::new(spec.tail_lines)));
         let sinks = || Sinks {
@@ -281,6 +285,7 @@ impl ChildHandle {
                 exit: exit_rx,
                 log_path,
             },
+            _guard: guard,
         })
     }
 
