@@ -10,7 +10,7 @@
 //! | connect failed (refused, unreachable) | retry | retry |
 //! | connection closed before the request was written | retry | retry |
 //! | 502, 503, 504 | retry (honour `Retry-After`) | retry (honour `Retry-After`) |
-//! | 429 | retry after `Retry-After` | retry after `Retry-After` |
+//! | 429 | retry, after `Retry-After` (seconds or HTTP-date) | the same |
 //! | per-attempt timeout | retry | final (it may be running) |
 //! | error after the request may have been written | retry | final |
 //! | 1xx, 2xx, 3xx, other 4xx, 500, other 5xx | final | final |

@@ -60,14 +60,18 @@ pub fn classify(outcome: &Outcome, idempotent: bool) -> Decision {
     }
 }
 
-/// Parses a `Retry-After` value: delta-seconds (`"120"`). HTTP-date values are not supported
-/// and yield `None` (the caller then falls back to its own backoff).
-///
-/// `_now` is reserved for HTTP-date support and keeps the function pure.
-pub fn parse_retry_after(value: &str, _now: SystemTime) -> Option<Duration> {
+/// Parses a `Retry-After` value: delta-seconds (`"120"`) or an HTTP-date (`"Wed, 21 Oct 2015
+/// 07:28:00 GMT"`, measured from `now`; a date in the past means no wait). Anything else is
+/// `None`, and the caller falls back to its own backoff. Waits are capped at one day.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+    if value.is_empty() {
         return None;
+    }
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        let at = httpdate::parse_http_date(value).ok()?;
+        let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+        return Some(wait.min(Duration::from_secs(86_400)));
     }
     // Anything past a day is as good as "not within this call's deadline".
     let secs = value.parse::<u64>().unwrap_or(u64::MAX).min(86_400);
@@ -231,7 +235,17 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_accepts_delta_seconds_only() {
+    fn retry_after_accepts_an_http_date() {
+        // 1445412480 = Wed, 21 Oct 2015 07:28:00 GMT
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480 - 30);
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        assert_eq!(parse_retry_after(date, now), Some(Duration::from_secs(30)));
+        let later = now + Duration::from_secs(60);
+        assert_eq!(parse_retry_after(date, later), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retry_after_accepts_delta_seconds() {
         let now = SystemTime::UNIX_EPOCH;
         assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
         assert_eq!(
@@ -243,7 +257,7 @@ mod tests {
             parse_retry_after("99999999999999999999999", now),
             Some(Duration::from_secs(86_400))
         );
-        for bad in ["", "-1", "1.5", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+        for bad in ["", "-1", "1.5", "soon", "Wed, 32 Oct 2015 07:28:00 GMT"] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
         }
     }

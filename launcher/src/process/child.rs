@@ -30,7 +30,7 @@ use super::{guard, spawner};
 /// After the leader exits, how long the watcher waits for the output pumps to reach end of
 /// file before it publishes the exit (a bound for the case where something outside the group
 /// still holds the pipes).
-const PUMP_DRAIN_BOUND: Duration = Duration::from_millis(500);
+const PUMP_DRAIN_BOUND: Duration = Duration::from_secs(2);
 
 /// How long [`ChildHandle::stop`] waits for the reaping after SIGKILL before it gives up.
 const REAP_BOUND: Duration = Duration::from_secs(10);
