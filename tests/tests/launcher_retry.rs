@@ -399,12 +399,11 @@ async fn a_dying_child_aborts_an_in_flight_retrying_call_with_the_reason() {
         per_attempt_timeout: Duration::from_secs(10),
         idempotent: false,
     };
-    let exited = child.exited();
+    let abort = child.exit_reason();
     let call = tokio::spawn({
         let client = client.clone();
         let base = base.clone();
         async move {
-            let abort = async move { format!("worker abort/0 died: {}", exited.await.describe()) };
             send_with_retry(
                 &client,
                 &base,
@@ -438,7 +437,14 @@ async fn a_dying_child_aborts_an_in_flight_retrying_call_with_the_reason() {
     let err = result.expect_err("aborted");
     match &err.kind {
         HttpErrorKind::Aborted { reason } => {
-            assert!(reason.contains("exit code 3"), "{reason}")
+            assert!(
+                reason.contains("abort/0") && reason.contains("exit code 3"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains("crashing on request"),
+                "the tail is quoted: {reason}"
+            );
         }
         other => panic!("expected Aborted, got {other:?}: {err}"),
     }

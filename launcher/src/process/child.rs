@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::error::{describe_exit, ProcessError};
+use super::error::{describe_exit, tail_excerpt, ProcessError};
 use super::pump::{self, SharedTail, Sinks, Stream, Tail};
 use super::spec::ChildSpec;
 use super::{guard, spawner};
@@ -60,11 +60,12 @@ impl ExitInfo {
 
 impl fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.describe())?;
-        if !self.tail.is_empty() {
-            write!(f, "; last output:\n{}", self.tail.join("\n"))?;
-        }
-        Ok(())
+        write!(
+            f,
+            "{}; last output:\n{}",
+            self.describe(),
+            tail_excerpt(&self.tail)
+        )
     }
 }
 
@@ -125,6 +126,18 @@ impl ChildWatch {
                 Err(_) => unknown_exit(&tail),
             }
         }
+    }
+}
+
+impl ChildWatch {
+    /// Resolves, when the child exits, with a message naming the worker, its pid, how it
+    /// exited and its last output lines: the abort signal for HTTP calls to the child
+    /// (`send_with_retry(.., child.exit_reason())`).
+    pub fn exit_reason(&self) -> impl Future<Output = String> + Send + 'static {
+        let exited = self.exited();
+        let label = self.label.clone();
+        let pid = self.pid;
+        async move { format!("worker {label} (pid {pid}) exited: {}", exited.await) }
     }
 }
 
@@ -368,4 +381,33 @@ fn open_log(label: &str, path: &Path) -> Result<std::fs::File, ProcessError> {
         .append(true)
         .open(path)
         .map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn handles_can_live_in_actor_state_and_cross_tasks() {
+        assert_send_sync::<ChildHandle>();
+        assert_send_sync::<ChildWatch>();
+        assert_send_sync::<ExitInfo>();
+        assert_send_sync::<ProcessError>();
+    }
+
+    #[test]
+    fn exit_info_describes_code_or_signal_and_quotes_the_tail() {
+        let info = ExitInfo {
+            code: None,
+            signal: Some(libc::SIGTERM),
+            tail: vec!["bye".into()],
+        };
+        assert_eq!(
+            info.to_string(),
+            "killed by signal 15 (SIGTERM); last output:\nbye"
+        );
+        assert!(!info.success());
+    }
 }

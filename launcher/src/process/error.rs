@@ -65,7 +65,7 @@ pub enum ProcessError {
     #[error(
         "worker {label} (pid {pid}) exited before it was ready: {}; last output:\n{}",
         describe_exit(*code, *signal),
-        tail.join("\n")
+        tail_excerpt(tail)
     )]
     ExitedBeforeReady {
         /// Worker label.
@@ -83,7 +83,7 @@ pub enum ProcessError {
     #[error(
         "worker {label} (pid {pid}) not ready after {waited:?} ({url}, last probe: {last}); \
          raise the readiness deadline or check the last output:\n{}",
-        tail.join("\n")
+        tail_excerpt(tail)
     )]
     NotReady {
         /// Worker label.
@@ -138,6 +138,23 @@ impl ProcessError {
     }
 }
 
+/// How many tail lines a message quotes; the error's `tail` field keeps them all.
+const MESSAGE_TAIL_LINES: usize = 20;
+
+/// The last lines of `tail` for a message, noting how many earlier ones were left out.
+pub(crate) fn tail_excerpt(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return "(no output)".to_string();
+    }
+    let skip = tail.len().saturating_sub(MESSAGE_TAIL_LINES);
+    let mut text = String::new();
+    if skip > 0 {
+        text.push_str(&format!("({skip} earlier lines not shown)\n"));
+    }
+    text.push_str(&tail[skip..].join("\n"));
+    text
+}
+
 /// "exit code 3", "killed by signal 9 (SIGKILL)", for messages.
 pub(crate) fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
     match (code, signal) {
@@ -158,5 +175,32 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGBUS => " (SIGBUS)",
         libc::SIGPIPE => " (SIGPIPE)",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_quote_only_the_last_lines_of_the_tail() {
+        let tail: Vec<String> = (0..50).map(|i| format!("line {i}")).collect();
+        let err = ProcessError::ExitedBeforeReady {
+            label: "w/0".into(),
+            pid: 42,
+            code: Some(1),
+            signal: None,
+            tail,
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.contains("w/0 (pid 42)") && msg.contains("exit code 1"),
+            "{msg}"
+        );
+        assert!(msg.contains("(30 earlier lines not shown)"), "{msg}");
+        assert!(msg.contains("line 49") && msg.contains("line 30"), "{msg}");
+        assert!(!msg.contains("line 29\n"), "{msg}");
+        assert_eq!(tail_excerpt(&[]), "(no output)");
+        assert_eq!(describe_exit(None, Some(9)), "killed by signal 9 (SIGKILL)");
     }
 }
