@@ -436,3 +436,20 @@ async fn children_die_when_their_supervisor_is_sigkilled() {
         panic!("{e}: still alive {alive:?} of {pids:?}")
     });
 }
+
+#[tokio::test]
+async fn stop_delivers_term_before_kill() {
+    // The shell notes the TERM and keeps running; only the KILL after the grace ends it.
+    let child = ChildHandle::spawn(sh(
+        "test/term-then-kill",
+        r#"trap 'echo got-term' TERM; echo armed; while :; do sleep 0.05; done"#,
+    ))
+    .await
+    .expect("spawn");
+    tail_line(&child, |l| (l == "armed").then_some(())).await;
+    let info = child.stop(Duration::from_secs(2)).await.expect("stops");
+    assert_eq!(info.signal, Some(libc::SIGKILL), "{info}");
+    // dash also reports the TERMed `sleep` as "Terminated".
+    let events: Vec<&String> = info.tail.iter().filter(|l| *l != "Terminated").collect();
+    assert_eq!(events, vec!["armed", "got-term"]);
+}
