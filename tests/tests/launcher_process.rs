@@ -453,3 +453,18 @@ async fn stop_delivers_term_before_kill() {
     let events: Vec<&String> = info.tail.iter().filter(|l| *l != "Terminated").collect();
     assert_eq!(events, vec!["armed", "got-term"]);
 }
+
+#[tokio::test]
+async fn an_unfilled_port_placeholder_is_refused_at_spawn() {
+    let err = ChildHandle::spawn(ChildSpec::new("test/ports", SERVER).args(["--port", "{port}"]))
+        .await
+        .expect_err("{port} was never filled");
+    match &err {
+        ProcessError::Placeholder { label, source } => {
+            assert_eq!(label, "test/ports");
+            assert_eq!((source.index, source.available), (0, 0));
+        }
+        other => panic!("expected Placeholder, got {other:?}"),
+    }
+    assert!(err.to_string().contains("{port}"), "{err}");
+}

@@ -161,6 +161,10 @@ where
         if remaining.is_zero() {
             return state.give_up(call, raw, deadline_kind());
         }
+        // An abort that has already fired starts no attempt at all.
+        if let Some(reason) = futures::FutureExt::now_or_never(&mut abort) {
+            return Err(state.error(call, HttpErrorKind::Aborted { reason }));
+        }
         state.attempts += 1;
         state.latest_response = None;
         let bound = policy.per_attempt_timeout.min(remaining);
@@ -447,6 +451,25 @@ mod tests {
         assert_eq!(e.attempts, 1);
         assert_eq!(times.len(), 1);
         assert_eq!(start.elapsed(), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abort_that_already_fired_sends_nothing() {
+        let (r, times) = script(
+            policy(),
+            false,
+            vec![Step::Answer(resp(200, None))],
+            async { "dead already".to_string() },
+        )
+        .await;
+        let e = r.unwrap_err();
+        assert_eq!(
+            e.kind,
+            HttpErrorKind::Aborted {
+                reason: "dead already".into()
+            }
+        );
+        assert_eq!((e.attempts, times.len()), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

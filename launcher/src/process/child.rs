@@ -23,6 +23,7 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::error::{describe_exit, tail_excerpt, ProcessError};
+use super::placeholders::fill_placeholders;
 use super::pump::{self, SharedTail, Sinks, Stream, Tail};
 use super::spec::ChildSpec;
 use super::{guard, spawner};
@@ -172,10 +173,25 @@ impl Deref for ChildHandle {
 impl ChildHandle {
     /// Starts the child described by `spec` and its output pumps and exit watcher.
     ///
+    /// Port placeholders must have been filled ([`ChildSpec::with_ports`]); one that is left is
+    /// refused with [`ProcessError::Placeholder`].
+    ///
     /// Must be called inside a tokio runtime; the child is reaped by that runtime. Fails at
     /// once, naming the program and the OS error, when the program is missing or not
     /// executable.
     pub async fn spawn(spec: ChildSpec) -> Result<ChildHandle, ProcessError> {
+        // A `{portN}` left in the command would be passed literally; refuse it here.
+        let texts = std::iter::once(&spec.program)
+            .chain(&spec.args)
+            .chain(spec.env.values());
+        for text in texts {
+            if let Err(source) = fill_placeholders(text, &[]) {
+                return Err(ProcessError::Placeholder {
+                    label: spec.label,
+                    source,
+                });
+            }
+        }
         let label: Arc<str> = Arc::from(spec.label.as_str());
         let log_path = spec.log_path();
         let log = match &log_path {
