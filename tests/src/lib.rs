@@ -4,8 +4,10 @@
 //! Everything here waits with a deadline and cleans up what it started: a [`ChildGuard`] kills
 //! its process group when dropped, so a panicking test leaves no process behind.
 
+pub mod piped;
 pub mod process;
 pub mod wait;
 
+pub use piped::{start_listening_server, PipedChild};
 pub use process::{fleet_bin, free_port, pid_alive, ChildGuard};
 pub use wait::wait_until;

@@ -1,0 +1,41 @@
+//! A pooled HTTP client with one correct retry policy.
+//!
+//! The HTTP launcher forwards calls to a child service over HTTP. AReaL's first version of that
+//! retried 4xx answers, gave up on some transient 5xx, slept with a blocking `sleep` inside its
+//! actor and could run a timed-out `train_batch` twice. Here every retry decision goes through
+//! one pure function, [`classify`], tested as a table:
+//!
+//! | outcome | idempotent | non-idempotent |
+//! | --- | --- | --- |
+//! | connect failed (refused, unreachable) | retry | retry |
+//! | connection closed before the request was written | retry | retry |
+//! | 502, 503, 504 | retry (honour `Retry-After`) | retry (honour `Retry-After`) |
+//! | 429 | retry, after `Retry-After` (seconds or HTTP-date) | the same |
+//! | per-attempt timeout | retry | final (it may be running) |
+//! | error after the request may have been written | retry | final |
+//! | 1xx, 2xx, 3xx, other 4xx, 500, other 5xx | final | final |
+//!
+//! Backoff ([`RetryPolicy`]) is exponential with full jitter, capped, and never sleeps past the
+//! call's overall deadline; it is a `tokio::time::sleep`, so an actor that runs the call in a
+//! task keeps answering. An `abort` future (typically "the child exited") ends a call at once,
+//! mid-attempt or mid-sleep. A caller-provided request id goes out as `X-Request-Id` on every
+//! attempt, so a server can answer a repeat from its record instead of running it twice.
+//!
+//! Two entry points: [`send_with_retry`] maps a final non-2xx answer to an [`HttpError`] (for
+//! callers that want a result or an error), [`send_with_retry_raw`] returns it as an
+//! [`HttpResponse`] (for proxies that pass answers through unchanged).
+//!
+//! [`HttpRequest`], [`HttpResponse`] and [`HttpError`] are serde types so they can travel in
+//! actor messages.
+
+mod client;
+mod error;
+mod policy;
+mod retry;
+mod types;
+
+pub use client::{Client, ClientConfig};
+pub use error::{HttpError, HttpErrorKind, BODY_PREFIX_BYTES};
+pub use policy::{backoff_cap, classify, parse_retry_after, Decision, Outcome, RetryPolicy};
+pub use retry::{send_with_retry, send_with_retry_raw};
+pub use types::{HttpRequest, HttpResponse, REQUEST_ID_HEADER};
