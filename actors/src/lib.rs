@@ -13,6 +13,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod http_call;
 pub mod ids;
 pub mod options;
 pub mod payload;
@@ -22,10 +23,14 @@ pub mod wire;
 
 pub use engine::{Engine, EngineCall, EngineError, EngineInit, EngineRegistry};
 pub use error::FleetError;
+pub use http_call::{HttpCall, HttpReply, HttpResponseData};
 pub use ids::{NodeId, RequestId, WorkerId};
 pub use options::CallOptions;
 pub use payload::{Codec, Payload};
-pub use spec::{Job, RpcServerSpec, SchedulingSpec, Strategy, WorkerKind};
+pub use spec::{
+    CallProtocol, HttpServiceSpec, Isolation, Job, Readiness, RestartPolicy, RpcServerSpec,
+    SchedulingSpec, Strategy, WorkerKind,
+};
 
 /// Result type of every fleet operation.
 pub type FleetResult<T> = Result<T, FleetError>;

@@ -18,9 +18,15 @@ mod messages;
 
 pub use actor::{RpcServer, RpcServerArgs};
 pub use messages::{
-    CallReply, CallRequest, Control, ControlOk, ControlReply, EngineSummary, WorkerMsg,
+    CallReply, CallRequest, Control, ControlOk, ControlReply, EngineSummary, Lifecycle, WorkerMsg,
     WorkerStatus,
 };
 
 /// How many completed request ids each worker remembers.
 pub const DEFAULT_DEDUPE_CAPACITY: usize = 4096;
+
+/// The content type of fleet's binary RPC over HTTP: `POST /call` carries a bincode
+/// [`CallRequest`] and answers a bincode [`CallReply`]; `POST /control` carries a bincode
+/// [`Control`] and answers a bincode [`ControlReply`] (encoded with [`crate::wire::encode`]).
+/// Spoken by `fleet rpc-server` and by the HTTP launcher in front of it.
+pub const FLEET_RPC_CONTENT_TYPE: &str = "application/x-fleet-bincode";

@@ -89,15 +89,166 @@ pub enum Strategy {
     },
 }
 
-/// How an in-process RPC server worker is hosted.
+/// Where an RpcServer worker's engines run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct RpcServerSpec {}
+pub enum Isolation {
+    /// In the node process, on a thread of the worker's own (fastest; an engine crash that
+    /// aborts the process takes the node down).
+    #[default]
+    InProcess,
+    /// In a child process (`fleet rpc-server`) behind the HTTP launcher; calls travel over one
+    /// keep-alive HTTP connection. `command` replaces the default
+    /// `<this executable> rpc-server --port {port} --worker ROLE/INDEX` (for programs that embed
+    /// fleet with engines of their own: point it at your binary's equivalent).
+    Process {
+        /// The command, with `{port}` placeholders; `None` for the default.
+        command: Option<Vec<String>>,
+    },
+}
+
+/// How an RpcServer worker is hosted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RpcServerSpec {
+    /// In the node process, or in a child process of its own.
+    pub isolation: Isolation,
+}
+
+/// How to tell that an HTTP service is ready.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// The path to GET on the service's first port.
+    pub path: String,
+    /// The status that means ready.
+    pub expected_status: u16,
+    /// First poll interval (doubles, capped at 1 s).
+    pub interval_ms: u64,
+    /// Give up after this long.
+    pub deadline_ms: u64,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            path: "/health".into(),
+            expected_status: 200,
+            interval_ms: 20,
+            deadline_ms: 60_000,
+        }
+    }
+}
+
+/// What to do when an HTTP service's process exits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum RestartPolicy {
+    /// Report the worker failed.
+    #[default]
+    Never,
+    /// Start it again after a non-zero exit, up to `max_restarts` times, waiting `backoff_ms`
+    /// (doubling) between tries; then report it failed.
+    OnFailure {
+        /// Restarts allowed over the worker's life.
+        max_restarts: u32,
+        /// First wait before a restart.
+        backoff_ms: u64,
+    },
+}
+
+/// How a call (`engine.method`) is carried to an HTTP service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CallProtocol {
+    /// The service is plain HTTP: reach it with `Scheduler::http`; engine calls are refused.
+    #[default]
+    None,
+    /// fleet's RPC over HTTP (`fleet rpc-server`): bincode `CallRequest` to `POST /call`.
+    FleetRpc,
+    /// AReaL-style JSON: `POST /call {engine_name, method, args, rpc_meta}`, arguments must be
+    /// JSON payloads; the reply is `{"result": ...}` or `{"error": {"kind", "message"}}`.
+    Json,
+}
+
+/// An external command started and supervised by the HTTP launcher.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpServiceSpec {
+    /// Program and arguments; `{port}`, `{port0}`, `{port1}`, ... are filled from the ports
+    /// reserved for the worker (ask for them with `SchedulingSpec::ports`).
+    pub argv: Vec<String>,
+    /// Working directory (default: the node's).
+    pub cwd: Option<String>,
+    /// Extra environment (placeholders filled too); merged over the spec's env.
+    pub env: BTreeMap<String, String>,
+    /// Readiness probe against the first port.
+    pub readiness: Readiness,
+    /// What to do when the process exits.
+    pub restart: RestartPolicy,
+    /// Between SIGTERM and SIGKILL when stopping.
+    pub stop_grace_ms: u64,
+    /// Output lines kept in memory for error messages.
+    pub tail_lines: usize,
+    /// How engine calls reach it.
+    pub protocol: CallProtocol,
+}
+
+impl HttpServiceSpec {
+    /// A service started with `argv`, default readiness (`GET /health` = 200 within 60 s), no
+    /// restarts, 5 s stop grace.
+    pub fn new<I, S>(argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        HttpServiceSpec {
+            argv: argv.into_iter().map(Into::into).collect(),
+            cwd: None,
+            env: BTreeMap::new(),
+            readiness: Readiness::default(),
+            restart: RestartPolicy::Never,
+            stop_grace_ms: 5000,
+            tail_lines: 200,
+            protocol: CallProtocol::None,
+        }
+    }
+    /// Sets the readiness probe path and status.
+    pub fn ready_when(mut self, path: impl Into<String>, status: u16) -> Self {
+        self.readiness.path = path.into();
+        self.readiness.expected_status = status;
+        self
+    }
+    /// Sets the readiness deadline.
+    pub fn ready_within(mut self, d: std::time::Duration) -> Self {
+        self.readiness.deadline_ms = d.as_millis() as u64;
+        self
+    }
+    /// Sets the restart policy.
+    pub fn restart(mut self, r: RestartPolicy) -> Self {
+        self.restart = r;
+        self
+    }
+    /// Sets the call protocol.
+    pub fn protocol(mut self, p: CallProtocol) -> Self {
+        self.protocol = p;
+        self
+    }
+    /// Adds an environment variable.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.insert(k.into(), v.into());
+        self
+    }
+    /// Sets the stop grace period.
+    pub fn stop_grace(mut self, d: std::time::Duration) -> Self {
+        self.stop_grace_ms = d.as_millis() as u64;
+        self
+    }
+}
 
 /// What a worker is. Chosen by the caller, never inferred.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerKind {
-    /// An actor that hosts named engines in the node process and calls them by method name.
+    /// An actor that hosts named engines and calls them by method name, in the node process or
+    /// isolated in a child process.
     RpcServer(RpcServerSpec),
+    /// An external command (inference server, proxy, any HTTP service) started, supervised and
+    /// forwarded to by the HTTP launcher actor.
+    HttpService(HttpServiceSpec),
 }
 
 impl Default for WorkerKind {
@@ -110,7 +261,11 @@ impl WorkerKind {
     /// A short name for logs and tables.
     pub fn name(&self) -> &'static str {
         match self {
-            WorkerKind::RpcServer(_) => "rpc-server",
+            WorkerKind::RpcServer(RpcServerSpec {
+                isolation: Isolation::InProcess,
+            }) => "rpc-server",
+            WorkerKind::RpcServer(_) => "rpc-server (process)",
+            WorkerKind::HttpService(_) => "http-service",
         }
     }
 }

@@ -14,7 +14,9 @@
 //!   function ([`http::classify`]) that retries only what is safe, with async, jittered,
 //!   deadline-bounded backoff and an abort signal (the child died) that ends a call at once.
 //!
-//! The HTTP launcher actor is built on these two modules.
+//! - [`http_launcher`]: the actor that owns one such child as a worker and forwards the worker
+//!   protocol and plain HTTP to it, built on the two modules above.
 
 pub mod http;
+pub mod http_launcher;
 pub mod process;

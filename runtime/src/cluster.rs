@@ -34,6 +34,7 @@ pub struct LocalBuilder {
     cookie: String,
     listen_port: Option<u16>,
     config: SchedulerConfig,
+    run_dir: Option<std::path::PathBuf>,
 }
 
 impl LocalBuilder {
@@ -90,6 +91,11 @@ impl LocalBuilder {
     /// The ractor_cluster listen port on 127.0.0.1 (default: a free port).
     pub fn listen_port(mut self, port: u16) -> Self {
         self.listen_port = Some(port);
+        self
+    }
+    /// Where worker logs go (default: `$TMPDIR/fleet-<cluster id>`).
+    pub fn run_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.run_dir = Some(dir.into());
         self
     }
     /// Placement policy for separate roles (default [`Policy::Pack`]).
@@ -151,6 +157,9 @@ impl LocalBuilder {
                 registry: self.registry,
                 directory: directory.clone(),
                 events: Some(events_tx),
+                run_dir: self
+                    .run_dir
+                    .unwrap_or_else(|| std::env::temp_dir().join(format!("fleet-{cluster_id}"))),
             },
         )
         .await
@@ -212,6 +221,7 @@ impl Cluster {
             cookie: format!("{:032x}", rand::random::<u128>()),
             listen_port: None,
             config: SchedulerConfig::default(),
+            run_dir: None,
         }
     }
 

@@ -192,6 +192,13 @@ impl Actor for RpcServer {
                 }
             }
             WorkerMsg::Control(control, port) => self.control(myself, control, port, state),
+            WorkerMsg::Lifecycle(_) => {}
+            WorkerMsg::Http(call, port) => {
+                let _ = port.send(crate::http_call::HttpReply(Err(FleetError::bad_request(
+                    format!("{} {} to worker {}", call.method, call.path, state.worker),
+                    "it is an in-process RpcServer with no HTTP endpoint; call its engines instead",
+                ))));
+            }
         }
         Ok(())
     }

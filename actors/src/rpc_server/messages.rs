@@ -11,6 +11,11 @@ use std::collections::BTreeMap;
 /// One engine call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallRequest {
+    /// Overall deadline of the call in milliseconds (0: none given), for forwarders that
+    /// retry.
+    pub deadline_ms: u64,
+    /// Whether the caller declared the call idempotent.
+    pub idempotent: bool,
     /// The engine's name on the worker.
     pub engine: String,
     /// The method.
@@ -66,6 +71,8 @@ pub enum Control {
 pub enum ControlOk {
     /// Done.
     Done,
+    /// Accepted, but it takes effect later; the text says when.
+    Deferred(String),
     /// The worker's status.
     Status(WorkerStatus),
 }
@@ -111,6 +118,48 @@ pub enum WorkerMsg {
     Call(CallRequest, RpcReplyPort<CallReply>),
     /// A control request.
     Control(Control, RpcReplyPort<ControlReply>),
+    /// A plain HTTP request (HTTP-service workers only).
+    Http(
+        crate::http_call::HttpCall,
+        RpcReplyPort<crate::http_call::HttpReply>,
+    ),
+    /// The lifecycle of a worker's own process, reported by its supervision task to the worker
+    /// actor (HTTP-service workers only; others ignore it).
+    Lifecycle(Lifecycle),
+}
+
+/// What happened to a worker's process. `generation` counts (re)starts, so that news about a
+/// process that was already replaced is ignored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Lifecycle {
+    /// The readiness probe passed.
+    Ready {
+        /// Which start.
+        generation: u64,
+    },
+    /// The readiness deadline passed with the process still running.
+    NotReady {
+        /// Which start.
+        generation: u64,
+        /// Why (names the probe and what it last saw).
+        reason: String,
+    },
+    /// The process exited.
+    Exited {
+        /// Which start.
+        generation: u64,
+        /// Exit code, if it exited normally.
+        code: Option<i32>,
+        /// Signal, if it was killed by one.
+        signal: Option<i32>,
+        /// Its last output lines.
+        tail: Vec<String>,
+    },
+    /// Time to start it again.
+    RestartDue {
+        /// The generation that exited.
+        generation: u64,
+    },
 }
 
 impl std::fmt::Debug for WorkerMsg {
@@ -118,6 +167,8 @@ impl std::fmt::Debug for WorkerMsg {
         match self {
             WorkerMsg::Call(req, _) => write!(f, "Call({}.{})", req.engine, req.method),
             WorkerMsg::Control(c, _) => write!(f, "Control({c:?})"),
+            WorkerMsg::Http(c, _) => write!(f, "Http({} {})", c.method, c.path),
+            WorkerMsg::Lifecycle(l) => write!(f, "Lifecycle({l:?})"),
         }
     }
 }

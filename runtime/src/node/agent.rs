@@ -16,10 +16,15 @@ use fleet_actors::rpc_server::{
     CallReply, Control, ControlOk, ControlReply, RpcServer, RpcServerArgs, WorkerMsg,
 };
 use fleet_actors::wire::Wire;
+use fleet_actors::{CallProtocol, HttpServiceSpec, Isolation, RpcServerSpec};
 use fleet_actors::{EngineRegistry, FleetError, NodeId, WorkerId, WorkerKind};
+use fleet_launcher::http::Client;
+use fleet_launcher::http_launcher::{HttpLauncher, HttpLauncherArgs, WorkerFailure};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -40,6 +45,8 @@ pub struct AgentArgs {
     pub directory: LocalDirectory,
     /// Where unasked worker deaths are pushed.
     pub events: Option<mpsc::UnboundedSender<WorkerEvent>>,
+    /// Where worker log files go (`<run_dir>/logs/<role>_<index>.log`).
+    pub run_dir: PathBuf,
 }
 
 struct LocalWorker {
@@ -62,6 +69,48 @@ pub struct AgentState {
     events: Option<mpsc::UnboundedSender<WorkerEvent>>,
     workers: HashMap<WorkerId, LocalWorker>,
     by_actor: HashMap<ActorId, WorkerId>,
+    run_dir: PathBuf,
+    client: Client,
+}
+
+/// The `fleet` executable that starts an isolated RpcServer: `FLEET_BIN`, else this process's
+/// own executable if it is `fleet`.
+fn fleet_executable() -> Option<String> {
+    if let Ok(p) = std::env::var("FLEET_BIN") {
+        return Some(p);
+    }
+    let exe = std::env::current_exe().ok()?;
+    (exe.file_name()?.to_str()? == "fleet").then(|| exe.to_string_lossy().into_owned())
+}
+
+/// The HTTP service that hosts an isolated RpcServer.
+fn isolated_rpc_server(
+    worker: &WorkerId,
+    node: &NodeId,
+    command: &Option<Vec<String>>,
+) -> Result<HttpServiceSpec, FleetError> {
+    let argv = match command {
+        Some(c) => c.clone(),
+        None => {
+            let bin = fleet_executable().ok_or_else(|| {
+                FleetError::bad_request(
+                    format!("starting isolated RpcServer {worker}"),
+                    "this process is not the `fleet` binary, so it cannot start `fleet rpc-server`: set FLEET_BIN to the fleet executable, or give Isolation::Process { command } (your binary's rpc-server entry, with {port})",
+                )
+            })?;
+            vec![
+                bin,
+                "rpc-server".into(),
+                "--port".into(),
+                "{port}".into(),
+                "--worker".into(),
+                worker.to_string(),
+                "--node".into(),
+                node.to_string(),
+            ]
+        }
+    };
+    Ok(HttpServiceSpec::new(argv).protocol(CallProtocol::FleetRpc))
 }
 
 impl AgentState {
@@ -96,9 +145,24 @@ impl AgentState {
                 "a worker with this id already runs here",
             ));
         }
+        let service = match &req.kind {
+            WorkerKind::RpcServer(RpcServerSpec {
+                isolation: Isolation::InProcess,
+            }) => None,
+            WorkerKind::RpcServer(RpcServerSpec {
+                isolation: Isolation::Process { command },
+            }) => Some(isolated_rpc_server(&req.worker, &self.node, command)?),
+            WorkerKind::HttpService(spec) => Some(spec.clone()),
+        };
+        // A process worker serves on its first port: make sure it has one.
+        let port_count = if service.is_some() {
+            req.spec.ports.max(1)
+        } else {
+            req.spec.ports
+        };
         self.ledger.allocate(&req.worker, &req.spec, &req.gpus)?;
-        let lease = if req.spec.ports > 0 {
-            match self.ports.reserve(req.spec.ports) {
+        let lease = if port_count > 0 {
+            match self.ports.reserve(port_count) {
                 Ok(l) => Some(l),
                 Err(e) => {
                     self.ledger.release(&req.worker);
@@ -110,6 +174,7 @@ impl AgentState {
         };
         let ports = lease.as_ref().map(|l| l.ports.clone()).unwrap_or_default();
         let mut env: BTreeMap<String, String> = req.spec.env.clone();
+        env.insert("FLEET_NODE".into(), self.node.to_string());
         env.extend(req.env.clone());
         if !req.gpus.is_empty() {
             let ids: Vec<String> = req.gpus.iter().map(u32::to_string).collect();
@@ -121,8 +186,10 @@ impl AgentState {
                 state.ports.release(l.id);
             }
         };
-        let spawned = match &req.kind {
-            WorkerKind::RpcServer(_) => {
+        let log_dir = self.run_dir.join("logs");
+        let mut log_path = None;
+        let spawned = match service {
+            None => {
                 let mut args = RpcServerArgs::new(
                     req.worker.clone(),
                     self.node.to_string(),
@@ -131,15 +198,55 @@ impl AgentState {
                 args.env = env.clone();
                 Actor::spawn_linked(None, RpcServer, args, myself.get_cell()).await
             }
+            Some(mut spec) => {
+                for (k, v) in &spec.env {
+                    env.insert(k.clone(), v.clone());
+                }
+                spec.env.clear();
+                let me = myself.clone();
+                let node = self.node.clone();
+                let hook = Arc::new(move |f: WorkerFailure| {
+                    let _ = me.cast(AgentMsg::Failed(Wire::new(WorkerEvent {
+                        worker: f.worker,
+                        node: node.clone(),
+                        kind: WorkerEventKind::Failed {
+                            reason: f.reason,
+                            tail: f.tail,
+                        },
+                    })));
+                });
+                log_path = Some(
+                    log_dir
+                        .join(format!("{}.log", req.worker.to_string().replace('/', "_")))
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+                let args = HttpLauncherArgs {
+                    worker: req.worker.clone(),
+                    node: self.node.to_string(),
+                    spec,
+                    ports: ports.clone(),
+                    env: env.clone(),
+                    log_dir: Some(log_dir),
+                    on_failure: Some(hook),
+                    max_in_flight: 1024,
+                    client: self.client.clone(),
+                };
+                Actor::spawn_linked(None, HttpLauncher, args, myself.get_cell()).await
+            }
         };
         let (actor, join) = match spawned {
             Ok(x) => x,
             Err(e) => {
                 undo(self);
+                let reason = match &e {
+                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+                    other => other.to_string(),
+                };
                 return Err(FleetError::WorkerFailed {
                     worker: req.worker.to_string(),
                     node: self.node.to_string(),
-                    reason: format!("its actor did not start: {e}"),
+                    reason: format!("it did not start: {reason}"),
                     tail: vec![],
                 });
             }
@@ -165,6 +272,7 @@ impl AgentState {
             gpus: req.gpus,
             ports,
             env,
+            log_path,
         })
     }
 
@@ -213,6 +321,8 @@ impl Actor for NodeAgent {
             events: args.events,
             workers: HashMap::new(),
             by_actor: HashMap::new(),
+            run_dir: args.run_dir,
+            client: Client::new(),
         })
     }
 
@@ -319,6 +429,29 @@ impl Actor for NodeAgent {
                     let _ = me.cast(AgentMsg::Reclaim(Wire::new(worker)));
                     let _ = port.send(ControlReply(outcome));
                 });
+            }
+            AgentMsg::Http(req, port) => match req.into_result() {
+                Ok(super::messages::WorkerHttp { worker, call }) => {
+                    match state.workers.get(&worker) {
+                        Some(w) => {
+                            if let Err(e) = w.actor.send_message(WorkerMsg::Http(call, port)) {
+                                tracing::warn!(worker = %worker, error = %e, "http request to a stopped worker dropped");
+                            }
+                        }
+                        None => {
+                            let _ =
+                                port.send(fleet_actors::HttpReply(Err(state.not_found(&worker))));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = port.send(fleet_actors::HttpReply(Err(e)));
+                }
+            },
+            AgentMsg::Failed(event) => {
+                if let (Ok(ev), Some(events)) = (event.into_result(), &state.events) {
+                    let _ = events.send(ev);
+                }
             }
             AgentMsg::ReservePorts(count, port) => {
                 let r = count.into_result().and_then(|n| state.ports.reserve(n));

@@ -39,6 +39,8 @@ pub struct SpawnedWorker {
     pub ports: Vec<u16>,
     /// Its full environment.
     pub env: BTreeMap<String, String>,
+    /// Its log file, for workers that are processes.
+    pub log_path: Option<String>,
 }
 
 /// An engine call for a worker on this node.
@@ -57,6 +59,15 @@ pub struct WorkerControl {
     pub worker: WorkerId,
     /// The request.
     pub control: Control,
+}
+
+/// A plain HTTP request for an HTTP-service worker on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerHttp {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The request.
+    pub call: fleet_actors::HttpCall,
 }
 
 /// Stop a worker: destroy hooks (bounded), stop, release its resources.
@@ -147,6 +158,12 @@ pub enum AgentMsg {
     /// Report resources and workers.
     #[rpc]
     Info(RpcReplyPort<WireReply<NodeInfo>>),
+    /// Forward a plain HTTP request to a local HTTP-service worker.
+    #[rpc]
+    Http(Wire<WorkerHttp>, RpcReplyPort<fleet_actors::HttpReply>),
     /// Internal: a stopped worker's resources may be reused.
     Reclaim(Wire<WorkerId>),
+    /// Internal: a local worker failed for good (its actor lives on, answering with the error,
+    /// until it is deleted); pushed on to the scheduler.
+    Failed(Wire<WorkerEvent>),
 }

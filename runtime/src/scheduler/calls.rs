@@ -70,7 +70,10 @@ impl Scheduler {
             });
         }
         let route = self.route(worker)?;
+        let timeout = opts.timeout;
         let req = CallRequest {
+            deadline_ms: timeout.as_millis() as u64,
+            idempotent: opts.idempotent,
             engine: engine.to_string(),
             method: method.to_string(),
             args,
@@ -78,7 +81,6 @@ impl Scheduler {
             request_id: opts.effective_request_id(),
         };
         let what = format!("{engine}.{method}");
-        let timeout = opts.timeout;
         let reply: CallReply = match self.local_actor(&route) {
             Some(actor) => outcome(
                 actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)).await,
@@ -161,6 +163,47 @@ impl Scheduler {
                     worker,
                     &route,
                     what,
+                    timeout,
+                )?
+            }
+        };
+        reply.0
+    }
+
+    /// Sends a plain HTTP request to an HTTP-service worker through its launcher (pooled
+    /// connection, retries per the request's idempotency and deadline). Any status is an
+    /// answer; errors mean there was none (the worker failed, the deadline passed, ...).
+    pub async fn http(
+        &self,
+        worker: &WorkerId,
+        call: fleet_actors::HttpCall,
+    ) -> Result<fleet_actors::HttpResponseData, FleetError> {
+        let route = self.route(worker)?;
+        let timeout = Duration::from_millis(call.timeout_ms) + Duration::from_secs(1);
+        let what = format!("{} {}", call.method, call.path);
+        let reply: fleet_actors::HttpReply = match self.local_actor(&route) {
+            Some(actor) => outcome(
+                actor
+                    .call(|p| WorkerMsg::Http(call, p), Some(timeout))
+                    .await,
+                worker,
+                &route,
+                &what,
+                timeout,
+            )?,
+            None => {
+                let msg = crate::node::messages::WorkerHttp {
+                    worker: route.target.clone(),
+                    call,
+                };
+                outcome(
+                    route
+                        .agent
+                        .call(|p| AgentMsg::Http(Wire::new(msg), p), Some(timeout))
+                        .await,
+                    worker,
+                    &route,
+                    &what,
                     timeout,
                 )?
             }

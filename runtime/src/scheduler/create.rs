@@ -43,6 +43,14 @@ fn validate(job: &Job) -> Result<(), FleetError> {
             ),
         ));
     }
+    if let fleet_actors::WorkerKind::HttpService(h) = &job.kind {
+        if h.argv.is_empty() || h.argv[0].trim().is_empty() {
+            return Err(FleetError::bad_request(
+                what,
+                "the HttpService command (argv) is empty",
+            ));
+        }
+    }
     for s in &job.specs {
         if !s.cpu.is_finite() || s.cpu < 0.0 {
             return Err(FleetError::bad_request(
@@ -100,6 +108,7 @@ impl Scheduler {
                 gpus: p.gpus.clone(),
                 ports: vec![],
                 env: p.env.clone(),
+                log_path: None,
                 state: WorkerState::Starting,
             })
             .collect();
@@ -221,6 +230,7 @@ impl Scheduler {
                 w.ports = sw.ports.clone();
                 w.env = sw.env.clone();
                 w.gpus = sw.gpus.clone();
+                w.log_path = sw.log_path.clone();
                 w.state = WorkerState::Running;
             }
             routes = entry
@@ -255,6 +265,27 @@ impl Scheduler {
             .extend(routes);
         tracing::info!(role = %job.role, replicas = job.replicas, kind = job.kind.name(), "workers created");
         Ok(infos)
+    }
+
+    /// Starts one worker of kind `kind` next to each worker of `target_role` (same node, index
+    /// `i` beside target `i`), with gpu 0 and the target's `CUDA_VISIBLE_DEVICES`: AReaL's
+    /// `fork_workers`. All or nothing: a partial failure stops the forks already started and
+    /// names the ones that failed. Forked roles are deleted before their targets.
+    pub async fn fork_workers(
+        &self,
+        role: &str,
+        target_role: &str,
+        kind: fleet_actors::WorkerKind,
+        spec: SchedulingSpec,
+    ) -> Result<Vec<WorkerInfo>, FleetError> {
+        let replicas = self.workers(target_role).await?.len() as u32;
+        self.create_workers(
+            Job::new(role, replicas)
+                .colocate(target_role, true)
+                .kind(kind)
+                .spec(spec),
+        )
+        .await
     }
 
     fn create_alias(

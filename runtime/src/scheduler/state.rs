@@ -35,6 +35,8 @@ pub struct WorkerInfo {
     pub ports: Vec<u16>,
     /// Its environment.
     pub env: BTreeMap<String, String>,
+    /// Its log file, for workers that are processes.
+    pub log_path: Option<String>,
     /// Its state.
     pub state: WorkerState,
 }

@@ -1,0 +1,557 @@
+//! The HttpLauncher actor: phases, lifecycle messages, restart policy, and dispatch of forwards
+//! to tasks.
+
+use super::forward::Target;
+use crate::http::{Client, HttpResponse};
+use crate::process::{wait_ready, ChildHandle, ChildSpec, ProcessError, ReadinessProbe};
+use fleet_actors::rpc_server::{
+    CallReply, Control, ControlOk, ControlReply, Lifecycle, WorkerMsg, WorkerStatus,
+};
+use fleet_actors::{CallProtocol, FleetError, HttpReply, HttpServiceSpec, RestartPolicy, WorkerId};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// A worker that failed for good (no restart left), as reported to its node.
+#[derive(Clone, Debug)]
+pub struct WorkerFailure {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Why, in words (exit status, readiness timeout).
+    pub reason: String,
+    /// Its last output lines.
+    pub tail: Vec<String>,
+}
+
+/// Called once when the worker fails for good (the node agent passes one that reports to the
+/// scheduler).
+pub type FailureHook = Arc<dyn Fn(WorkerFailure) + Send + Sync>;
+
+/// The HTTP launcher actor. Spawn it with [`HttpLauncherArgs`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HttpLauncher;
+
+/// What the launcher starts with.
+#[derive(Clone)]
+pub struct HttpLauncherArgs {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Its node, for messages.
+    pub node: String,
+    /// The command and how to run it.
+    pub spec: HttpServiceSpec,
+    /// Ports reserved for it; the first is the one it serves and is probed on.
+    pub ports: Vec<u16>,
+    /// Its environment (the spec's env, `CUDA_VISIBLE_DEVICES`, ...), before placeholders.
+    pub env: BTreeMap<String, String>,
+    /// Where its log file goes (`<dir>/<role>_<index>.log`).
+    pub log_dir: Option<PathBuf>,
+    /// Reports a failure for good.
+    pub on_failure: Option<FailureHook>,
+    /// Forwards allowed in flight at once; more wait for a slot (in their task).
+    pub max_in_flight: usize,
+    /// The pooled client (share one per node).
+    pub client: Client,
+}
+
+impl std::fmt::Debug for HttpLauncherArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpLauncherArgs")
+            .field("worker", &self.worker)
+            .field("argv", &self.spec.argv)
+            .field("ports", &self.ports)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    Starting { since: Instant },
+    Ready,
+    Restarting,
+    Failed(FleetError),
+    Stopping,
+}
+
+/// The launcher's state.
+pub struct State {
+    args: HttpLauncherArgs,
+    env: BTreeMap<String, String>,
+    child: Option<Arc<ChildHandle>>,
+    generation: u64,
+    restarts: u32,
+    phase: Phase,
+    started: Instant,
+    in_flight: Arc<AtomicU64>,
+    slots: Arc<Semaphore>,
+    done: Arc<AtomicU64>,
+}
+
+impl State {
+    fn target(&self) -> Option<Target> {
+        let child = self.child.as_ref()?;
+        Some(Target {
+            worker: self.args.worker.to_string(),
+            node: self.args.node.clone(),
+            client: self.args.client.clone(),
+            base_url: format!(
+                "http://127.0.0.1:{}",
+                self.args.ports.first().copied().unwrap_or(0)
+            ),
+            child: child.watch(),
+        })
+    }
+
+    /// Why a call cannot be forwarded now, if it cannot.
+    fn refusal(&self) -> Option<FleetError> {
+        let worker = self.args.worker.to_string();
+        match &self.phase {
+            Phase::Ready => None,
+            Phase::Starting { since } => Some(FleetError::Unavailable {
+                what: format!("worker {worker}"),
+                detail: format!(
+                    "its process is starting (waiting {} ms so far for {} to answer {}); wait with get_workers",
+                    since.elapsed().as_millis(),
+                    self.args.spec.readiness.path,
+                    self.args.spec.readiness.expected_status
+                ),
+            }),
+            Phase::Restarting => Some(FleetError::Unavailable {
+                what: format!("worker {worker}"),
+                detail: format!("its process exited and is being restarted (restart {})", self.restarts),
+            }),
+            Phase::Failed(e) => Some(e.clone()),
+            Phase::Stopping => Some(FleetError::Unavailable {
+                what: format!("worker {worker}"),
+                detail: "it is stopping".into(),
+            }),
+        }
+    }
+
+    fn child_spec(&self) -> Result<ChildSpec, FleetError> {
+        let bad = |detail: String| {
+            FleetError::bad_request(format!("starting worker {}", self.args.worker), detail)
+        };
+        let Some((program, rest)) = self.args.spec.argv.split_first() else {
+            return Err(bad("the command (argv) is empty".into()));
+        };
+        let mut spec = ChildSpec::new(self.args.worker.to_string(), program.clone())
+            .args(rest.iter().cloned())
+            .tail_lines(self.args.spec.tail_lines.max(1));
+        for (k, v) in &self.env {
+            spec = spec.env(k.clone(), v.clone());
+        }
+        spec = spec
+            .env("FLEET_WORKER", self.args.worker.to_string())
+            .env("FLEET_PORT", "{port}");
+        if let Some(cwd) = &self.args.spec.cwd {
+            spec = spec.cwd(cwd.clone());
+        }
+        if let Some(dir) = &self.args.log_dir {
+            spec = spec.log_dir(dir.clone());
+        }
+        spec.with_ports(&self.args.ports)
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    fn failed(&self, reason: String, tail: Vec<String>) -> FleetError {
+        FleetError::WorkerFailed {
+            worker: self.args.worker.to_string(),
+            node: self.args.node.clone(),
+            reason,
+            tail,
+        }
+    }
+
+    fn report(&self, reason: &str, tail: &[String]) {
+        tracing::error!(worker = %self.args.worker, node = %self.args.node, %reason, "http service failed");
+        if let Some(hook) = &self.args.on_failure {
+            hook(WorkerFailure {
+                worker: self.args.worker.clone(),
+                reason: reason.to_string(),
+                tail: tail.to_vec(),
+            });
+        }
+    }
+}
+
+fn process_error(worker: &WorkerId, node: &str, e: ProcessError) -> FleetError {
+    let retry_hint = match &e {
+        ProcessError::Spawn { .. } => "check the command: the program must exist and be executable",
+        _ => "see the worker's log",
+    };
+    FleetError::WorkerFailed {
+        worker: worker.to_string(),
+        node: node.to_string(),
+        reason: format!("{e} ({retry_hint})"),
+        tail: vec![],
+    }
+}
+
+/// Starts the readiness probe and the exit watcher of generation `generation`, reporting both
+/// to the actor.
+fn supervise(
+    myself: ActorRef<WorkerMsg>,
+    child: &ChildHandle,
+    generation: u64,
+    probe: Option<ReadinessProbe>,
+) {
+    let watch = child.watch();
+    tokio::spawn(async move {
+        if let Some(probe) = probe {
+            match wait_ready(&probe, &watch).await {
+                Ok(()) => {
+                    let _ =
+                        myself.send_message(WorkerMsg::Lifecycle(Lifecycle::Ready { generation }));
+                }
+                Err(ProcessError::ExitedBeforeReady { .. }) => {
+                    // The exit is reported below.
+                }
+                Err(e) => {
+                    let _ = myself.send_message(WorkerMsg::Lifecycle(Lifecycle::NotReady {
+                        generation,
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+        } else {
+            let _ = myself.send_message(WorkerMsg::Lifecycle(Lifecycle::Ready { generation }));
+        }
+        let info = watch.exited().await;
+        let _ = myself.send_message(WorkerMsg::Lifecycle(Lifecycle::Exited {
+            generation,
+            code: info.code,
+            signal: info.signal,
+            tail: info.tail,
+        }));
+    });
+}
+
+impl HttpLauncher {
+    async fn start_child(
+        &self,
+        myself: &ActorRef<WorkerMsg>,
+        state: &mut State,
+    ) -> Result<(), FleetError> {
+        let spec = state.child_spec()?;
+        let child = ChildHandle::spawn(spec)
+            .await
+            .map_err(|e| process_error(&state.args.worker, &state.args.node, e))?;
+        state.generation += 1;
+        let r = &state.args.spec.readiness;
+        let probe = state.args.ports.first().map(|port| {
+            let mut p = ReadinessProbe::http(*port, r.path.clone())
+                .deadline(Duration::from_millis(r.deadline_ms));
+            p.expected_status = r.expected_status;
+            p.interval = Duration::from_millis(r.interval_ms.max(1));
+            p
+        });
+        tracing::info!(worker = %state.args.worker, pid = child.pid(), argv = ?state.args.spec.argv, ports = ?state.args.ports, generation = state.generation, "http service process started");
+        supervise(myself.clone(), &child, state.generation, probe);
+        state.child = Some(Arc::new(child));
+        state.phase = Phase::Starting {
+            since: Instant::now(),
+        };
+        Ok(())
+    }
+
+    fn forward<F, Fut, T>(
+        state: &State,
+        port: RpcReplyPort<T>,
+        wrap: fn(Result<F, FleetError>) -> T,
+        f: impl FnOnce(Target) -> Fut + Send + 'static,
+    ) where
+        Fut: std::future::Future<Output = Result<F, FleetError>> + Send + 'static,
+        T: Send + 'static,
+        F: Send + 'static,
+    {
+        if let Some(e) = state.refusal() {
+            let _ = port.send(wrap(Err(e)));
+            return;
+        }
+        let Some(target) = state.target() else {
+            let _ = port.send(wrap(Err(FleetError::internal("ready without a process"))));
+            return;
+        };
+        let slots = state.slots.clone();
+        let in_flight = state.in_flight.clone();
+        let done = state.done.clone();
+        tokio::spawn(async move {
+            let _permit = slots.acquire_owned().await;
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            let r = f(target).await;
+            in_flight.fetch_sub(1, Ordering::Relaxed);
+            done.fetch_add(1, Ordering::Relaxed);
+            let _ = port.send(wrap(r));
+        });
+    }
+
+    fn control(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        control: Control,
+        port: RpcReplyPort<ControlReply>,
+        state: &mut State,
+    ) {
+        let fleet_rpc = state.args.spec.protocol == CallProtocol::FleetRpc;
+        let worker = state.args.worker.to_string();
+        match control {
+            Control::Health => {
+                let r = match state.refusal() {
+                    None => Ok(ControlOk::Done),
+                    Some(e) => Err(e),
+                };
+                let _ = port.send(ControlReply(r));
+            }
+            Control::Status => {
+                let status = WorkerStatus {
+                    worker: state.args.worker.clone(),
+                    engines: vec![],
+                    in_flight: None,
+                    queued: state.in_flight.load(Ordering::Relaxed),
+                    calls_done: state.done.load(Ordering::Relaxed),
+                    uptime_ms: state.started.elapsed().as_millis() as u64,
+                };
+                let _ = port.send(ControlReply(Ok(ControlOk::Status(status))));
+            }
+            Control::SetEnv(vars) => {
+                state.env.extend(vars.clone());
+                if fleet_rpc {
+                    Self::forward(state, port, ControlReply, move |t| async move {
+                        t.fleet_control(Control::SetEnv(vars), Duration::from_secs(10))
+                            .await
+                    });
+                } else {
+                    let _ = port.send(ControlReply(Ok(ControlOk::Deferred(format!(
+                        "worker {worker} is an external process: the new environment applies when it next starts (after a restart, or recreate the worker); the running process keeps its environment"
+                    )))));
+                }
+            }
+            c @ (Control::CreateEngine { .. } | Control::Configure(_)) => {
+                if fleet_rpc {
+                    Self::forward(state, port, ControlReply, move |t| async move {
+                        t.fleet_control(c, Duration::from_secs(60)).await
+                    });
+                } else {
+                    let _ = port.send(ControlReply(Err(FleetError::bad_request(
+                        format!("engine control for worker {worker}"),
+                        "it is a plain HTTP service without engines (CallProtocol::None or Json); talk to it with Scheduler::http",
+                    ))));
+                }
+            }
+            Control::Destroy { timeout_ms } => {
+                if matches!(state.phase, Phase::Stopping) {
+                    let _ = port.send(ControlReply(Ok(ControlOk::Done)));
+                    return;
+                }
+                let was_ready = matches!(state.phase, Phase::Ready);
+                state.phase = Phase::Stopping;
+                let target = state.target();
+                let child = state.child.clone();
+                let grace = Duration::from_millis(state.args.spec.stop_grace_ms);
+                tokio::spawn(async move {
+                    let mut outcome = Ok(ControlOk::Done);
+                    if let (true, true, Some(t)) = (fleet_rpc, was_ready, target) {
+                        let bound = Duration::from_millis(timeout_ms.max(1));
+                        if let Err(e) = t
+                            .fleet_control(Control::Destroy { timeout_ms }, bound)
+                            .await
+                        {
+                            outcome = Err(e);
+                        }
+                    }
+                    if let Some(child) = child {
+                        match child.stop(grace).await {
+                            Ok(info) => {
+                                tracing::info!(worker = %worker, exit = %info.describe(), "http service process stopped")
+                            }
+                            Err(e) => {
+                                tracing::warn!(worker = %worker, error = %e, "stopping the http service process")
+                            }
+                        }
+                    }
+                    myself.stop(Some("destroyed".into()));
+                    let _ = port.send(ControlReply(outcome));
+                });
+            }
+        }
+    }
+
+    async fn lifecycle(&self, myself: ActorRef<WorkerMsg>, event: Lifecycle, state: &mut State) {
+        match event {
+            Lifecycle::Ready { generation } if generation == state.generation => {
+                if let Phase::Starting { since } = state.phase {
+                    tracing::info!(worker = %state.args.worker, ready_ms = since.elapsed().as_millis() as u64, "http service ready");
+                    state.phase = Phase::Ready;
+                }
+            }
+            Lifecycle::NotReady { generation, reason } if generation == state.generation => {
+                if matches!(state.phase, Phase::Stopping) {
+                    return;
+                }
+                let tail = state.child.as_ref().map(|c| c.tail()).unwrap_or_default();
+                if let Some(c) = &state.child {
+                    c.kill();
+                }
+                let err = state.failed(format!("it did not become ready: {reason}"), tail.clone());
+                state.report(&format!("not ready: {reason}"), &tail);
+                state.phase = Phase::Failed(err);
+            }
+            Lifecycle::Exited {
+                generation,
+                code,
+                signal,
+                tail,
+            } if generation == state.generation => {
+                if matches!(state.phase, Phase::Stopping | Phase::Failed(_)) {
+                    return;
+                }
+                let how = match (code, signal) {
+                    (Some(c), _) => format!("its process exited with code {c}"),
+                    (None, Some(s)) => format!("its process was killed by signal {s}"),
+                    _ => "its process exited".to_string(),
+                };
+                let was_ready = matches!(state.phase, Phase::Ready);
+                let when = if was_ready {
+                    ""
+                } else {
+                    " before it was ready"
+                };
+                let may_restart = match state.args.spec.restart {
+                    RestartPolicy::OnFailure {
+                        max_restarts,
+                        backoff_ms,
+                    } if code != Some(0) && state.restarts < max_restarts => Some(backoff_ms),
+                    _ => None,
+                };
+                if let Some(backoff_ms) = may_restart {
+                    state.restarts += 1;
+                    let wait = Duration::from_millis(
+                        backoff_ms.saturating_mul(1u64 << (state.restarts - 1).min(10)),
+                    );
+                    tracing::warn!(worker = %state.args.worker, %how, restart = state.restarts, wait_ms = wait.as_millis() as u64, "http service exited{when}; restarting");
+                    state.phase = Phase::Restarting;
+                    let me = myself.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = me.send_message(WorkerMsg::Lifecycle(Lifecycle::RestartDue {
+                            generation,
+                        }));
+                    });
+                } else {
+                    let reason = format!("{how}{when}");
+                    state.report(&reason, &tail);
+                    state.phase = Phase::Failed(state.failed(reason, tail));
+                }
+            }
+            Lifecycle::RestartDue { generation } if generation == state.generation => {
+                if !matches!(state.phase, Phase::Restarting) {
+                    return;
+                }
+                if let Err(e) = self.start_child(&myself, state).await {
+                    let reason = format!("restart failed: {e}");
+                    state.report(&reason, &[]);
+                    state.phase = Phase::Failed(e);
+                }
+            }
+            _ => {
+                // News about a process generation that was already replaced.
+            }
+        }
+    }
+}
+
+impl Actor for HttpLauncher {
+    type Msg = WorkerMsg;
+    type State = State;
+    type Arguments = HttpLauncherArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        if args.ports.is_empty() {
+            return Err(format!(
+                "worker {}: an HTTP service needs at least one port to serve and be probed on (SchedulingSpec::ports(1))",
+                args.worker
+            )
+            .into());
+        }
+        let mut state = State {
+            env: args.env.clone(),
+            slots: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
+            args,
+            child: None,
+            generation: 0,
+            restarts: 0,
+            phase: Phase::Starting {
+                since: Instant::now(),
+            },
+            started: Instant::now(),
+            in_flight: Arc::new(AtomicU64::new(0)),
+            done: Arc::new(AtomicU64::new(0)),
+        };
+        self.start_child(&myself, &mut state)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerMsg::Call(req, port) => match state.args.spec.protocol {
+                CallProtocol::FleetRpc => {
+                    Self::forward(state, port, CallReply, move |t| async move {
+                        t.fleet_call(req).await
+                    })
+                }
+                CallProtocol::Json => Self::forward(state, port, CallReply, move |t| async move {
+                    t.json_call(req).await
+                }),
+                CallProtocol::None => {
+                    let _ = port.send(CallReply(Err(FleetError::bad_request(
+                        format!("{}.{} on worker {}", req.engine, req.method, state.args.worker),
+                        "it is a plain HTTP service (CallProtocol::None): send HTTP requests with Scheduler::http",
+                    ))));
+                }
+            },
+            WorkerMsg::Http(call, port) => {
+                Self::forward(state, port, HttpReply, move |t| async move {
+                    t.http(call).await
+                })
+            }
+            WorkerMsg::Control(control, port) => self.control(myself, control, port, state),
+            WorkerMsg::Lifecycle(event) => self.lifecycle(myself, event, state).await,
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Dropping the last handle SIGKILLs the group if destroy did not already stop it.
+        if let Some(child) = state.child.take() {
+            if child.is_running() {
+                child.kill();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_response_is_send(r: HttpResponse) -> impl Send {
+    r
+}
