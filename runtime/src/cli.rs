@@ -6,8 +6,11 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench_proxy;
 mod logging;
+mod mock_llm;
 mod node;
+mod proxy;
 
 /// fleet: a distributed runtime for LLM reinforcement-learning jobs.
 ///
@@ -28,6 +31,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Node(node::Args),
+    Proxy(proxy::Args),
+    MockLlm(mock_llm::Args),
+    #[command(hide = true)]
+    BenchProxy(bench_proxy::Args),
 }
 
 /// Parses the command line, runs the chosen subcommand on a tokio runtime and maps the result to
@@ -48,6 +55,9 @@ pub fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => node::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
+            Command::MockLlm(args) => mock_llm::run(args).await,
+            Command::BenchProxy(args) => bench_proxy::run(args).await,
         }
     });
     match result {
@@ -56,5 +66,24 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("fleet: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }

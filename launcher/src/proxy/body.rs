@@ -111,7 +111,9 @@ pub(crate) async fn read_body(
         Err(_) => Err(ReadBodyError::Timeout(deadline)),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(ReadBodyError::TooLarge { limit })
             } else {
                 Err(ReadBodyError::Read(e.to_string()))

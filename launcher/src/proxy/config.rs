@@ -12,9 +12,26 @@ use super::errors::ProxyError;
 /// Admin keys refused on a non-loopback bind, compared case-insensitively: the defaults and
 /// examples people paste.
 const WELL_KNOWN_KEYS: &[&str] = &[
-    "admin", "password", "changeme", "secret", "test", "fleet", "default", "token", "key",
-    "empty", "none", "null", "sk-admin", "sk-test", "sk-fleet", "123456", "12345678", "letmein",
-    "areal-admin-key", "admin-key",
+    "admin",
+    "password",
+    "changeme",
+    "secret",
+    "test",
+    "fleet",
+    "default",
+    "token",
+    "key",
+    "empty",
+    "none",
+    "null",
+    "sk-admin",
+    "sk-test",
+    "sk-fleet",
+    "123456",
+    "12345678",
+    "letmein",
+    "areal-admin-key",
+    "admin-key",
 ];
 
 /// The shortest admin key accepted on a non-loopback bind.
@@ -241,7 +258,10 @@ mod tests {
     fn weak_admin_keys_are_refused_on_a_non_loopback_bind() {
         for key in ["", "  ", "admin", "ChangeMe", "short-key"] {
             assert!(
-                matches!(on("0.0.0.0:0", Some(key)), Err(ProxyError::WeakAdminKey { .. })),
+                matches!(
+                    on("0.0.0.0:0", Some(key)),
+                    Err(ProxyError::WeakAdminKey { .. })
+                ),
                 "{key:?} accepted"
             );
         }
@@ -270,7 +290,13 @@ mod tests {
             BackendUrl::parse("http://localhost:8000").unwrap().root,
             "http://localhost:8000"
         );
-        for bad in ["https://x:1", "127.0.0.1:8000", "http://x:1/api", "ftp://x", ""] {
+        for bad in [
+            "https://x:1",
+            "127.0.0.1:8000",
+            "http://x:1/api",
+            "ftp://x",
+            "",
+        ] {
             assert!(BackendUrl::parse(bad).is_err(), "{bad} accepted");
         }
     }

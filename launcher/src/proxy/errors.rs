@@ -155,9 +155,7 @@ impl ApiError {
             NoCapacity => "no_capacity",
             TooManySessions { .. } => "too_many_sessions",
             TooManyTurns { .. } => "turn_limit_reached",
-            BackendUnreachable { .. } | BackendStatus { .. } | BackendInvalid(_) => {
-                "backend_error"
-            }
+            BackendUnreachable { .. } | BackendStatus { .. } | BackendInvalid(_) => "backend_error",
             BackendTimeout(_) => "backend_timeout",
             ExportTimeout { .. } => "export_timeout",
         }

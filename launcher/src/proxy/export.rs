@@ -154,7 +154,10 @@ mod tests {
 
     #[test]
     fn discount_runs_from_the_last_turn_back() {
-        assert_eq!(discount_rewards(&[0.0, 0.0, 1.0], 0.5), vec![0.25, 0.5, 1.0]);
+        assert_eq!(
+            discount_rewards(&[0.0, 0.0, 1.0], 0.5),
+            vec![0.25, 0.5, 1.0]
+        );
         let r = discount_rewards(&[1.0, 0.0, 2.0], 0.9);
         let want = [1.0 + 0.9 * 1.8, 1.8, 2.0];
         for (a, b) in r.iter().zip(want) {

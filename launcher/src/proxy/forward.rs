@@ -76,7 +76,9 @@ async fn whole(
 ) -> Result<Response<Body>, ApiError> {
     let bytes = state.upstream.read_body(body, MAX_ANSWER_BYTES).await?;
     let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::BackendInvalid(format!("the answer is not JSON ({e}); is --backend an OpenAI-compatible server?"))
+        ApiError::BackendInvalid(format!(
+            "the answer is not JSON ({e}); is --backend an OpenAI-compatible server?"
+        ))
     })?;
     let record = Accumulator::from_response(prepared.endpoint, &value).into_record(
         prepared.endpoint,

@@ -105,8 +105,8 @@ pub(crate) fn prepare(
             !wants
         }
     };
-    let added_token_ids = request_token_ids
-        && !matches!(obj.get("return_token_ids"), Some(Value::Bool(true)));
+    let added_token_ids =
+        request_token_ids && !matches!(obj.get("return_token_ids"), Some(Value::Bool(true)));
     if added_token_ids {
         obj.insert("return_token_ids".into(), Value::Bool(true));
     }
@@ -195,7 +195,9 @@ impl Accumulator {
                     for (k, val) in delta {
                         match (k.as_str(), val) {
                             ("tool_calls", Value::Array(calls)) => self.merge_tool_calls(calls),
-                            (_, Value::String(s)) if k != "role" => append_str(&mut self.message, k, s),
+                            (_, Value::String(s)) if k != "role" => {
+                                append_str(&mut self.message, k, s)
+                            }
                             (_, Value::Null) => {}
                             _ => {
                                 self.message.insert(k.clone(), val.clone());
@@ -240,7 +242,10 @@ impl Accumulator {
         };
         if let Some(Value::Array(content)) = lp.get("content") {
             for item in content {
-                let lp = item.get("logprob").and_then(Value::as_f64).unwrap_or(f64::NAN);
+                let lp = item
+                    .get("logprob")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(f64::NAN);
                 self.logprobs.get_or_insert_with(Vec::new).push(lp);
                 self.push_spelt(item.get("token"));
             }
@@ -278,7 +283,9 @@ impl Accumulator {
                 self.tool_calls.resize_with(idx + 1, Map::new);
             }
             let slot = &mut self.tool_calls[idx];
-            let Some(obj) = call.as_object() else { continue };
+            let Some(obj) = call.as_object() else {
+                continue;
+            };
             for (k, v) in obj {
                 match (k.as_str(), v) {
                     ("index", _) => {}
@@ -405,10 +412,16 @@ mod tests {
             (Endpoint::ChatCompletions, "[]"),
             (Endpoint::ChatCompletions, "{\"messages\": 3}"),
             (Endpoint::Completions, "{}"),
-            (Endpoint::Completions, "{\"prompt\":\"x\",\"stream\":\"yes\"}"),
+            (
+                Endpoint::Completions,
+                "{\"prompt\":\"x\",\"stream\":\"yes\"}",
+            ),
         ] {
             assert!(
-                matches!(prepare(ep, body.as_bytes(), true), Err(ApiError::BadRequest(_))),
+                matches!(
+                    prepare(ep, body.as_bytes(), true),
+                    Err(ApiError::BadRequest(_))
+                ),
                 "{body}"
             );
         }
@@ -420,8 +433,11 @@ mod tests {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "a b"},
               "token_ids": [7, 8], "finish_reason": "stop",
               "logprobs": {"content": [{"token": "a", "logprob": -0.5}, {"token": "b", "logprob": -1.0}]}}]});
-        let r = Accumulator::from_response(Endpoint::ChatCompletions, &v)
-            .into_record(Endpoint::ChatCompletions, Value::Null, TurnStatus::Complete);
+        let r = Accumulator::from_response(Endpoint::ChatCompletions, &v).into_record(
+            Endpoint::ChatCompletions,
+            Value::Null,
+            TurnStatus::Complete,
+        );
         assert_eq!(r.prompt_ids, Some(vec![1, 2]));
         assert_eq!(r.output_ids, Some(vec![7, 8]));
         assert_eq!(r.output_logprobs, Some(vec![-0.5, -1.0]));
@@ -433,16 +449,22 @@ mod tests {
     fn falls_back_to_spelt_token_ids_and_flags_what_is_missing() {
         let v = json!({"choices": [{"text": "x", "logprobs": {
             "tokens": ["token_id:5", "token_id:6"], "token_logprobs": [-0.1, -0.2]}}]});
-        let r = Accumulator::from_response(Endpoint::Completions, &v)
-            .into_record(Endpoint::Completions, Value::Null, TurnStatus::Complete);
+        let r = Accumulator::from_response(Endpoint::Completions, &v).into_record(
+            Endpoint::Completions,
+            Value::Null,
+            TurnStatus::Complete,
+        );
         assert_eq!(r.prompt_ids, None);
         assert_eq!(r.output_ids, Some(vec![5, 6]));
         assert_eq!(r.output_logprobs, Some(vec![-0.1, -0.2]));
 
         let v = json!({"choices": [{"text": "x", "logprobs": {
             "tokens": ["token_id:5", "word"], "token_logprobs": [-0.1, -0.2]}}]});
-        let r = Accumulator::from_response(Endpoint::Completions, &v)
-            .into_record(Endpoint::Completions, Value::Null, TurnStatus::Complete);
+        let r = Accumulator::from_response(Endpoint::Completions, &v).into_record(
+            Endpoint::Completions,
+            Value::Null,
+            TurnStatus::Complete,
+        );
         assert_eq!(r.output_ids, None, "a partial fallback is not used");
     }
 
@@ -451,8 +473,11 @@ mod tests {
         let mut acc = Accumulator::default();
         let ep = Endpoint::ChatCompletions;
         acc.push_chunk(ep, &json!({"prompt_token_ids": [1], "choices": [{"index": 0, "delta": {"role": "assistant"}}]}));
-        acc.push_chunk(ep, &json!({"choices": [{"index": 0, "delta": {"content": "he"}, "token_ids": [3],
-            "logprobs": {"content": [{"token": "he", "logprob": -0.25}]}}]}));
+        acc.push_chunk(
+            ep,
+            &json!({"choices": [{"index": 0, "delta": {"content": "he"}, "token_ids": [3],
+            "logprobs": {"content": [{"token": "he", "logprob": -0.25}]}}]}),
+        );
         acc.push_chunk(ep, &json!({"choices": [{"index": 0, "delta": {"content": "llo",
             "tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\""}}]},
             "token_ids": [4], "logprobs": {"content": [{"token": "llo", "logprob": -0.5}]}}]}));
@@ -465,7 +490,10 @@ mod tests {
         assert_eq!(r.output_logprobs, Some(vec![-0.25, -0.5]));
         assert_eq!(r.response["content"], "hello");
         assert_eq!(r.response["role"], "assistant");
-        assert_eq!(r.response["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+        assert_eq!(
+            r.response["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":1}"
+        );
         assert_eq!(r.response["tool_calls"][0]["id"], "c1");
     }
 

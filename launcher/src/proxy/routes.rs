@@ -75,9 +75,13 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/rl/start_session") => {
             admin(state, &req, "/rl/start_session")?;
             let b: StartSession = json_body(state, req, true).await?;
-            let s = state.store.start_session(b.task_id.unwrap_or(Value::Null))?;
+            let s = state
+                .store
+                .start_session(b.task_id.unwrap_or(Value::Null))?;
             tracing::info!(session = %s.session_id, "session started");
-            Ok(ok(json!({ "session_id": s.session_id, "api_key": s.api_key })))
+            Ok(ok(
+                json!({ "session_id": s.session_id, "api_key": s.api_key }),
+            ))
         }
         (&Method::POST, "/export_trajectories") => {
             admin(state, &req, "/export_trajectories")?;
@@ -122,7 +126,10 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         }
         (&Method::GET, "/v1/models") => {
             caller(state, &req)?;
-            let resp = state.upstream.get("/v1/models", state.upstream.timeout()).await?;
+            let resp = state
+                .upstream
+                .get("/v1/models", state.upstream.timeout())
+                .await?;
             let status = resp.status();
             let bytes = state.upstream.read_body(resp.into_body(), 1 << 20).await?;
             Ok(super::body::json_bytes_response(status, bytes))
@@ -131,7 +138,9 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let session = session(state, &req, "/rl/set_reward")?;
             let b: SetReward = json_body(state, req, false).await?;
             if !b.reward.is_finite() {
-                return Err(ApiError::BadRequest("`reward` must be a finite number".into()));
+                return Err(ApiError::BadRequest(
+                    "`reward` must be a finite number".into(),
+                ));
             }
             let id = state
                 .store
@@ -156,12 +165,11 @@ fn ok(v: Value) -> Response<Body> {
 }
 
 async fn health(state: &Arc<State>) -> Response<Body> {
-    let probe = state
-        .upstream
-        .get("/health", Duration::from_secs(2))
-        .await;
+    let probe = state.upstream.get("/health", Duration::from_secs(2)).await;
     let backend = match &probe {
-        Ok(r) => json!({"url": state.upstream.root(), "reachable": true, "status": r.status().as_u16()}),
+        Ok(r) => {
+            json!({"url": state.upstream.root(), "reachable": true, "status": r.status().as_u16()})
+        }
         Err(e) => json!({"url": state.upstream.root(), "reachable": false, "error": e.to_string()}),
     };
     let stats = state.store.stats();
@@ -220,15 +228,17 @@ fn session(
 }
 
 async fn raw_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiError> {
-    read_body(req, state.config.max_body_bytes, state.config.body_read_timeout)
-        .await
-        .map_err(|e| match e {
-            ReadBodyError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
-            ReadBodyError::Read(m) => ApiError::BodyIncomplete(m),
-            ReadBodyError::Timeout(d) => {
-                ApiError::BodyIncomplete(format!("not received within {d:?}"))
-            }
-        })
+    read_body(
+        req,
+        state.config.max_body_bytes,
+        state.config.body_read_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        ReadBodyError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
+        ReadBodyError::Read(m) => ApiError::BodyIncomplete(m),
+        ReadBodyError::Timeout(d) => ApiError::BodyIncomplete(format!("not received within {d:?}")),
+    })
 }
 
 /// Reads and decodes a JSON body; an empty body is `{}` when `empty_ok`.

@@ -506,7 +506,10 @@ mod tests {
     #[test]
     fn sessions_need_capacity_and_are_bounded() {
         let s = store(4);
-        assert!(matches!(s.start_session(Value::Null), Err(ApiError::NoCapacity)));
+        assert!(matches!(
+            s.start_session(Value::Null),
+            Err(ApiError::NoCapacity)
+        ));
         s.grant_capacity(5);
         s.start_session(Value::Null).unwrap();
         s.start_session(Value::Null).unwrap();

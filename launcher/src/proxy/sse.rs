@@ -141,7 +141,9 @@ mod tests {
         let mut s = Splitter::new(1024);
         assert!(s.push(b"data: {\"a\"").unwrap().is_empty());
         assert!(s.push(b":1}\n").unwrap().is_empty());
-        let ev = s.push(b"\ndata: x\n\ndata: [DONE]\n\n: keepalive\n\n").unwrap();
+        let ev = s
+            .push(b"\ndata: x\n\ndata: [DONE]\n\n: keepalive\n\n")
+            .unwrap();
         assert_eq!(
             datas(&ev),
             vec![Some("{\"a\":1}"), Some("x"), Some("[DONE]"), None]

@@ -121,11 +121,7 @@ impl Upstream {
     }
 
     /// Reads a whole answer body of at most `limit` bytes within the backend timeout.
-    pub(crate) async fn read_body(
-        &self,
-        body: Incoming,
-        limit: usize,
-    ) -> Result<Bytes, ApiError> {
+    pub(crate) async fn read_body(&self, body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
         match tokio::time::timeout(self.timeout, Limited::new(body, limit).collect()).await {
             Err(_) => Err(ApiError::BackendTimeout(self.timeout)),
             Ok(Ok(c)) => Ok(c.to_bytes()),
