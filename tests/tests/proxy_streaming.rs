@@ -46,7 +46,7 @@ async fn the_first_chunk_reaches_the_client_before_the_backend_has_finished() {
             Method::POST,
             &rig.url("/v1/chat/completions"),
             Some(&key),
-            stream_body(5),
+            stream_body(10),
         )
         .await;
     assert_eq!(resp.status(), 200);
@@ -72,7 +72,7 @@ async fn the_first_chunk_reaches_the_client_before_the_backend_has_finished() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(seen.trim_end().ends_with("data: [DONE]"), "{seen}");
-    assert_eq!(seen.matches("data: ").count(), 1 + 5 + 1 + 1, "{seen}");
+    assert_eq!(seen.matches("data: ").count(), 1 + 10 + 1 + 1, "{seen}");
     let stats = rig.mock_stats().await;
     assert_eq!(stats["streams_completed"], 1, "{stats}");
 }
