@@ -14,9 +14,14 @@
 //!   function ([`http::classify`]) that retries only what is safe, with async, jittered,
 //!   deadline-bounded backoff and an abort signal (the child died) that ends a call at once.
 //!
+//! - [`proxy`]: the OpenAI-compatible proxy (`fleet proxy`) forked next to each rollout
+//!   worker, which records every turn for training; [`mock_llm`]: a test double of an
+//!   inference server (`fleet mock-llm`).
 //! - [`http_launcher`]: the actor that owns one such child as a worker and forwards the worker
 //!   protocol and plain HTTP to it, built on the two modules above.
 
 pub mod http;
 pub mod http_launcher;
+pub mod mock_llm;
 pub mod process;
+pub mod proxy;

@@ -7,8 +7,11 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_proxy;
 mod logging;
+mod mock_llm;
 mod node;
+mod proxy;
 
 /// fleet: a distributed runtime for LLM reinforcement-learning jobs.
 ///
@@ -30,6 +33,8 @@ pub struct Cli {
 enum Command {
     Node(node::Args),
     Bench(bench::Args),
+    Proxy(proxy::Args),
+    MockLlm(mock_llm::Args),
 }
 
 /// Parses the command line, runs the chosen subcommand on a tokio runtime and maps the result to
@@ -51,6 +56,8 @@ pub fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Node(args) => node::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
+            Command::MockLlm(args) => mock_llm::run(args).await,
         }
     });
     match result {
@@ -59,5 +66,24 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("fleet: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+pub(crate) async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }

@@ -29,6 +29,8 @@ enum Which {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// The proxy's overhead per chat completion against calling the mock backend directly.
+    Proxy(super::bench_proxy::Args),
     /// Every benchmark with its defaults.
     All,
 }
@@ -37,6 +39,7 @@ enum Which {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     use crate::bench;
     let (call, spawn) = match args.which {
+        Which::Proxy(a) => return super::bench_proxy::run(a).await,
         Which::Call { iters } => (Some(iters), None),
         Which::Spawn { workers, rounds } => (None, Some((workers, rounds))),
         Which::All => (Some(20_000), Some((100, 20))),

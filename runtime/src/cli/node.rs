@@ -140,12 +140,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("serving for {d:?}");
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}
-                _ = shutdown_signal() => {}
+                _ = crate::cli::shutdown_signal() => {}
             }
         }
         None => {
             println!("serving; press Ctrl-C to stop");
-            shutdown_signal().await;
+            crate::cli::shutdown_signal().await;
         }
     }
     println!("stopping: destroying workers");
@@ -198,28 +198,4 @@ async fn demo(cluster: &Cluster, n: u32) -> anyhow::Result<()> {
         st.uptime_ms
     );
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

@@ -1,0 +1,31 @@
+//! `fleet mock-llm`: a test double of an OpenAI-compatible inference server.
+//!
+//! It exists so that the proxy, the launcher and rollout code can be tested and demonstrated
+//! without a GPU: it speaks the parts of the OpenAI API an RL rollout uses
+//! (`/v1/chat/completions`, `/v1/completions`, streamed or not, `/v1/models`, `/health`), and
+//! answers like vLLM does when asked for token ids (`"return_token_ids": true`) and logprobs.
+//! Its "model" is a deterministic toy (see `tokenizer`): the same seed and request always give
+//! the same tokens and logprobs. Latency, token rate and failures (503s, dropped connections)
+//! are configurable, and `GET /stats` exposes counters (requests, streams started, completed,
+//! cancelled) through which tests observe what reached the backend.
+//!
+//! Real deployments point `fleet proxy --backend` at vLLM or SGLang instead.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fleet_launcher::mock_llm::MockError> {
+//! let mock = fleet_launcher::mock_llm::serve(Default::default()).await?;
+//! println!("mock on {}", mock.addr());
+//! mock.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod request;
+mod respond;
+mod server;
+mod stats;
+pub mod tokenizer;
+
+pub use config::{FailMode, MockConfig, MockError};
+pub use server::{serve, MockHandle};
+pub use stats::{MockStats, StatsSnapshot};

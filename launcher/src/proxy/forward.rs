@@ -1,0 +1,218 @@
+//! Forwarding a completion to the backend and recording it as a turn.
+//!
+//! Non-streaming: the answer is read whole, recorded, stripped of what the proxy added, and
+//! sent. Streaming: a task reads the backend's body frame by frame, splits it into events,
+//! records each chunk, and hands every event to the client the moment it is complete (nothing
+//! is buffered beyond one unfinished event). The turn is recorded before the client sees
+//! `data: [DONE]`, so a reward sent right after the stream always finds its turn. If the client
+//! goes away, the response body is dropped, the task sees its channel close, and drops the
+//! backend's body, which closes that backend connection: the backend cancels the generation.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::body::{json_bytes_response, sse_response, Body};
+use super::errors::ApiError;
+use super::openai::{self, Accumulator, Prepared};
+use super::server::State;
+use super::sessions::{Endpoint, TurnGuard, TurnStatus};
+use super::sse;
+use super::upstream::error_chain;
+
+/// Response header carrying the turn's interaction id (for `/rl/set_reward`).
+pub const INTERACTION_HEADER: &str = "x-fleet-interaction-id";
+
+/// Largest non-streamed backend answer read (a bound on memory, far above real answers).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+/// Largest single SSE event accepted from the backend.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+/// Events buffered between the backend reader and a slow client.
+const STREAM_BUFFER: usize = 32;
+
+/// Forwards one completion request of `session` and records it.
+pub(crate) async fn completion(
+    state: &Arc<State>,
+    session: &str,
+    endpoint: Endpoint,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let prepared = openai::prepare(endpoint, &body, state.config.request_token_ids)?;
+    let turn = state.store.begin_turn(session)?;
+    let resp = state
+        .upstream
+        .post_json(endpoint.path(), prepared.body.clone())
+        .await?;
+    if !resp.status().is_success() {
+        return Err(state.upstream.error_from(resp).await);
+    }
+    let is_sse = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let interaction = HeaderValue::from_str(&turn.id).ok();
+    let mut out = if prepared.stream && is_sse {
+        stream(state, prepared, turn, resp.into_body())
+    } else {
+        whole(state, prepared, turn, resp.into_body()).await?
+    };
+    if let Some(id) = interaction {
+        out.headers_mut().insert(INTERACTION_HEADER, id);
+    }
+    Ok(out)
+}
+
+async fn whole(
+    state: &Arc<State>,
+    prepared: Prepared,
+    turn: TurnGuard,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    let bytes = state.upstream.read_body(body, MAX_ANSWER_BYTES).await?;
+    let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BackendInvalid(format!(
+            "the answer is not JSON ({e}); is --backend an OpenAI-compatible server?"
+        ))
+    })?;
+    let record = Accumulator::from_response(prepared.endpoint, &value).into_record(
+        prepared.endpoint,
+        prepared.request.clone(),
+        TurnStatus::Complete,
+    );
+    state.store.finish_turn(turn, record);
+    let bytes = if prepared.rewrites() {
+        openai::strip_added(&prepared, &mut value);
+        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    } else {
+        bytes
+    };
+    Ok(json_bytes_response(StatusCode::OK, bytes))
+}
+
+fn stream(
+    state: &Arc<State>,
+    prepared: Prepared,
+    turn: TurnGuard,
+    body: Incoming,
+) -> Response<Body> {
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let state = Arc::clone(state);
+    tokio::spawn(pump(state, prepared, turn, body, tx));
+    sse_response(rx)
+}
+
+/// How a stream ended, from the proxy's side.
+enum Ending {
+    /// The backend's body ended.
+    Finished,
+    /// The client went away.
+    ClientGone,
+    /// The backend broke, stalled, or sent something that is not SSE.
+    Broken(ApiError),
+}
+
+async fn pump(
+    state: Arc<State>,
+    prepared: Prepared,
+    turn: TurnGuard,
+    mut body: Incoming,
+    tx: mpsc::Sender<Bytes>,
+) {
+    use http_body_util::BodyExt;
+    let endpoint = prepared.endpoint;
+    let idle = state.upstream.timeout();
+    let mut turn = Some(turn);
+    let mut acc = Accumulator::default();
+    let mut splitter = sse::Splitter::new(MAX_EVENT_BYTES);
+    let ending = 'read: loop {
+        let frame = tokio::select! {
+            _ = tx.closed() => break 'read Ending::ClientGone,
+            f = tokio::time::timeout(idle, body.frame()) => f,
+        };
+        let data = match frame {
+            Err(_) => break Ending::Broken(ApiError::BackendTimeout(idle)),
+            Ok(None) => break Ending::Finished,
+            Ok(Some(Err(e))) => {
+                break Ending::Broken(ApiError::BackendUnreachable {
+                    backend: state.upstream.root().to_string(),
+                    detail: format!("the stream broke: {}", error_chain(&e)),
+                })
+            }
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers
+            },
+        };
+        let events = match splitter.push(&data) {
+            Ok(ev) => ev,
+            Err(e) => {
+                break Ending::Broken(ApiError::BackendInvalid(format!(
+                    "a stream event exceeded {} bytes",
+                    e.limit
+                )))
+            }
+        };
+        for ev in events {
+            let out = match ev.data.as_deref() {
+                Some("[DONE]") => {
+                    if let Some(t) = turn.take() {
+                        let rec = std::mem::take(&mut acc).into_record(
+                            endpoint,
+                            prepared.request.clone(),
+                            TurnStatus::Complete,
+                        );
+                        state.store.finish_turn(t, rec);
+                    }
+                    ev.raw
+                }
+                Some(data) => match serde_json::from_str::<Value>(data) {
+                    Ok(mut v) => {
+                        acc.push_chunk(endpoint, &v);
+                        if prepared.rewrites() {
+                            openai::strip_added(&prepared, &mut v);
+                            sse::data_event(&serde_json::to_vec(&v).unwrap_or_default())
+                        } else {
+                            ev.raw
+                        }
+                    }
+                    // Not JSON: pass it on untouched, the client may understand it.
+                    Err(_) => ev.raw,
+                },
+                None => ev.raw,
+            };
+            if tx.send(out).await.is_err() {
+                break 'read Ending::ClientGone;
+            }
+        }
+    };
+    // Dropping the body here, before anything else, closes the backend connection if the
+    // stream was not finished: that is the cancellation.
+    drop(body);
+    let Some(t) = turn.take() else { return };
+    let status = match &ending {
+        Ending::Finished if acc.has_output() => TurnStatus::Complete,
+        Ending::Finished => TurnStatus::Failed,
+        Ending::ClientGone => {
+            tracing::info!(interaction = %t.id, "client went away mid-stream; backend request cancelled");
+            TurnStatus::Cancelled
+        }
+        Ending::Broken(e) => {
+            tracing::warn!(interaction = %t.id, error = %e, "backend stream failed");
+            TurnStatus::Failed
+        }
+    };
+    if acc.has_output() {
+        let rec = acc.into_record(endpoint, prepared.request.clone(), status);
+        state.store.finish_turn(t, rec);
+    }
+    if let Ending::Broken(e) = ending {
+        let payload = serde_json::to_vec(&e.to_json()).unwrap_or_default();
+        let _ = tx.send(sse::data_event(&payload)).await;
+    }
+}

@@ -1,0 +1,290 @@
+//! Routing, authentication per route, and the small admin and session handlers.
+//!
+//! | route | key | body | answer |
+//! | --- | --- | --- | --- |
+//! | `GET /health` | none | | 200 (503 if the backend is unreachable) `{status, admin_key_configured, backend, version, sessions, ...}` |
+//! | `POST /grant_capacity` | admin | `{n}` (default 1) | `{capacity}` |
+//! | `POST /rl/start_session` | admin | `{task_id}` (any JSON, optional) | `{session_id, api_key}`; 429 without capacity |
+//! | `POST /export_trajectories` | admin | `{session_id, discount = 1.0, timeout_secs?}` | the trajectory (see `export`) |
+//! | `POST /set_version` | admin | `{version}` | `{version, previous}` |
+//! | `POST /v1/chat/completions`, `POST /v1/completions` | session | OpenAI request | OpenAI answer + `x-fleet-interaction-id` header |
+//! | `GET /v1/models` | any | | the backend's answer |
+//! | `POST /rl/set_reward` | session | `{interaction_id?, reward}` | `{interaction_id, reward}` |
+//! | `POST /rl/end_session` | session | | `{session_id, turns}`; 410 afterwards |
+//!
+//! The key is checked before the body is read, so an unauthenticated client cannot make the
+//! proxy buffer anything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth;
+use super::body::{json_response, read_body, Body, ReadBodyError};
+use super::errors::ApiError;
+use super::forward;
+use super::server::State;
+use super::sessions::Endpoint;
+
+/// Who sent a request.
+enum Caller {
+    Admin,
+    Session(String),
+}
+
+/// Answers one request; every failure becomes the one JSON error shape.
+pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    match route(&state, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let status = e.status();
+            if status.is_server_error() {
+                tracing::warn!(%method, %path, %status, error = %e, "request failed");
+            } else {
+                tracing::debug!(%method, %path, %status, error = %e, "request refused");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, "/health") | (&Method::GET, "") => Ok(health(state).await),
+        (&Method::POST, "/grant_capacity") => {
+            admin(state, &req, "/grant_capacity")?;
+            let b: GrantCapacity = json_body(state, req, true).await?;
+            let n = b.n.unwrap_or(1);
+            if n == 0 || n > state.config.max_sessions as u64 {
+                return Err(ApiError::BadRequest(format!(
+                    "`n` must be between 1 and max_sessions ({})",
+                    state.config.max_sessions
+                )));
+            }
+            let capacity = state.store.grant_capacity(n);
+            Ok(ok(json!({ "capacity": capacity })))
+        }
+        (&Method::POST, "/rl/start_session") => {
+            admin(state, &req, "/rl/start_session")?;
+            let b: StartSession = json_body(state, req, true).await?;
+            let s = state
+                .store
+                .start_session(b.task_id.unwrap_or(Value::Null))?;
+            tracing::info!(session = %s.session_id, "session started");
+            Ok(ok(
+                json!({ "session_id": s.session_id, "api_key": s.api_key }),
+            ))
+        }
+        (&Method::POST, "/export_trajectories") => {
+            admin(state, &req, "/export_trajectories")?;
+            let b: Export = json_body(state, req, false).await?;
+            let discount = b.discount.unwrap_or(1.0);
+            if !(discount.is_finite() && (0.0..=1.0).contains(&discount)) {
+                return Err(ApiError::BadRequest(
+                    "`discount` must be a number between 0 and 1".into(),
+                ));
+            }
+            let wait = match b.timeout_secs {
+                Some(t) if !(t.is_finite() && t >= 0.0) => {
+                    return Err(ApiError::BadRequest(
+                        "`timeout_secs` must be a non-negative number".into(),
+                    ))
+                }
+                Some(t) => Duration::from_secs_f64(t).min(state.config.export_timeout),
+                None => state.config.export_timeout,
+            };
+            let t = state.store.export(&b.session_id, discount, wait).await?;
+            tracing::info!(session = %t.session_id, turns = t.turns.len(), "trajectory exported");
+            let v = serde_json::to_value(&t)
+                .map_err(|e| ApiError::BadRequest(format!("cannot encode the trajectory: {e}")))?;
+            Ok(ok(v))
+        }
+        (&Method::POST, "/set_version") => {
+            admin(state, &req, "/set_version")?;
+            let b: SetVersion = json_body(state, req, false).await?;
+            let previous = state.store.set_version(b.version);
+            tracing::info!(version = b.version, previous, "policy version set");
+            Ok(ok(json!({ "version": b.version, "previous": previous })))
+        }
+        (&Method::POST, "/v1/chat/completions") => {
+            let session = session(state, &req, "/v1/chat/completions")?;
+            let body = raw_body(state, req).await?;
+            forward::completion(state, &session, Endpoint::ChatCompletions, body).await
+        }
+        (&Method::POST, "/v1/completions") => {
+            let session = session(state, &req, "/v1/completions")?;
+            let body = raw_body(state, req).await?;
+            forward::completion(state, &session, Endpoint::Completions, body).await
+        }
+        (&Method::GET, "/v1/models") => {
+            caller(state, &req)?;
+            let resp = state
+                .upstream
+                .get("/v1/models", state.upstream.timeout())
+                .await?;
+            let status = resp.status();
+            let bytes = state.upstream.read_body(resp.into_body(), 1 << 20).await?;
+            Ok(super::body::json_bytes_response(status, bytes))
+        }
+        (&Method::POST, "/rl/set_reward") => {
+            let session = session(state, &req, "/rl/set_reward")?;
+            let b: SetReward = json_body(state, req, false).await?;
+            if !b.reward.is_finite() {
+                return Err(ApiError::BadRequest(
+                    "`reward` must be a finite number".into(),
+                ));
+            }
+            let id = state
+                .store
+                .set_reward(&session, b.interaction_id.as_deref(), b.reward)?;
+            Ok(ok(json!({ "interaction_id": id, "reward": b.reward })))
+        }
+        (&Method::POST, "/rl/end_session") => {
+            let session = session(state, &req, "/rl/end_session")?;
+            let turns = state.store.end_session(&session)?;
+            tracing::info!(%session, turns, "session ended");
+            Ok(ok(json!({ "session_id": session, "turns": turns })))
+        }
+        (m, _) => Err(ApiError::NoRoute {
+            method: m.to_string(),
+            path,
+        }),
+    }
+}
+
+fn ok(v: Value) -> Response<Body> {
+    json_response(StatusCode::OK, &v)
+}
+
+async fn health(state: &Arc<State>) -> Response<Body> {
+    let probe = state.upstream.get("/health", Duration::from_secs(2)).await;
+    let backend = match &probe {
+        Ok(r) => {
+            json!({"url": state.upstream.root(), "reachable": true, "status": r.status().as_u16()})
+        }
+        Err(e) => json!({"url": state.upstream.root(), "reachable": false, "error": e.to_string()}),
+    };
+    let stats = state.store.stats();
+    let body = json!({
+        "status": if probe.is_ok() { "ok" } else { "backend_unreachable" },
+        "admin_key_configured": state.admin.configured,
+        "backend": backend,
+        "version": stats.version,
+        "sessions": stats.sessions,
+        "active_sessions": stats.active_sessions,
+        "capacity": stats.capacity,
+        "exports_waiting": stats.exports_waiting,
+    });
+    let status = if probe.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+fn caller(state: &State, req: &Request<Incoming>) -> Result<Caller, ApiError> {
+    let Some(key) = auth::presented_key(req.headers()) else {
+        // An empty admin key (allowed on loopback only) turns admin authentication off.
+        if state.admin.key.is_empty() {
+            return Ok(Caller::Admin);
+        }
+        return Err(ApiError::MissingKey);
+    };
+    if !state.admin.key.is_empty() && auth::secret_eq(&state.admin.key, key) {
+        return Ok(Caller::Admin);
+    }
+    state
+        .store
+        .authenticate(key)
+        .map(Caller::Session)
+        .ok_or(ApiError::WrongKey)
+}
+
+fn admin(state: &State, req: &Request<Incoming>, route: &'static str) -> Result<(), ApiError> {
+    match caller(state, req)? {
+        Caller::Admin => Ok(()),
+        Caller::Session(_) => Err(ApiError::NeedsAdmin { route }),
+    }
+}
+
+fn session(
+    state: &State,
+    req: &Request<Incoming>,
+    route: &'static str,
+) -> Result<String, ApiError> {
+    match caller(state, req)? {
+        Caller::Session(s) => Ok(s),
+        Caller::Admin => Err(ApiError::NeedsSession { route }),
+    }
+}
+
+async fn raw_body(state: &State, req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    read_body(
+        req,
+        state.config.max_body_bytes,
+        state.config.body_read_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        ReadBodyError::TooLarge { limit } => ApiError::BodyTooLarge { limit },
+        ReadBodyError::Read(m) => ApiError::BodyIncomplete(m),
+        ReadBodyError::Timeout(d) => ApiError::BodyIncomplete(format!("not received within {d:?}")),
+    })
+}
+
+/// Reads and decodes a JSON body; an empty body is `{}` when `empty_ok`.
+async fn json_body<T: for<'de> Deserialize<'de>>(
+    state: &State,
+    req: Request<Incoming>,
+    empty_ok: bool,
+) -> Result<T, ApiError> {
+    let body = raw_body(state, req).await?;
+    let body: &[u8] = if empty_ok && body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantCapacity {
+    n: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct StartSession {
+    task_id: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Export {
+    session_id: String,
+    discount: Option<f64>,
+    timeout_secs: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetVersion {
+    version: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetReward {
+    interaction_id: Option<String>,
+    reward: f64,
+}

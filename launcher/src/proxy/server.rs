@@ -1,0 +1,135 @@
+//! Starting and stopping the proxy: [`serve`] and its [`ProxyHandle`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::config::{AdminKey, ProxyConfig};
+use super::errors::ProxyError;
+use super::listener::Listener;
+use super::routes;
+use super::sessions::{Limits, Store};
+use super::upstream::Upstream;
+
+/// Shared by every request.
+pub(crate) struct State {
+    pub(crate) store: Arc<Store>,
+    pub(crate) upstream: Upstream,
+    pub(crate) admin: AdminKey,
+    pub(crate) config: ProxyConfig,
+}
+
+/// A running proxy. Dropping it stops the proxy too (without waiting).
+#[derive(Debug)]
+pub struct ProxyHandle {
+    addr: SocketAddr,
+    admin_key: String,
+    admin_key_configured: bool,
+    listener: Listener,
+    reaper: AbortOnDrop,
+}
+
+/// Aborts a background task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl ProxyHandle {
+    /// The address the proxy listens on (with the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The admin key in use: the configured one, or the random one generated at start.
+    pub fn admin_key(&self) -> &str {
+        &self.admin_key
+    }
+
+    /// Whether the admin key was configured rather than generated.
+    pub fn admin_key_configured(&self) -> bool {
+        self.admin_key_configured
+    }
+
+    /// Stops accepting, gives open requests a short grace period, and waits for the end.
+    pub async fn shutdown(self) {
+        drop(self.reaper);
+        self.listener.shutdown().await;
+    }
+
+    /// Waits until the proxy stops (it only stops when shut down).
+    pub async fn wait(&mut self) {
+        self.listener.wait().await;
+    }
+}
+
+/// Validates `config`, binds, and serves the proxy in background tasks.
+pub async fn serve(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
+    let (backend, admin) = config.validate()?;
+    let listener = TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let store = Arc::new(Store::new(
+        Limits {
+            max_sessions: config.max_sessions,
+            max_turns: config.max_turns_per_session,
+            idle_timeout: config.session_idle_timeout,
+        },
+        config.initial_version,
+    ));
+    let upstream = Upstream::new(
+        &backend,
+        config.backend_api_key.as_deref(),
+        config.backend_connect_timeout,
+        config.backend_timeout,
+    );
+    let reaper = AbortOnDrop(tokio::spawn(reap(
+        Arc::clone(&store),
+        (config.session_idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)),
+    )));
+    let handle_key = admin.key.clone();
+    let admin_key_configured = admin.configured;
+    let state = Arc::new(State {
+        store,
+        upstream,
+        admin,
+        config,
+    });
+    tracing::info!(%addr, backend = %backend.root, admin_key_configured, "proxy listening");
+    let listener = Listener::spawn("proxy", listener, move |req, _peer| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, std::convert::Infallible>(routes::handle(state, req).await) }
+    });
+    Ok(ProxyHandle {
+        addr,
+        admin_key: handle_key,
+        admin_key_configured,
+        listener,
+        reaper,
+    })
+}
+
+/// Ends idle sessions and forgets unexported ones, on a fixed tick (a fraction of the idle
+/// timeout, so expiry is late by at most that fraction).
+async fn reap(store: Arc<Store>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        store.reap(Instant::now());
+    }
+}

@@ -1,0 +1,66 @@
+//! `fleet mock-llm`: serve the mock inference server until Ctrl-C or SIGTERM.
+//!
+//! A thin wrapper over `fleet_launcher::mock_llm::serve`; prints
+//! `fleet mock-llm listening on 127.0.0.1:PORT` once listening.
+
+use std::time::Duration;
+
+use fleet_launcher::mock_llm::{serve, FailMode, MockConfig};
+
+/// A TEST DOUBLE of an OpenAI-compatible inference server, for tests and demos.
+///
+/// Serves /v1/chat/completions and /v1/completions (streamed or not), /v1/models, /health and
+/// GET /stats (counters). Its "model" is a deterministic toy: the same --seed and request give
+/// the same token ids and logprobs. It returns vLLM's `token_ids`/`prompt_token_ids` when asked
+/// with "return_token_ids": true. It is not a language model: for real use, run vLLM or SGLang
+/// and point the proxy at it with `fleet proxy --backend http://HOST:PORT`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Port to bind; 0 picks a free one (printed on stdout).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Seed of the toy sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Milliseconds before the first token.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Tokens per second (default: instant).
+    #[arg(long)]
+    tokens_per_s: Option<f64>,
+    /// Probability (0..1) that a completion request fails.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// How a failure looks: 503, drop (close the connection), or mixed.
+    #[arg(long, default_value = "mixed")]
+    fail_mode: FailMode,
+    /// Tokens generated when a request sets no max_tokens.
+    #[arg(long, default_value_t = 16)]
+    max_tokens: u32,
+    /// Model name reported.
+    #[arg(long, default_value = "fleet-mock")]
+    model: String,
+}
+
+/// Runs the mock.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = MockConfig {
+        bind: std::net::SocketAddr::new(args.host, args.port),
+        seed: args.seed,
+        latency: Duration::from_millis(args.latency_ms),
+        tokens_per_s: args.tokens_per_s,
+        fail_rate: args.fail_rate,
+        fail_mode: args.fail_mode,
+        default_max_tokens: args.max_tokens,
+        model: args.model,
+        ..MockConfig::default()
+    };
+    let mock = serve(config).await?;
+    super::proxy::announce("fleet mock-llm", mock.addr())?;
+    super::shutdown_signal().await;
+    mock.shutdown().await;
+    Ok(())
+}
