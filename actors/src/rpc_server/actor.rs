@@ -99,6 +99,7 @@ impl State {
             queued: self.shared.queued.load(Ordering::Relaxed),
             calls_done: self.shared.calls_done.load(Ordering::Relaxed),
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            pid: None,
         }
     }
 }

@@ -109,6 +109,9 @@ pub struct WorkerStatus {
     pub calls_done: u64,
     /// Milliseconds since the worker started.
     pub uptime_ms: u64,
+    /// The worker's own process, for workers that are processes (HTTP services, isolated
+    /// RpcServers); `None` for in-process workers.
+    pub pid: Option<u32>,
 }
 
 /// Messages of a worker actor (local to its node; remote callers go through the node agent).

@@ -89,6 +89,7 @@ pub struct State {
     in_flight: Arc<AtomicU64>,
     slots: Arc<Semaphore>,
     done: Arc<AtomicU64>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl State {
@@ -103,6 +104,7 @@ impl State {
                 self.args.ports.first().copied().unwrap_or(0)
             ),
             child: child.watch(),
+            stopping: self.stopping.clone(),
         })
     }
 
@@ -315,6 +317,7 @@ impl HttpLauncher {
                     queued: state.in_flight.load(Ordering::Relaxed),
                     calls_done: state.done.load(Ordering::Relaxed),
                     uptime_ms: state.started.elapsed().as_millis() as u64,
+                    pid: state.child.as_ref().map(|c| c.pid()),
                 };
                 let _ = port.send(ControlReply(Ok(ControlOk::Status(status))));
             }
@@ -350,6 +353,7 @@ impl HttpLauncher {
                 }
                 let was_ready = matches!(state.phase, Phase::Ready);
                 state.phase = Phase::Stopping;
+                state.stopping.store(true, Ordering::SeqCst);
                 let target = state.target();
                 let child = state.child.clone();
                 let grace = Duration::from_millis(state.args.spec.stop_grace_ms);
@@ -495,6 +499,7 @@ impl Actor for HttpLauncher {
             started: Instant::now(),
             in_flight: Arc::new(AtomicU64::new(0)),
             done: Arc::new(AtomicU64::new(0)),
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         self.start_child(&myself, &mut state)
             .await

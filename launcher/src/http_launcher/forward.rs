@@ -19,7 +19,13 @@ pub(crate) struct Target {
     pub(crate) client: Client,
     pub(crate) base_url: String,
     pub(crate) child: ChildWatch,
+    /// Set when the worker is being destroyed, so calls cut short say so.
+    pub(crate) stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How long a failed forward waits to learn whether the child exited (the connection usually
+/// drops a moment before the exit is reaped).
+const EXIT_GRACE: Duration = Duration::from_millis(300);
 
 fn policy(deadline: Duration, idempotent: bool) -> RetryPolicy {
     let base = if idempotent {
@@ -42,6 +48,15 @@ impl Target {
             (None, _, Some(err)) => format!("last error: {err}"),
             _ => String::new(),
         };
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return FleetError::Unavailable {
+                what: format!("worker {}", self.worker),
+                detail: format!(
+                    "it was destroyed while {} {} was in flight",
+                    e.method, e.url
+                ),
+            };
+        }
         match e.kind {
             HttpErrorKind::Aborted { reason } => FleetError::WorkerFailed {
                 worker: self.worker.clone(),
@@ -83,7 +98,7 @@ impl Target {
         deadline: Duration,
         idempotent: bool,
     ) -> Result<crate::http::HttpResponse, FleetError> {
-        send_with_retry_raw(
+        match send_with_retry_raw(
             &self.client,
             &self.base_url,
             &req,
@@ -91,7 +106,26 @@ impl Target {
             self.child.exit_reason(),
         )
         .await
-        .map_err(|e| self.error(e))
+        {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // A dropped connection is usually the child dying: if it exits now, say so.
+                if !matches!(
+                    e.kind,
+                    HttpErrorKind::Aborted { .. } | HttpErrorKind::InvalidRequest { .. }
+                ) {
+                    if let Ok(info) = tokio::time::timeout(EXIT_GRACE, self.child.exited()).await {
+                        return Err(self.error(HttpError {
+                            kind: HttpErrorKind::Aborted {
+                                reason: info.describe(),
+                            },
+                            ..e
+                        }));
+                    }
+                }
+                Err(self.error(e))
+            }
+        }
     }
 
     /// A plain HTTP request; any status is an answer.
