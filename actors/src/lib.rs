@@ -28,7 +28,7 @@ pub use ids::{NodeId, RequestId, WorkerId};
 pub use options::CallOptions;
 pub use payload::{Codec, Payload};
 pub use spec::{
-    CallProtocol, HttpServiceSpec, Isolation, Job, Readiness, RestartPolicy, RpcServerSpec,
+    AgentSpec, Backend, CallProtocol, HttpServiceSpec, Isolation, Job, Readiness, RestartPolicy, RolloutSpec, RpcServerSpec,
     SchedulingSpec, Strategy, WorkerKind,
 };
 

@@ -240,6 +240,61 @@ impl HttpServiceSpec {
     }
 }
 
+/// Where a rollout worker's inference server comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backend {
+    /// Started through the HTTP launcher next to the worker (a vLLM or SGLang command; the
+    /// demo uses `fleet mock-llm --port {port}`). It serves on the worker's first port.
+    Command(HttpServiceSpec),
+    /// Already running at this base URL (`http://host:port`).
+    Url(String),
+}
+
+/// The agent a rollout worker runs for each episode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentSpec {
+    /// A Rust agent registered by name in the node's agent registry (built in:
+    /// `multi-turn`).
+    Registered(String),
+    /// An external command in any language: run with `OPENAI_BASE_URL` and `OPENAI_API_KEY`
+    /// (the session key) in its environment and the task as JSON on stdin; it prints
+    /// `{"reward": r}` or `{"rewards": [r0, r1, ...]}` (one per turn) as its last stdout line.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Extra environment.
+        env: BTreeMap<String, String>,
+        /// Working directory.
+        cwd: Option<String>,
+    },
+}
+
+/// A rollout worker: its backend, its proxy (forked next to it), its agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutSpec {
+    /// The inference server.
+    pub backend: Backend,
+    /// The OpenAI-compatible proxy command; `None` for `fleet proxy --backend {backend} --port
+    /// {port}` with this node's fleet executable. `{backend}` is the backend's base URL.
+    pub proxy_command: Option<Vec<String>>,
+    /// The agent.
+    pub agent: AgentSpec,
+    /// Episodes this worker runs at once.
+    pub max_concurrent: usize,
+}
+
+impl RolloutSpec {
+    /// A worker with `backend` and `agent`, the default proxy, 8 episodes at once.
+    pub fn new(backend: Backend, agent: AgentSpec) -> Self {
+        RolloutSpec {
+            backend,
+            proxy_command: None,
+            agent,
+            max_concurrent: 8,
+        }
+    }
+}
+
 /// What a worker is. Chosen by the caller, never inferred.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerKind {
@@ -249,6 +304,8 @@ pub enum WorkerKind {
     /// An external command (inference server, proxy, any HTTP service) started, supervised and
     /// forwarded to by the HTTP launcher actor.
     HttpService(HttpServiceSpec),
+    /// A rollout worker: runs agent episodes against its own backend through its own proxy.
+    Rollout(RolloutSpec),
 }
 
 impl Default for WorkerKind {
@@ -266,6 +323,7 @@ impl WorkerKind {
             }) => "rpc-server",
             WorkerKind::RpcServer(_) => "rpc-server (process)",
             WorkerKind::HttpService(_) => "http-service",
+            WorkerKind::Rollout(_) => "rollout",
         }
     }
 }

@@ -9,7 +9,7 @@
 //! | `POST /set_version` | admin | `{version}` | `{version, previous}` |
 //! | `POST /v1/chat/completions`, `POST /v1/completions` | session | OpenAI request | OpenAI answer + `x-fleet-interaction-id` header |
 //! | `GET /v1/models` | any | | the backend's answer |
-//! | `POST /rl/set_reward` | session | `{interaction_id?, reward}` | `{interaction_id, reward}` |
+//! | `POST /rl/set_reward` | session | `{interaction_id? or turn?, reward}` (neither: the last turn) | `{interaction_id, reward}` |
 //! | `POST /rl/end_session` | session | | `{session_id, turns}`; 410 afterwards |
 //!
 //! The key is checked before the body is read, so an unauthenticated client cannot make the
@@ -144,7 +144,7 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             }
             let id = state
                 .store
-                .set_reward(&session, b.interaction_id.as_deref(), b.reward)?;
+                .set_reward(&session, b.interaction_id.as_deref(), b.turn, b.reward)?;
             Ok(ok(json!({ "interaction_id": id, "reward": b.reward })))
         }
         (&Method::POST, "/rl/end_session") => {
@@ -286,5 +286,8 @@ struct SetVersion {
 #[serde(deny_unknown_fields)]
 struct SetReward {
     interaction_id: Option<String>,
+    /// The turn's position in the session (0 = first), for agents that report one reward per
+    /// turn without tracking interaction ids.
+    turn: Option<usize>,
     reward: f64,
 }

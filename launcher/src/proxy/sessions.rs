@@ -325,6 +325,7 @@ impl Store {
         &self,
         session: &str,
         interaction: Option<&str>,
+        turn_index: Option<usize>,
         reward: f64,
     ) -> Result<String, ApiError> {
         let mut inner = self.lock();
@@ -336,14 +337,23 @@ impl Store {
             return Err(ApiError::SessionEnded(session.to_string()));
         }
         s.last_activity = Instant::now();
-        let turn = match interaction {
-            Some(id) => s.turns.iter_mut().find(|t| t.id == id).ok_or_else(|| {
+        let turn = match (interaction, turn_index) {
+            (Some(id), _) => s.turns.iter_mut().find(|t| t.id == id).ok_or_else(|| {
                 ApiError::UnknownInteraction {
                     session: session.to_string(),
                     interaction: id.to_string(),
                 }
             })?,
-            None => s
+            (None, Some(i)) => {
+                let mut order: Vec<&mut _> = s.turns.iter_mut().collect();
+                order.sort_by_key(|t| t.seq);
+                let n = order.len();
+                order.into_iter().nth(i).ok_or_else(|| ApiError::UnknownInteraction {
+                    session: session.to_string(),
+                    interaction: format!("turn {i} (the session has {n} turns)"),
+                })?
+            }
+            (None, None) => s
                 .turns
                 .iter_mut()
                 .max_by_key(|t| t.seq)

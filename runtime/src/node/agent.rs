@@ -73,16 +73,6 @@ pub struct AgentState {
     client: Client,
 }
 
-/// The `fleet` executable that starts an isolated RpcServer: `FLEET_BIN`, else this process's
-/// own executable if it is `fleet`.
-fn fleet_executable() -> Option<String> {
-    if let Ok(p) = std::env::var("FLEET_BIN") {
-        return Some(p);
-    }
-    let exe = std::env::current_exe().ok()?;
-    (exe.file_name()?.to_str()? == "fleet").then(|| exe.to_string_lossy().into_owned())
-}
-
 /// The HTTP service that hosts an isolated RpcServer.
 fn isolated_rpc_server(
     worker: &WorkerId,
@@ -92,7 +82,7 @@ fn isolated_rpc_server(
     let argv = match command {
         Some(c) => c.clone(),
         None => {
-            let bin = fleet_executable().ok_or_else(|| {
+            let bin = crate::exe::fleet_executable().ok_or_else(|| {
                 FleetError::bad_request(
                     format!("starting isolated RpcServer {worker}"),
                     "this process is not the `fleet` binary, so it cannot start `fleet rpc-server`: set FLEET_BIN to the fleet executable, or give Isolation::Process { command } (your binary's rpc-server entry, with {port})",

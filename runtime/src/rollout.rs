@@ -1,0 +1,24 @@
+//! Rollout: many agent episodes against inference servers, each turn recorded with its tokens,
+//! logprobs, policy version and reward, ready for training.
+//!
+//! - [`worker`]: the rollout worker actor. It owns its inference backend (a command started
+//!   through the HTTP launcher, or an attached URL) and an OpenAI-compatible proxy forked next
+//!   to it, and runs episodes: grant capacity, start a session, run the agent, set the reward,
+//!   end the session, export. The trajectory goes back to the controller as the reply to its
+//!   `run_episode` call: no callback server, no polling.
+//! - [`agent`]: the agents: a Rust [`Agent`](agent::Agent) trait with a registry (built in:
+//!   `multi-turn`), and external commands in any language ([`command`]).
+//! - [`controller`]: dispatches episodes under AReaL's staleness bound, least-loaded first, with
+//!   a deadline per episode (cancellation sent to the worker), pause/resume and policy versions.
+//! - [`protocol`]: the messages between controller and workers.
+
+pub mod agent;
+pub mod command;
+pub mod controller;
+pub mod episode;
+pub mod protocol;
+pub mod worker;
+
+pub use agent::{Agent, AgentContext, AgentOutcome, AgentRegistry};
+pub use controller::{RolloutConfig, RolloutController, RolloutStats};
+pub use protocol::{EpisodeOutcome, EpisodeRequest, EpisodeResult};
