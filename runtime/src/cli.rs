@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod logging;
 mod node;
+mod rpc_server;
 
 /// fleet: a distributed runtime for LLM reinforcement-learning jobs.
 ///
@@ -30,6 +31,7 @@ pub struct Cli {
 enum Command {
     Node(node::Args),
     Bench(bench::Args),
+    RpcServer(rpc_server::Args),
 }
 
 /// Parses the command line, runs the chosen subcommand on a tokio runtime and maps the result to
@@ -51,6 +53,7 @@ pub fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Node(args) => node::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::RpcServer(args) => rpc_server::run(args).await,
         }
     });
     match result {

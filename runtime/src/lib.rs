@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod node;
+pub mod rpc_http;
 pub mod scheduler;
 
 pub use cluster::{Cluster, LocalBuilder};
