@@ -4,10 +4,12 @@
 //! Everything here waits with a deadline and cleans up what it started: a [`ChildGuard`] kills
 //! its process group when dropped, so a panicking test leaves no process behind.
 
+pub mod engine_suite;
 pub mod piped;
 pub mod process;
 pub mod wait;
 
+pub use engine_suite::{run_engine_suite, WorkerCaller};
 pub use piped::{start_listening_server, PipedChild};
 pub use process::{fleet_bin, free_port, pid_alive, ChildGuard};
 pub use wait::wait_until;

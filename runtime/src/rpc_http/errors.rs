@@ -23,8 +23,9 @@ pub struct ApiError {
     pub message: String,
     /// Methods the route accepts, for a 405's `Allow` header.
     pub allow: Option<&'static str>,
-    /// The typed error behind it, when there is one.
-    pub fleet: Option<FleetError>,
+    /// The typed error behind it, when there is one (boxed: `FleetError` is large and this
+    /// travels in every handler's `Result`).
+    pub fleet: Option<Box<FleetError>>,
 }
 
 impl From<FleetError> for ApiError {
@@ -34,7 +35,7 @@ impl From<FleetError> for ApiError {
             kind: e.kind(),
             message: e.to_string(),
             allow: None,
-            fleet: Some(e),
+            fleet: Some(Box::new(e)),
         }
     }
 }
@@ -89,7 +90,7 @@ impl ApiError {
     /// The typed error to hand a bincode caller.
     pub fn to_fleet(&self) -> FleetError {
         match &self.fleet {
-            Some(e) => e.clone(),
+            Some(e) => (**e).clone(),
             None => FleetError::bad_request(self.kind, &self.message),
         }
     }
