@@ -5,13 +5,13 @@ use fleet_actors::WorkerId;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// Serve one RpcServer worker (named engines, called by method name) over HTTP, in this
-/// process, until SIGTERM, Ctrl-C or `POST /destroy`.
+/// Serve one RpcServer worker over HTTP, in a process of its own.
 ///
-/// This is how a worker runs isolated in a child process behind fleet's launcher, instead of
-/// in-process on a node: the same actor, the same engines, the same typed errors, reached over
-/// one HTTP path. The routes are shaped like AReaL's worker server, so curl and AReaL-style
-/// clients work too. It hosts the built-in engines `counter`, `echo` and `sleep`; a program
+/// The worker hosts named engines called by method name, until SIGTERM, Ctrl-C or
+/// `POST /destroy`. This is how a worker runs isolated in a child process behind fleet's
+/// launcher instead of in-process on a node: the same actor, the same engines, the same typed
+/// errors, reached over one HTTP path. The routes are shaped like AReaL's worker server, so
+/// curl and AReaL-style clients work too. It hosts the built-in engines `counter`, `echo` and `sleep`; a program
 /// with engines of its own runs the same server from its own binary with
 /// `fleet_runtime::rpc_http::run_until_stopped` (or `serve`) and its own `EngineRegistry`.
 ///
