@@ -25,6 +25,9 @@
 //! | `POST /set_env` | `{"env": {str: str}}` | 200 `{"ok":true}` |
 //! | `POST /destroy` | empty, or `{"timeout_ms": N}` | 200 `{"ok":true}` after the destroy hooks; then the server stops (`fleet rpc-server` exits 0) |
 //!
+//! A destroy hook that fails turns the `/destroy` answer into a 500 `engine_failed` naming
+//! it; the server stops all the same.
+//!
 //! Arguments (`args`, `init_args`, `config`) reach the engine as a JSON-codec
 //! [`Payload`](fleet_actors::Payload); engines reply in the request's codec, so the result is
 //! JSON. Unknown fields are refused (a typo such as `"engine"` for `"engine_name"` in `/call`
