@@ -12,6 +12,7 @@ mod logging;
 mod mock_llm;
 mod node;
 mod proxy;
+mod rpc_server;
 
 /// fleet: a distributed runtime for LLM reinforcement-learning jobs.
 ///
@@ -35,6 +36,7 @@ enum Command {
     Bench(bench::Args),
     Proxy(proxy::Args),
     MockLlm(mock_llm::Args),
+    RpcServer(rpc_server::Args),
 }
 
 /// Parses the command line, runs the chosen subcommand on a tokio runtime and maps the result to
@@ -58,6 +60,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::MockLlm(args) => mock_llm::run(args).await,
+            Command::RpcServer(args) => rpc_server::run(args).await,
         }
     });
     match result {

@@ -35,6 +35,7 @@ pub struct LocalBuilder {
     listen_port: Option<u16>,
     config: SchedulerConfig,
     run_dir: Option<std::path::PathBuf>,
+    agents: crate::rollout::AgentRegistry,
 }
 
 impl LocalBuilder {
@@ -96,6 +97,11 @@ impl LocalBuilder {
     /// Where worker logs go (default: `$TMPDIR/fleet-<cluster id>`).
     pub fn run_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         self.run_dir = Some(dir.into());
+        self
+    }
+    /// Registers a Rust rollout agent under `name` (the built-in `multi-turn` is always there).
+    pub fn agent(mut self, name: impl Into<String>, agent: impl crate::rollout::Agent) -> Self {
+        self.agents.register(name, agent);
         self
     }
     /// Placement policy for separate roles (default [`Policy::Pack`]).
@@ -160,6 +166,7 @@ impl LocalBuilder {
                 run_dir: self
                     .run_dir
                     .unwrap_or_else(|| std::env::temp_dir().join(format!("fleet-{cluster_id}"))),
+                agents: self.agents,
             },
         )
         .await
@@ -222,6 +229,7 @@ impl Cluster {
             listen_port: None,
             config: SchedulerConfig::default(),
             run_dir: None,
+            agents: crate::rollout::AgentRegistry::builtin(),
         }
     }
 

@@ -9,6 +9,8 @@ pub mod cli;
 pub mod cluster;
 pub mod exe;
 pub mod node;
+pub mod rollout;
+pub mod rpc_http;
 pub mod scheduler;
 
 pub use cluster::{Cluster, LocalBuilder};

@@ -20,5 +20,5 @@ pub mod protocol;
 pub mod worker;
 
 pub use agent::{Agent, AgentContext, AgentOutcome, AgentRegistry};
-pub use controller::{RolloutConfig, RolloutController, RolloutStats};
+pub use controller::{Episode, EpisodeTicket, RolloutConfig, RolloutController, RolloutStats};
 pub use protocol::{EpisodeOutcome, EpisodeRequest, EpisodeResult};

@@ -13,7 +13,7 @@ fn help_lists_every_subcommand() {
         .expect("run fleet --help");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for sub in ["node", "bench", "proxy", "mock-llm"] {
+    for sub in ["node", "bench", "proxy", "mock-llm", "rpc-server"] {
         assert!(
             text.contains(sub),
             "`fleet --help` does not mention `{sub}`:\n{text}"

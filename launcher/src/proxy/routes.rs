@@ -142,9 +142,10 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                     "`reward` must be a finite number".into(),
                 ));
             }
-            let id = state
-                .store
-                .set_reward(&session, b.interaction_id.as_deref(), b.turn, b.reward)?;
+            let id =
+                state
+                    .store
+                    .set_reward(&session, b.interaction_id.as_deref(), b.turn, b.reward)?;
             Ok(ok(json!({ "interaction_id": id, "reward": b.reward })))
         }
         (&Method::POST, "/rl/end_session") => {

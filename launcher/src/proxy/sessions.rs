@@ -348,10 +348,13 @@ impl Store {
                 let mut order: Vec<&mut _> = s.turns.iter_mut().collect();
                 order.sort_by_key(|t| t.seq);
                 let n = order.len();
-                order.into_iter().nth(i).ok_or_else(|| ApiError::UnknownInteraction {
-                    session: session.to_string(),
-                    interaction: format!("turn {i} (the session has {n} turns)"),
-                })?
+                order
+                    .into_iter()
+                    .nth(i)
+                    .ok_or_else(|| ApiError::UnknownInteraction {
+                        session: session.to_string(),
+                        interaction: format!("turn {i} (the session has {n} turns)"),
+                    })?
             }
             (None, None) => s
                 .turns

@@ -47,6 +47,8 @@ pub struct AgentArgs {
     pub events: Option<mpsc::UnboundedSender<WorkerEvent>>,
     /// Where worker log files go (`<run_dir>/logs/<role>_<index>.log`).
     pub run_dir: PathBuf,
+    /// Rust agents rollout workers on this node can run.
+    pub agents: crate::rollout::AgentRegistry,
 }
 
 struct LocalWorker {
@@ -71,6 +73,7 @@ pub struct AgentState {
     by_actor: HashMap<ActorId, WorkerId>,
     run_dir: PathBuf,
     client: Client,
+    agents: crate::rollout::AgentRegistry,
 }
 
 /// The HTTP service that hosts an isolated RpcServer.
@@ -143,12 +146,15 @@ impl AgentState {
                 isolation: Isolation::Process { command },
             }) => Some(isolated_rpc_server(&req.worker, &self.node, command)?),
             WorkerKind::HttpService(spec) => Some(spec.clone()),
+            WorkerKind::Rollout(_) => None,
         };
         // A process worker serves on its first port: make sure it has one.
-        let port_count = if service.is_some() {
-            req.spec.ports.max(1)
-        } else {
-            req.spec.ports
+        // A process worker serves on its first port: make sure it has one; a rollout worker
+        // needs two (backend, proxy).
+        let port_count = match (&req.kind, service.is_some()) {
+            (WorkerKind::Rollout(_), _) => req.spec.ports.max(2),
+            (_, true) => req.spec.ports.max(1),
+            _ => req.spec.ports,
         };
         self.ledger.allocate(&req.worker, &req.spec, &req.gpus)?;
         let lease = if port_count > 0 {
@@ -178,7 +184,45 @@ impl AgentState {
         };
         let log_dir = self.run_dir.join("logs");
         let mut log_path = None;
+        let hook = {
+            let me = myself.clone();
+            let node = self.node.clone();
+            Arc::new(move |f: WorkerFailure| {
+                let _ = me.cast(AgentMsg::Failed(Wire::new(WorkerEvent {
+                    worker: f.worker,
+                    node: node.clone(),
+                    kind: WorkerEventKind::Failed {
+                        reason: f.reason,
+                        tail: f.tail,
+                    },
+                })));
+            })
+        };
         let spawned = match service {
+            None if matches!(req.kind, WorkerKind::Rollout(_)) => {
+                let WorkerKind::Rollout(spec) = &req.kind else {
+                    unreachable!()
+                };
+                let args = crate::rollout::worker::RolloutArgs {
+                    worker: req.worker.clone(),
+                    node: self.node.to_string(),
+                    spec: spec.clone(),
+                    ports: ports.clone(),
+                    env: env.clone(),
+                    log_dir: Some(log_dir),
+                    on_failure: Some(hook),
+                    client: self.client.clone(),
+                    agents: self.agents.clone(),
+                    fleet_exe: crate::exe::fleet_executable(),
+                };
+                Actor::spawn_linked(
+                    None,
+                    crate::rollout::worker::RolloutWorker,
+                    args,
+                    myself.get_cell(),
+                )
+                .await
+            }
             None => {
                 let mut args = RpcServerArgs::new(
                     req.worker.clone(),
@@ -193,18 +237,6 @@ impl AgentState {
                     env.insert(k.clone(), v.clone());
                 }
                 spec.env.clear();
-                let me = myself.clone();
-                let node = self.node.clone();
-                let hook = Arc::new(move |f: WorkerFailure| {
-                    let _ = me.cast(AgentMsg::Failed(Wire::new(WorkerEvent {
-                        worker: f.worker,
-                        node: node.clone(),
-                        kind: WorkerEventKind::Failed {
-                            reason: f.reason,
-                            tail: f.tail,
-                        },
-                    })));
-                });
                 log_path = Some(
                     log_dir
                         .join(format!("{}.log", req.worker.to_string().replace('/', "_")))
@@ -313,6 +345,7 @@ impl Actor for NodeAgent {
             by_actor: HashMap::new(),
             run_dir: args.run_dir,
             client: Client::new(),
+            agents: args.agents,
         })
     }
 

@@ -119,23 +119,43 @@ impl Agent for MultiTurn {
                 .and_then(Value::as_str)
                 .unwrap_or("Solve the task step by step.")
                 .to_string();
-            let turns = ctx.task.get("turns").and_then(Value::as_u64).unwrap_or(3).clamp(1, 16);
-            let max_tokens = ctx.task.get("max_tokens").and_then(Value::as_u64).unwrap_or(16);
+            let turns = ctx
+                .task
+                .get("turns")
+                .and_then(Value::as_u64)
+                .unwrap_or(3)
+                .clamp(1, 16);
+            let max_tokens = ctx
+                .task
+                .get("max_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(16);
             let mut messages = vec![json!({"role": "user", "content": prompt})];
             let mut last = String::new();
             for t in 0..turns {
-                let answer = ctx.chat(&Value::Array(messages.clone()), json!({"max_tokens": max_tokens})).await?;
+                let answer = ctx
+                    .chat(
+                        &Value::Array(messages.clone()),
+                        json!({"max_tokens": max_tokens}),
+                    )
+                    .await?;
                 last = answer
                     .pointer("/choices/0/message/content")
                     .and_then(Value::as_str)
                     .ok_or_else(|| format!("turn {t}: no message content in the answer"))?
                     .to_string();
                 messages.push(json!({"role": "assistant", "content": last}));
-                messages.push(json!({"role": "user", "content": format!("Continue (step {}).", t + 2)}));
+                messages.push(
+                    json!({"role": "user", "content": format!("Continue (step {}).", t + 2)}),
+                );
             }
             let words: Vec<&str> = last.split_whitespace().collect();
             let distinct: std::collections::BTreeSet<&str> = words.iter().copied().collect();
-            let reward = if words.is_empty() { 0.0 } else { distinct.len() as f64 / words.len() as f64 };
+            let reward = if words.is_empty() {
+                0.0
+            } else {
+                distinct.len() as f64 / words.len() as f64
+            };
             Ok(AgentOutcome::Reward(reward))
         })
     }

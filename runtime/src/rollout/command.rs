@@ -31,10 +31,15 @@ fn excerpt(bytes: &[u8]) -> String {
 pub fn parse_outcome(stdout: &[u8]) -> Result<AgentOutcome, RejectReason> {
     let text = String::from_utf8_lossy(stdout);
     let Some(line) = text.lines().rev().find(|l| !l.trim().is_empty()) else {
-        return Err(RejectReason::AgentGarbage("it printed nothing; print {\"reward\": r} as the last line".into()));
+        return Err(RejectReason::AgentGarbage(
+            "it printed nothing; print {\"reward\": r} as the last line".into(),
+        ));
     };
     let v: Value = serde_json::from_str(line.trim()).map_err(|_| {
-        RejectReason::AgentGarbage(format!("last line {:?} is not JSON; print {{\"reward\": r}}", line.chars().take(200).collect::<String>()))
+        RejectReason::AgentGarbage(format!(
+            "last line {:?} is not JSON; print {{\"reward\": r}}",
+            line.chars().take(200).collect::<String>()
+        ))
     })?;
     if let Some(r) = v.get("reward").and_then(Value::as_f64) {
         if r.is_finite() {
@@ -42,7 +47,10 @@ pub fn parse_outcome(stdout: &[u8]) -> Result<AgentOutcome, RejectReason> {
         }
     }
     if let Some(rs) = v.get("rewards").and_then(Value::as_array) {
-        let parsed: Option<Vec<f64>> = rs.iter().map(|x| x.as_f64().filter(|f| f.is_finite())).collect();
+        let parsed: Option<Vec<f64>> = rs
+            .iter()
+            .map(|x| x.as_f64().filter(|f| f.is_finite()))
+            .collect();
         if let Some(p) = parsed {
             return Ok(AgentOutcome::PerTurn(p));
         }
@@ -64,7 +72,9 @@ pub async fn run(
     mut cancel: tokio::sync::watch::Receiver<bool>,
 ) -> Result<AgentOutcome, RejectReason> {
     let Some((program, args)) = argv.split_first() else {
-        return Err(RejectReason::AgentFailed("the agent command is empty".into()));
+        return Err(RejectReason::AgentFailed(
+            "the agent command is empty".into(),
+        ));
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -168,13 +178,25 @@ mod tests {
 
     #[test]
     fn the_last_line_is_the_reward() {
-        assert_eq!(parse_outcome(b"thinking...\n{\"reward\": 0.5}\n").unwrap(), AgentOutcome::Reward(0.5));
+        assert_eq!(
+            parse_outcome(b"thinking...\n{\"reward\": 0.5}\n").unwrap(),
+            AgentOutcome::Reward(0.5)
+        );
         assert_eq!(
             parse_outcome(b"{\"rewards\": [1, 0, 2]}").unwrap(),
             AgentOutcome::PerTurn(vec![1.0, 0.0, 2.0])
         );
-        assert!(matches!(parse_outcome(b"done"), Err(RejectReason::AgentGarbage(_))));
-        assert!(matches!(parse_outcome(b""), Err(RejectReason::AgentGarbage(_))));
-        assert!(matches!(parse_outcome(b"{\"reward\": \"high\"}"), Err(RejectReason::AgentGarbage(_))));
+        assert!(matches!(
+            parse_outcome(b"done"),
+            Err(RejectReason::AgentGarbage(_))
+        ));
+        assert!(matches!(
+            parse_outcome(b""),
+            Err(RejectReason::AgentGarbage(_))
+        ));
+        assert!(matches!(
+            parse_outcome(b"{\"reward\": \"high\"}"),
+            Err(RejectReason::AgentGarbage(_))
+        ));
     }
 }

@@ -22,16 +22,30 @@ pub struct ProxyClient {
 }
 
 impl ProxyClient {
-    async fn post(&self, path: &str, key: &str, body: Value, deadline: Duration) -> Result<Value, String> {
+    async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        body: Value,
+        deadline: Duration,
+    ) -> Result<Value, String> {
         let req = HttpRequest::post(path, body.to_string())
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {key}"));
         // Admin and session routes are cheap; a request that may have been applied is not
         // resent (start_session is not idempotent), but refused connections and 503s are.
-        let policy = RetryPolicy::non_idempotent().deadline(deadline).max_attempts(3);
-        let r = send_with_retry(&self.http, &self.base, &req, &policy, std::future::pending())
-            .await
-            .map_err(|e| format!("{path}: {e}"))?;
+        let policy = RetryPolicy::non_idempotent()
+            .deadline(deadline)
+            .max_attempts(3);
+        let r = send_with_retry(
+            &self.http,
+            &self.base,
+            &req,
+            &policy,
+            std::future::pending(),
+        )
+        .await
+        .map_err(|e| format!("{path}: {e}"))?;
         if r.body.is_empty() {
             return Ok(Value::Null);
         }
@@ -40,7 +54,14 @@ impl ProxyClient {
 
     /// Sets the policy version recorded from now on; returns the previous one.
     pub async fn set_version(&self, version: u64) -> Result<u64, String> {
-        let v = self.post("/set_version", &self.admin_key, json!({"version": version}), Duration::from_secs(10)).await?;
+        let v = self
+            .post(
+                "/set_version",
+                &self.admin_key,
+                json!({"version": version}),
+                Duration::from_secs(10),
+            )
+            .await?;
         Ok(v.get("previous").and_then(Value::as_u64).unwrap_or(0))
     }
 }
@@ -74,13 +95,25 @@ async fn run_inner(
 ) -> Result<EpisodeOutcome, RejectReason> {
     let admin = &proxy.admin_key;
     let t = Duration::from_secs(30);
-    let task: Value = serde_json::from_str(&req.task_json).unwrap_or(Value::String(req.task_json.clone()));
-    proxy.post("/grant_capacity", admin, json!({"n": 1}), t).await.map_err(RejectReason::Proxy)?;
-    let s = proxy
-        .post("/rl/start_session", admin, json!({"task_id": task.get("id").cloned().unwrap_or(json!(req.episode_id))}), t)
+    let task: Value =
+        serde_json::from_str(&req.task_json).unwrap_or(Value::String(req.task_json.clone()));
+    proxy
+        .post("/grant_capacity", admin, json!({"n": 1}), t)
         .await
         .map_err(RejectReason::Proxy)?;
-    let (sid, key) = match (s.get("session_id").and_then(Value::as_str), s.get("api_key").and_then(Value::as_str)) {
+    let s = proxy
+        .post(
+            "/rl/start_session",
+            admin,
+            json!({"task_id": task.get("id").cloned().unwrap_or(json!(req.episode_id))}),
+            t,
+        )
+        .await
+        .map_err(RejectReason::Proxy)?;
+    let (sid, key) = match (
+        s.get("session_id").and_then(Value::as_str),
+        s.get("api_key").and_then(Value::as_str),
+    ) {
         (Some(a), Some(b)) => (a.to_string(), b.to_string()),
         _ => return Err(RejectReason::Proxy(format!("start_session answered {s}"))),
     };
@@ -90,10 +123,22 @@ async fn run_inner(
 
     let outcome = match agent {
         AgentSpec::Command { argv, env, cwd } => {
-            command::run(argv, env, cwd.as_deref(), &base_url, &key, &req.task_json, deadline, cancel).await
+            command::run(
+                argv,
+                env,
+                cwd.as_deref(),
+                &base_url,
+                &key,
+                &req.task_json,
+                deadline,
+                cancel,
+            )
+            .await
         }
         AgentSpec::Registered(name) => match rust_agent {
-            None => Err(RejectReason::AgentFailed(format!("no agent registered as {name:?} on this node"))),
+            None => Err(RejectReason::AgentFailed(format!(
+                "no agent registered as {name:?} on this node"
+            ))),
             Some(a) => {
                 let ctx = AgentContext {
                     base_url: base_url.clone(),
@@ -120,29 +165,40 @@ async fn run_inner(
         },
     };
 
-    let finish = |reject: Option<RejectReason>| async move {
-        // End and forget the session either way, so the proxy holds nothing for it.
+    // End and forget the session either way, so the proxy holds nothing for it.
+    let finish = || async {
         let _ = proxy.post("/rl/end_session", &key, json!({}), t).await;
         let export = proxy
-            .post("/export_trajectories", admin, json!({"session_id": sid, "discount": req.discount}), t)
+            .post(
+                "/export_trajectories",
+                admin,
+                json!({"session_id": sid, "discount": req.discount}),
+                t,
+            )
             .await;
         *slot.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        (reject, export)
+        export
     };
 
     let outcome = match outcome {
         Ok(o) => o,
         Err(reason) => {
-            let _ = finish(Some(reason.clone())).await;
+            let _ = finish().await;
             return Err(reason);
         }
     };
     let reward_result = match &outcome {
-        AgentOutcome::Reward(r) => proxy.post("/rl/set_reward", &key, json!({"reward": r}), t).await.map(|_| ()),
+        AgentOutcome::Reward(r) => proxy
+            .post("/rl/set_reward", &key, json!({"reward": r}), t)
+            .await
+            .map(|_| ()),
         AgentOutcome::PerTurn(rs) => {
             let mut r = Ok(());
             for (i, x) in rs.iter().enumerate() {
-                if let Err(e) = proxy.post("/rl/set_reward", &key, json!({"turn": i, "reward": x}), t).await {
+                if let Err(e) = proxy
+                    .post("/rl/set_reward", &key, json!({"turn": i, "reward": x}), t)
+                    .await
+                {
                     r = Err(e);
                     break;
                 }
@@ -151,19 +207,30 @@ async fn run_inner(
         }
     };
     if let Err(e) = reward_result {
-        let reason = RejectReason::Proxy(format!("setting the reward: {e} (did the agent make any request?)"));
-        let _ = finish(Some(reason.clone())).await;
+        let reason = RejectReason::Proxy(format!(
+            "setting the reward: {e} (did the agent make any request?)"
+        ));
+        let _ = finish().await;
         return Err(reason);
     }
-    let (_, export) = finish(None).await;
+    let export = finish().await;
     let trajectory = export.map_err(RejectReason::Proxy)?;
-    let turns = trajectory.get("turns").and_then(Value::as_array).map(|t| t.len()).unwrap_or(0);
+    let turns = trajectory
+        .get("turns")
+        .and_then(Value::as_array)
+        .map(|t| t.len())
+        .unwrap_or(0);
     let output_tokens: u64 = trajectory
         .get("turns")
         .and_then(Value::as_array)
         .map(|ts| {
             ts.iter()
-                .map(|t| t.get("output_token_ids").and_then(Value::as_array).map(|a| a.len() as u64).unwrap_or(0))
+                .map(|t| {
+                    t.get("output_token_ids")
+                        .and_then(Value::as_array)
+                        .map(|a| a.len() as u64)
+                        .unwrap_or(0)
+                })
                 .sum()
         })
         .unwrap_or(0);
@@ -179,9 +246,16 @@ async fn run_inner(
 pub async fn end_session(proxy: &ProxyClient, slot: &SessionSlot) {
     let held = slot.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some((sid, key)) = held {
-        let _ = proxy.post("/rl/end_session", &key, json!({}), Duration::from_secs(5)).await;
         let _ = proxy
-            .post("/export_trajectories", &proxy.admin_key, json!({"session_id": sid, "discount": 1.0}), Duration::from_secs(5))
+            .post("/rl/end_session", &key, json!({}), Duration::from_secs(5))
+            .await;
+        let _ = proxy
+            .post(
+                "/export_trajectories",
+                &proxy.admin_key,
+                json!({"session_id": sid, "discount": 1.0}),
+                Duration::from_secs(5),
+            )
             .await;
     }
 }

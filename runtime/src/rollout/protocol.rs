@@ -59,7 +59,9 @@ impl std::fmt::Display for RejectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RejectReason::AgentFailed(m) => write!(f, "agent failed: {m}"),
-            RejectReason::AgentTimeout(ms) => write!(f, "agent exceeded its {ms} ms deadline and was killed"),
+            RejectReason::AgentTimeout(ms) => {
+                write!(f, "agent exceeded its {ms} ms deadline and was killed")
+            }
             RejectReason::AgentGarbage(m) => write!(f, "agent output is not a reward: {m}"),
             RejectReason::Cancelled => write!(f, "cancelled by the controller"),
             RejectReason::Proxy(m) => write!(f, "proxy or backend failed: {m}"),

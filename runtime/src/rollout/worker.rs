@@ -1,0 +1,528 @@
+//! The rollout worker actor: its backend and proxy (two HTTP launcher children), and episodes
+//! running in tasks of their own.
+
+use super::agent::{Agent, AgentRegistry};
+use super::episode::{self, ProxyClient, SessionSlot};
+use super::protocol::{
+    EpisodeRequest, EpisodeResult, CANCEL_EPISODE, ENGINE, RUN_EPISODE, SET_VERSION,
+};
+use fleet_actors::rpc_server::{
+    CallReply, CallRequest, Control, ControlOk, ControlReply, EngineSummary, WorkerMsg,
+    WorkerStatus,
+};
+use fleet_actors::{
+    AgentSpec, Backend, FleetError, HttpReply, HttpServiceSpec, Payload, RolloutSpec, WorkerId,
+};
+use fleet_launcher::http::Client;
+use fleet_launcher::http_launcher::{FailureHook, HttpLauncher, HttpLauncherArgs, WorkerFailure};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+
+/// The rollout worker actor.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RolloutWorker;
+
+/// What a rollout worker starts with.
+#[derive(Clone)]
+pub struct RolloutArgs {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Its node.
+    pub node: String,
+    /// Backend, proxy, agent.
+    pub spec: RolloutSpec,
+    /// Its ports: the first for the backend, the second for the proxy.
+    pub ports: Vec<u16>,
+    /// Environment for the backend, the proxy and agent commands.
+    pub env: BTreeMap<String, String>,
+    /// Where the backend's and proxy's logs go.
+    pub log_dir: Option<PathBuf>,
+    /// Reports a failure for good.
+    pub on_failure: Option<FailureHook>,
+    /// The pooled client.
+    pub client: Client,
+    /// Rust agents by name.
+    pub agents: AgentRegistry,
+    /// The `fleet` executable for the default proxy command.
+    pub fleet_exe: Option<String>,
+}
+
+type Episodes = Arc<Mutex<HashMap<u64, (watch::Sender<bool>, SessionSlot)>>>;
+
+/// The worker's state.
+pub struct State {
+    args: RolloutArgs,
+    backend: Option<ActorRef<WorkerMsg>>,
+    proxy_actor: ActorRef<WorkerMsg>,
+    proxy: ProxyClient,
+    agent: AgentSpec,
+    rust_agent: Option<Arc<dyn Agent>>,
+    ready: bool,
+    failed: Arc<Mutex<Option<FleetError>>>,
+    episodes: Episodes,
+    slots: Arc<Semaphore>,
+    done: Arc<AtomicU64>,
+    started: Instant,
+    stopping: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A hook for a child launcher that reports the rollout worker failed.
+fn child_hook(
+    parent: Option<FailureHook>,
+    worker: WorkerId,
+    what: &'static str,
+    failed: Arc<Mutex<Option<FleetError>>>,
+    node: String,
+) -> FailureHook {
+    Arc::new(move |f: WorkerFailure| {
+        let reason = format!("its {what} failed: {}", f.reason);
+        *lock(&failed) = Some(FleetError::WorkerFailed {
+            worker: worker.to_string(),
+            node: node.clone(),
+            reason: reason.clone(),
+            tail: f.tail.clone(),
+        });
+        if let Some(p) = &parent {
+            p(WorkerFailure {
+                worker: worker.clone(),
+                reason,
+                tail: f.tail,
+            });
+        }
+    })
+}
+
+async fn ask(
+    actor: &ActorRef<WorkerMsg>,
+    control: Control,
+    t: Duration,
+) -> Result<ControlOk, FleetError> {
+    match actor
+        .call(|p| WorkerMsg::Control(control, p), Some(t))
+        .await
+    {
+        Ok(CallResult::Success(ControlReply(r))) => r,
+        Ok(CallResult::Timeout) => Err(FleetError::timeout("a rollout worker's child", t)),
+        _ => Err(FleetError::Unavailable {
+            what: "a rollout worker's child".into(),
+            detail: "it stopped".into(),
+        }),
+    }
+}
+
+impl State {
+    fn check_failed(&self) -> Result<(), FleetError> {
+        match lock(&self.failed).clone() {
+            Some(e) => Err(e),
+            None if self.stopping => Err(FleetError::Unavailable {
+                what: format!("worker {}", self.args.worker),
+                detail: "it is stopping".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn health(&mut self) -> Result<(), FleetError> {
+        self.check_failed()?;
+        if self.ready {
+            return Ok(());
+        }
+        let t = Duration::from_secs(1);
+        if let Some(b) = &self.backend {
+            ask(b, Control::Health, t)
+                .await
+                .map_err(|e| FleetError::Unavailable {
+                    what: format!("worker {}", self.args.worker),
+                    detail: format!("its backend is not ready: {e}"),
+                })?;
+        }
+        ask(&self.proxy_actor, Control::Health, t)
+            .await
+            .map_err(|e| FleetError::Unavailable {
+                what: format!("worker {}", self.args.worker),
+                detail: format!("its proxy is not ready: {e}"),
+            })?;
+        self.ready = true;
+        tracing::info!(worker = %self.args.worker, proxy = %self.proxy.base, "rollout worker ready");
+        Ok(())
+    }
+
+    fn call(&mut self, req: CallRequest, port: ractor::RpcReplyPort<CallReply>) {
+        let worker = self.args.worker.clone();
+        if req.engine != ENGINE {
+            let _ = port.send(CallReply(Err(FleetError::EngineNotFound {
+                worker: worker.to_string(),
+                engine: req.engine,
+                known: ENGINE.into(),
+            })));
+            return;
+        }
+        if let Err(e) = self.check_failed() {
+            let _ = port.send(CallReply(Err(e)));
+            return;
+        }
+        let codec = req.args.codec;
+        let reply = move |port: ractor::RpcReplyPort<CallReply>, r: Result<Payload, FleetError>| {
+            let _ = port.send(CallReply(r));
+        };
+        match req.method.as_str() {
+            RUN_EPISODE => {
+                let ep: EpisodeRequest = match req.args.decode() {
+                    Ok(e) => e,
+                    Err(e) => return reply(port, Err(e)),
+                };
+                if !self.ready {
+                    return reply(
+                        port,
+                        Err(FleetError::Unavailable {
+                            what: format!("worker {worker}"),
+                            detail:
+                                "its backend and proxy are not ready yet; wait with get_workers"
+                                    .into(),
+                        }),
+                    );
+                }
+                let (tx, rx) = watch::channel(false);
+                let slot = SessionSlot::default();
+                lock(&self.episodes).insert(ep.episode_id, (tx, slot.clone()));
+                let episodes = self.episodes.clone();
+                let slots = self.slots.clone();
+                let done = self.done.clone();
+                let proxy = self.proxy.clone();
+                let agent = self.agent.clone();
+                let rust_agent = self.rust_agent.clone();
+                tokio::spawn(async move {
+                    let _permit = slots.acquire_owned().await;
+                    let t = Instant::now();
+                    let outcome = episode::run(&proxy, &agent, rust_agent, &ep, slot, rx).await;
+                    lock(&episodes).remove(&ep.episode_id);
+                    done.fetch_add(1, Ordering::Relaxed);
+                    let result = EpisodeResult {
+                        episode_id: ep.episode_id,
+                        worker,
+                        outcome,
+                        latency_ms: t.elapsed().as_millis() as u64,
+                    };
+                    reply(port, Payload::encode(codec, &result));
+                });
+            }
+            CANCEL_EPISODE => {
+                let id: u64 = match req.args.decode() {
+                    Ok(i) => i,
+                    Err(e) => return reply(port, Err(e)),
+                };
+                let found = lock(&self.episodes)
+                    .get(&id)
+                    .map(|(tx, _)| tx.send(true))
+                    .is_some();
+                if found {
+                    tracing::info!(worker = %worker, episode = id, "episode cancelled");
+                }
+                reply(port, Payload::encode(codec, &found));
+            }
+            SET_VERSION => {
+                let v: u64 = match req.args.decode() {
+                    Ok(v) => v,
+                    Err(e) => return reply(port, Err(e)),
+                };
+                let proxy = self.proxy.clone();
+                tokio::spawn(async move {
+                    let r = proxy
+                        .set_version(v)
+                        .await
+                        .map_err(|e| FleetError::Unavailable {
+                            what: format!("the proxy of {worker}"),
+                            detail: e,
+                        });
+                    reply(port, r.and_then(|prev| Payload::encode(codec, &prev)));
+                });
+            }
+            other => reply(
+                port,
+                Err(FleetError::MethodNotFound {
+                    worker: worker.to_string(),
+                    engine: ENGINE.into(),
+                    method: other.to_string(),
+                }),
+            ),
+        }
+    }
+}
+
+fn proxy_spec(
+    args: &RolloutArgs,
+    backend_url: &str,
+    admin_key: &str,
+) -> Result<HttpServiceSpec, FleetError> {
+    let argv = match &args.spec.proxy_command {
+        Some(c) => c.clone(),
+        None => {
+            let exe = args.fleet_exe.clone().ok_or_else(|| {
+                FleetError::bad_request(
+                    format!("starting the proxy of {}", args.worker),
+                    "this process is not the `fleet` binary: set FLEET_BIN or give RolloutSpec::proxy_command",
+                )
+            })?;
+            vec![
+                exe,
+                "proxy".into(),
+                "--backend".into(),
+                "{backend}".into(),
+                "--port".into(),
+                "{port}".into(),
+            ]
+        }
+    };
+    let argv = argv
+        .into_iter()
+        .map(|a| a.replace("{backend}", backend_url))
+        .collect::<Vec<_>>();
+    Ok(HttpServiceSpec::new(argv).env("FLEET_ADMIN_KEY", admin_key))
+}
+
+impl Actor for RolloutWorker {
+    type Msg = WorkerMsg;
+    type State = State;
+    type Arguments = RolloutArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        if args.ports.len() < 2 {
+            return Err(format!(
+                "rollout worker {} needs two ports (backend and proxy)",
+                args.worker
+            )
+            .into());
+        }
+        let failed = Arc::new(Mutex::new(None));
+        let role = &args.worker.role;
+        let index = args.worker.index;
+        let launcher =
+            |id: WorkerId, spec: HttpServiceSpec, port: u16, what: &'static str| HttpLauncherArgs {
+                worker: id,
+                node: args.node.clone(),
+                spec,
+                ports: vec![port],
+                env: args.env.clone(),
+                log_dir: args.log_dir.clone(),
+                on_failure: Some(child_hook(
+                    args.on_failure.clone(),
+                    args.worker.clone(),
+                    what,
+                    failed.clone(),
+                    args.node.clone(),
+                )),
+                max_in_flight: 1024,
+                client: args.client.clone(),
+            };
+        let (backend, backend_url) = match &args.spec.backend {
+            Backend::Url(u) => (None, u.trim_end_matches('/').to_string()),
+            Backend::Command(spec) => {
+                let a = launcher(
+                    WorkerId::new(format!("{role}.backend"), index),
+                    spec.clone(),
+                    args.ports[0],
+                    "backend",
+                );
+                let (b, _) = Actor::spawn_linked(None, HttpLauncher, a, myself.get_cell())
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "the backend of {} did not start: {}",
+                            args.worker,
+                            startup(e)
+                        )
+                    })?;
+                (Some(b), format!("http://127.0.0.1:{}", args.ports[0]))
+            }
+        };
+        let admin_key = format!("{:032x}", rand::random::<u128>());
+        let pspec = proxy_spec(&args, &backend_url, &admin_key).map_err(|e| e.to_string())?;
+        let a = launcher(
+            WorkerId::new(format!("{role}.proxy"), index),
+            pspec,
+            args.ports[1],
+            "proxy",
+        );
+        let (proxy_actor, _) = match Actor::spawn_linked(None, HttpLauncher, a, myself.get_cell())
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(b) = &backend {
+                    b.stop(None);
+                }
+                return Err(
+                    format!("the proxy of {} did not start: {}", args.worker, startup(e)).into(),
+                );
+            }
+        };
+        let rust_agent = match &args.spec.agent {
+            AgentSpec::Registered(name) => Some(args.agents.get(name).ok_or_else(|| {
+                format!(
+                    "no Rust agent registered as {name:?} on node {} (registered: {})",
+                    args.node,
+                    args.agents.names().join(", ")
+                )
+            })?),
+            AgentSpec::Command { .. } => None,
+        };
+        let mut agent = args.spec.agent.clone();
+        if let AgentSpec::Command { env, .. } = &mut agent {
+            for (k, v) in &args.env {
+                env.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        tracing::info!(worker = %args.worker, backend = %backend_url, proxy_port = args.ports[1], "rollout worker starting its backend and proxy");
+        Ok(State {
+            proxy: ProxyClient {
+                base: format!("http://127.0.0.1:{}", args.ports[1]),
+                admin_key,
+                http: args.client.clone(),
+            },
+            slots: Arc::new(Semaphore::new(args.spec.max_concurrent.max(1))),
+            args,
+            backend,
+            proxy_actor,
+            agent,
+            rust_agent,
+            ready: false,
+            failed,
+            episodes: Arc::new(Mutex::new(HashMap::new())),
+            done: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+            stopping: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerMsg::Call(req, port) => state.call(req, port),
+            WorkerMsg::Http(call, port) => {
+                // Plain HTTP to a rollout worker reaches its proxy.
+                if let Err(e) = state.proxy_actor.send_message(WorkerMsg::Http(call, port)) {
+                    tracing::warn!(worker = %state.args.worker, error = %e, "proxy gone");
+                }
+            }
+            WorkerMsg::Lifecycle(_) => {}
+            WorkerMsg::Control(control, port) => {
+                let r = match control {
+                    Control::Health => state.health().await.map(|()| ControlOk::Done),
+                    Control::Status => Ok(ControlOk::Status(WorkerStatus {
+                        worker: state.args.worker.clone(),
+                        engines: vec![EngineSummary {
+                            name: ENGINE.into(),
+                            type_name: "rollout".into(),
+                        }],
+                        in_flight: None,
+                        queued: lock(&state.episodes).len() as u64,
+                        calls_done: state.done.load(Ordering::Relaxed),
+                        uptime_ms: state.started.elapsed().as_millis() as u64,
+                        pid: None,
+                    })),
+                    Control::SetEnv(vars) => {
+                        if let AgentSpec::Command { env, .. } = &mut state.agent {
+                            env.extend(vars);
+                        }
+                        Ok(ControlOk::Deferred(
+                            "applies to agent commands started from now on; the running backend and proxy keep their environment".into(),
+                        ))
+                    }
+                    Control::CreateEngine { .. } | Control::Configure(_) => {
+                        Err(FleetError::bad_request(
+                            format!("engine control for rollout worker {}", state.args.worker),
+                            "a rollout worker has no engines to create or configure",
+                        ))
+                    }
+                    Control::Destroy { timeout_ms } => {
+                        state.stopping = true;
+                        for (_, (tx, _)) in lock(&state.episodes).iter() {
+                            let _ = tx.send(true);
+                        }
+                        let children: Vec<ActorRef<WorkerMsg>> =
+                            std::iter::once(state.proxy_actor.clone())
+                                .chain(state.backend.clone())
+                                .collect();
+                        tokio::spawn(async move {
+                            let t =
+                                Duration::from_millis(timeout_ms.max(1)) + Duration::from_secs(10);
+                            for c in children {
+                                let _ = ask(&c, Control::Destroy { timeout_ms }, t).await;
+                            }
+                            myself.stop(Some("destroyed".into()));
+                            let _ = port.send(ControlReply(Ok(ControlOk::Done)));
+                        });
+                        return Ok(());
+                    }
+                };
+                let _ = port.send(ControlReply(r));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(_, err) = event {
+            let reason = format!("a child actor panicked: {err}");
+            *lock(&state.failed) = Some(FleetError::WorkerFailed {
+                worker: state.args.worker.to_string(),
+                node: state.args.node.clone(),
+                reason: reason.clone(),
+                tail: vec![],
+            });
+            if let Some(h) = &state.args.on_failure {
+                h(WorkerFailure {
+                    worker: state.args.worker.clone(),
+                    reason,
+                    tail: vec![],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.proxy_actor.stop(None);
+        if let Some(b) = &state.backend {
+            b.stop(None);
+        }
+        Ok(())
+    }
+}
+
+fn startup(e: ractor::SpawnErr) -> String {
+    match e {
+        ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[allow(dead_code)]
+fn _reply_types(_: HttpReply) {}

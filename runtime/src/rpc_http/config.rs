@@ -1,0 +1,111 @@
+//! What an HTTP-faced RpcServer starts with.
+
+use fleet_actors::rpc_server::DEFAULT_DEDUPE_CAPACITY;
+use fleet_actors::{EngineRegistry, WorkerId};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Default largest request body: 64 MiB (bulk data belongs on HTTP, not in actor messages,
+/// but it still needs a bound).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Settings of [`serve`](super::serve). Build with [`RpcHttpConfig::new`] and the setters.
+#[derive(Debug, Clone)]
+pub struct RpcHttpConfig {
+    /// Address to bind; port 0 picks a free port (read it back with
+    /// [`RpcHttpServer::addr`](super::RpcHttpServer::addr)).
+    pub addr: SocketAddr,
+    /// The worker this server is (default `rpc/0`).
+    pub worker: WorkerId,
+    /// The node label used in error messages.
+    pub node: String,
+    /// The worker's initial environment (seen by engines; the process env is never changed).
+    pub env: BTreeMap<String, String>,
+    /// The engine types `/create_engine` can build.
+    pub registry: EngineRegistry,
+    /// Largest request body accepted; a larger one is answered 413 before it is read.
+    pub max_body_bytes: usize,
+    /// Completed request ids remembered for deduplication.
+    pub dedupe_capacity: usize,
+    /// Deadline of engine work (calls, engine creation, configure) when the request carries no
+    /// `X-Fleet-Timeout-Ms`.
+    pub call_timeout: Duration,
+    /// Deadline of the worker's quick answers (health, status, set_env).
+    pub control_timeout: Duration,
+    /// Bound on the engines' destroy hooks at shutdown and for a `/destroy` without one.
+    pub destroy_timeout: Duration,
+    /// How long shutdown waits for open connections to finish their current answer.
+    pub shutdown_grace: Duration,
+    /// A connection that has not sent a full request head within this is closed.
+    pub header_read_timeout: Duration,
+}
+
+impl RpcHttpConfig {
+    /// Defaults: `127.0.0.1:0`, worker `rpc/0`, node `local`, empty env, 64 MiB bodies, one
+    /// hour for engine work, 10 s for quick answers, 30 s for destroy hooks.
+    pub fn new(registry: EngineRegistry) -> Self {
+        RpcHttpConfig {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            worker: WorkerId::new("rpc", 0),
+            node: "local".to_string(),
+            env: BTreeMap::new(),
+            registry,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            dedupe_capacity: DEFAULT_DEDUPE_CAPACITY,
+            call_timeout: Duration::from_secs(3600),
+            control_timeout: Duration::from_secs(10),
+            destroy_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Sets the bind address.
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Sets the worker id.
+    pub fn worker(mut self, worker: WorkerId) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// Sets the node label.
+    pub fn node(mut self, node: impl Into<String>) -> Self {
+        self.node = node.into();
+        self
+    }
+
+    /// Adds a variable to the initial environment.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the largest request body.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Sets the dedupe capacity.
+    pub fn dedupe_capacity(mut self, n: usize) -> Self {
+        self.dedupe_capacity = n;
+        self
+    }
+
+    /// Sets the default deadline of engine work.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// Sets the bound on destroy hooks.
+    pub fn destroy_timeout(mut self, timeout: Duration) -> Self {
+        self.destroy_timeout = timeout;
+        self
+    }
+}
