@@ -98,8 +98,9 @@ pub enum Isolation {
     InProcess,
     /// In a child process (`fleet rpc-server`) behind the HTTP launcher; calls travel over one
     /// keep-alive HTTP connection. `command` replaces the default
-    /// `<this executable> rpc-server --port {port} --worker ROLE/INDEX` (for programs that embed
-    /// fleet with engines of their own: point it at your binary's equivalent).
+    /// `<this executable> rpc-server --port {port} --worker {worker} --node {node}` (for programs
+    /// that embed fleet with engines of their own: point it at your binary's equivalent;
+    /// `{worker}` and `{node}` are filled in too).
     Process {
         /// The command, with `{port}` placeholders; `None` for the default.
         command: Option<Vec<String>>,

@@ -83,7 +83,13 @@ fn isolated_rpc_server(
     command: &Option<Vec<String>>,
 ) -> Result<HttpServiceSpec, FleetError> {
     let argv = match command {
-        Some(c) => c.clone(),
+        Some(c) => c
+            .iter()
+            .map(|a| {
+                a.replace("{worker}", &worker.to_string())
+                    .replace("{node}", &node.to_string())
+            })
+            .collect(),
         None => {
             let bin = crate::exe::fleet_executable().ok_or_else(|| {
                 FleetError::bad_request(
