@@ -171,7 +171,8 @@ pub enum CallProtocol {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpServiceSpec {
     /// Program and arguments; `{port}`, `{port0}`, `{port1}`, ... are filled from the ports
-    /// reserved for the worker (ask for them with `SchedulingSpec::ports`).
+    /// reserved for the worker (ask for them with `SchedulingSpec::ports`), `{worker}` with
+    /// `role/index` and `{index}` with the index.
     pub argv: Vec<String>,
     /// Working directory (default: the node's).
     pub cwd: Option<String>,

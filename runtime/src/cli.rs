@@ -8,11 +8,14 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_proxy;
+mod demo;
 mod logging;
 mod mock_llm;
 mod node;
 mod proxy;
+mod rollout_report;
 mod rpc_server;
+mod run;
 
 /// fleet: a distributed runtime for LLM reinforcement-learning jobs.
 ///
@@ -32,6 +35,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Demo(demo::Args),
+    Run(run::Args),
     Node(node::Args),
     Bench(bench::Args),
     Proxy(proxy::Args),
@@ -43,7 +48,12 @@ enum Command {
 /// an exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_json);
+    // Jobs that draw a progress bar log only warnings unless RUST_LOG says otherwise.
+    let default_filter = match cli.command {
+        Command::Demo(_) | Command::Run(_) | Command::Bench(_) => "warn",
+        _ => "info",
+    };
+    logging::init(cli.log_json, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,6 +66,8 @@ pub fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Run(args) => run::run(args).await,
             Command::Node(args) => node::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,

@@ -16,6 +16,7 @@ pub mod agent;
 pub mod command;
 pub mod controller;
 pub mod episode;
+pub mod job;
 pub mod protocol;
 pub mod worker;
 

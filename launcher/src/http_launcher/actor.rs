@@ -138,14 +138,20 @@ impl State {
         let bad = |detail: String| {
             FleetError::bad_request(format!("starting worker {}", self.args.worker), detail)
         };
-        let Some((program, rest)) = self.args.spec.argv.split_first() else {
+        // `{worker}` and `{index}` name this worker; ports are filled below.
+        let fill = |a: &str| {
+            a.replace("{worker}", &self.args.worker.to_string())
+                .replace("{index}", &self.args.worker.index.to_string())
+        };
+        let argv: Vec<String> = self.args.spec.argv.iter().map(|a| fill(a)).collect();
+        let Some((program, rest)) = argv.split_first() else {
             return Err(bad("the command (argv) is empty".into()));
         };
         let mut spec = ChildSpec::new(self.args.worker.to_string(), program.clone())
             .args(rest.iter().cloned())
             .tail_lines(self.args.spec.tail_lines.max(1));
         for (k, v) in &self.env {
-            spec = spec.env(k.clone(), v.clone());
+            spec = spec.env(k.clone(), fill(v));
         }
         spec = spec
             .env("FLEET_WORKER", self.args.worker.to_string())
@@ -486,8 +492,11 @@ impl Actor for HttpLauncher {
             )
             .into());
         }
+        // The spec's own environment goes over the worker's.
+        let mut env = args.env.clone();
+        env.extend(args.spec.env.clone());
         let mut state = State {
-            env: args.env.clone(),
+            env,
             slots: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
             args,
             child: None,

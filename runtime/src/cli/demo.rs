@@ -1,0 +1,58 @@
+//! `fleet demo`: the main job on the embedded single-node default.
+
+use super::rollout_report::{print_summary, progress_line};
+use crate::rollout::job::RolloutJob;
+use crate::Cluster;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Run the demo rollout job on an embedded single node, with nothing else installed.
+///
+/// Starts a local node and 2 rollout workers. Each worker gets its own inference backend
+/// (`fleet mock-llm`, a test double of an OpenAI-compatible inference server) and its own
+/// OpenAI-compatible proxy (`fleet proxy`), both forked through the HTTP launcher. It then runs
+/// 64 episodes of the built-in multi-turn agent, 32 per policy version (the version moves
+/// halfway, as a trainer would move it), writes every turn (token ids, logprobs, policy
+/// version, reward) to `trajectories.jsonl`, and prints a summary.
+///
+/// The same job from a file, with your own backend and agent: `fleet run JOB.toml`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Episodes to run.
+    #[arg(long, default_value_t = 64)]
+    episodes: u64,
+    /// Rollout workers.
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// Where the trajectories go.
+    #[arg(long, default_value = "trajectories.jsonl")]
+    output: PathBuf,
+}
+
+/// Runs the demo.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let fleet = crate::exe::fleet_executable()
+        .ok_or_else(|| anyhow::anyhow!("cannot find the fleet executable; set FLEET_BIN"))?;
+    let mut job = RolloutJob::demo();
+    job.episodes = args.episodes;
+    job.batch_size = args.episodes.div_ceil(2).max(1);
+    job.workers.replicas = args.workers;
+    job.output = args.output;
+    let cluster = Cluster::local().start().await?;
+    eprintln!(
+        "fleet demo: node {} with {} rollout workers (mock-llm backend + proxy each), {} episodes, {} per policy version",
+        cluster.node_id(),
+        job.workers.replicas,
+        job.episodes,
+        job.batch_size
+    );
+    let started = Instant::now();
+    let report = job
+        .run(cluster.scheduler(), &fleet, progress_line(started))
+        .await;
+    let shutdown = cluster.shutdown().await;
+    let report = report?;
+    shutdown?;
+    print_summary(&report);
+    Ok(())
+}
