@@ -11,11 +11,10 @@ use std::time::Instant;
 pub fn progress_line(started: Instant) -> impl Fn(&Episode, usize, usize) + Send + Sync + Clone {
     move |ep: &Episode, done: usize, total: usize| {
         let width = 30;
-        let filled = if total == 0 {
-            width
-        } else {
-            done * width / total
-        };
+        let filled = (done * width)
+            .checked_div(total)
+            .unwrap_or(width)
+            .min(width);
         let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
         let mark = if ep.rejected.is_some() {
             " (last: rejected)"

@@ -136,6 +136,9 @@ pub struct WorkerEvent {
 }
 
 /// Messages of the node agent.
+// A spawn request is large next to the other variants, but each message is moved once through
+// a mailbox; boxing it would need a wire wrapper of its own for no measurable gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(ractor_cluster::RactorClusterMessage)]
 pub enum AgentMsg {
     /// Start a worker.

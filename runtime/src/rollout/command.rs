@@ -60,17 +60,37 @@ pub fn parse_outcome(stdout: &[u8]) -> Result<AgentOutcome, RejectReason> {
     )))
 }
 
+/// One run of an agent command: what to run and what it gets.
+#[derive(Clone, Copy, Debug)]
+pub struct Invocation<'a> {
+    /// Program and arguments.
+    pub argv: &'a [String],
+    /// Extra environment.
+    pub env: &'a BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<&'a str>,
+    /// `OPENAI_BASE_URL`.
+    pub base_url: &'a str,
+    /// `OPENAI_API_KEY` (the session key).
+    pub api_key: &'a str,
+    /// The task, written to stdin.
+    pub task_json: &'a str,
+}
+
 /// Runs the agent command for one episode.
 pub async fn run(
-    argv: &[String],
-    env: &BTreeMap<String, String>,
-    cwd: Option<&str>,
-    base_url: &str,
-    api_key: &str,
-    task_json: &str,
+    inv: Invocation<'_>,
     deadline: Duration,
     mut cancel: tokio::sync::watch::Receiver<bool>,
 ) -> Result<AgentOutcome, RejectReason> {
+    let Invocation {
+        argv,
+        env,
+        cwd,
+        base_url,
+        api_key,
+        task_json,
+    } = inv;
     let Some((program, args)) = argv.split_first() else {
         return Err(RejectReason::AgentFailed(
             "the agent command is empty".into(),

@@ -123,17 +123,15 @@ async fn run_inner(
 
     let outcome = match agent {
         AgentSpec::Command { argv, env, cwd } => {
-            command::run(
+            let inv = command::Invocation {
                 argv,
                 env,
-                cwd.as_deref(),
-                &base_url,
-                &key,
-                &req.task_json,
-                deadline,
-                cancel,
-            )
-            .await
+                cwd: cwd.as_deref(),
+                base_url: &base_url,
+                api_key: &key,
+                task_json: &req.task_json,
+            };
+            command::run(inv, deadline, cancel).await
         }
         AgentSpec::Registered(name) => match rust_agent {
             None => Err(RejectReason::AgentFailed(format!(

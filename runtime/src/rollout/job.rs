@@ -28,7 +28,7 @@
 //!
 //! [agent]                  # one of:
 //! builtin = "multi-turn"
-//! # command = ["python3", "examples/agents/openai_agent.py"]
+//! # command = ["{python}", "agents/openai_agent.py"]   # cwd: the job file's directory
 //!
 //! [tasks]                  # one of:
 //! prompt = "Plan a trip."  # N copies of {"id": i, "prompt": ..., "turns": ...}
@@ -36,8 +36,8 @@
 //! # file = "tasks.jsonl"   # one task (any JSON) per line, cycled
 //! ```
 //!
-//! In commands, `fleet` is this executable, `{port}` the worker's port and `{index}` the
-//! worker's index.
+//! In commands, `fleet` is this executable, `{port}` the worker's port, `{index}` the worker's
+//! index and `{python}` is `$FLEET_PYTHON` or `python3`.
 
 use super::controller::{Episode, RolloutConfig, RolloutController};
 use crate::scheduler::Scheduler;
@@ -134,6 +134,8 @@ pub struct AgentSection {
     /// Extra environment for the command.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Working directory of the command (default: the job file's directory).
+    pub cwd: Option<String>,
 }
 
 /// The `[tasks]` table.
@@ -248,23 +250,31 @@ impl RolloutJob {
         let mut job: RolloutJob =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         // Relative paths are relative to the job file.
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if let Some(f) = &job.tasks.file {
             if f.is_relative() {
                 job.tasks.file = Some(base.join(f));
             }
         }
+        if job.agent.cwd.is_none() {
+            job.agent.cwd = Some(base.to_string_lossy().into_owned());
+        }
         Ok(job)
     }
 
+    /// `fleet` as the program is this executable; `{python}` is `$FLEET_PYTHON` or `python3`.
     fn expand(argv: &[String], fleet: &str) -> Vec<String> {
+        let python = std::env::var("FLEET_PYTHON").unwrap_or_else(|_| "python3".into());
         argv.iter()
             .enumerate()
             .map(|(i, a)| {
                 if i == 0 && a == "fleet" {
                     fleet.to_string()
                 } else {
-                    a.clone()
+                    a.replace("{python}", &python)
                 }
             })
             .collect()
@@ -279,9 +289,9 @@ impl RolloutJob {
             }
             (Some(name), None) => AgentSpec::Registered(name.clone()),
             (None, Some(argv)) if !argv.is_empty() => AgentSpec::Command {
-                argv: argv.clone(),
+                argv: Self::expand(argv, fleet),
                 env: self.agent.env.clone(),
-                cwd: None,
+                cwd: self.agent.cwd.clone(),
             },
             (None, Some(_)) => return Err("[agent]: the command is empty".into()),
             (None, None) => AgentSpec::Registered("multi-turn".into()),
