@@ -121,7 +121,7 @@ pub struct Readiness {
     pub path: String,
     /// The status that means ready.
     pub expected_status: u16,
-    /// First poll interval (doubles, capped at 1 s).
+    /// First poll interval (doubles, capped at 1 s; default 10 ms).
     pub interval_ms: u64,
     /// Give up after this long.
     pub deadline_ms: u64,
@@ -132,7 +132,7 @@ impl Default for Readiness {
         Readiness {
             path: "/health".into(),
             expected_status: 200,
-            interval_ms: 20,
+            interval_ms: 10,
             deadline_ms: 60_000,
         }
     }

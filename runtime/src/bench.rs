@@ -6,5 +6,7 @@
 //! that file, never in test assertions.
 
 pub mod call;
+pub mod launcher;
+pub mod rollout;
 pub mod spawn;
 pub mod stats;

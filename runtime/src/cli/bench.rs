@@ -29,6 +29,23 @@ enum Which {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
+    /// A forward through the HTTP launcher vs a direct request to the same child; throughput;
+    /// spawn-to-ready overhead.
+    Launcher {
+        /// Requests of each kind.
+        #[arg(long, default_value_t = 5000)]
+        iters: usize,
+        /// Spawn rounds.
+        #[arg(long, default_value_t = 10)]
+        spawn_rounds: usize,
+    },
+    /// Episodes/s and controller overhead per episode with a zero-latency mock backend, 1 and
+    /// 2 workers.
+    Rollout {
+        /// Episodes per run.
+        #[arg(long, default_value_t = 512)]
+        episodes: u64,
+    },
     /// The proxy's overhead per chat completion against calling the mock backend directly.
     Proxy(super::bench_proxy::Args),
     /// Every benchmark with its defaults.
@@ -38,8 +55,32 @@ enum Which {
 /// Runs the chosen benchmarks and prints their tables.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     use crate::bench;
+    let fleet = crate::exe::fleet_executable();
+    let need_fleet = || {
+        fleet
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("cannot find the fleet executable; set FLEET_BIN"))
+    };
     let (call, spawn) = match args.which {
         Which::Proxy(a) => return super::bench_proxy::run(a).await,
+        Which::Launcher {
+            iters,
+            spawn_rounds,
+        } => {
+            println!("### HTTP launcher: forward vs direct, throughput, spawn to ready\n");
+            println!(
+                "{}",
+                bench::launcher::run(&need_fleet()?, iters, spawn_rounds).await?
+            );
+            return Ok(());
+        }
+        Which::Rollout { episodes } => {
+            println!(
+                "### Rollout: episodes/s and controller overhead (zero-latency mock backend)\n"
+            );
+            println!("{}", bench::rollout::run(&need_fleet()?, episodes).await?);
+            return Ok(());
+        }
         Which::Call { iters } => (Some(iters), None),
         Which::Spawn { workers, rounds } => (None, Some((workers, rounds))),
         Which::All => (Some(20_000), Some((100, 20))),

@@ -67,6 +67,9 @@ pub struct Episode {
     pub admitted_version: u64,
     /// Wall time seen by the controller, in milliseconds.
     pub latency_ms: u64,
+    /// Of which the controller's own share (dispatch, admission bookkeeping, the call hops), in
+    /// microseconds: controller-seen time minus the worker's time.
+    pub overhead_us: u64,
     /// The exported trajectory (the proxy's export), if accepted.
     pub trajectory: Option<Value>,
     /// Why it was rejected, if it was.
@@ -275,6 +278,7 @@ impl RolloutController {
         let s = &self.inner.scheduler;
         let r: Result<EpisodeResult, FleetError> =
             s.call(&worker, ENGINE, RUN_EPISODE, &req, &opts).await;
+        let worker_us = r.as_ref().map(|e| e.latency_us).unwrap_or(0);
         let (trajectory, rejected, tokens) = match r {
             Ok(EpisodeResult {
                 outcome:
@@ -313,7 +317,9 @@ impl RolloutController {
                 (None, Some((e.kind().to_string(), e.to_string())), 0)
             }
         };
-        let latency_ms = t.elapsed().as_millis() as u64;
+        let elapsed = t.elapsed();
+        let latency_ms = elapsed.as_millis() as u64;
+        let overhead_us = (elapsed.as_micros() as u64).saturating_sub(worker_us);
         {
             let mut c = lock(&self.inner.state);
             c.running = c.running.saturating_sub(1);
@@ -339,6 +345,7 @@ impl RolloutController {
             worker: worker.to_string(),
             admitted_version: version,
             latency_ms,
+            overhead_us,
             trajectory,
             rejected: rejected.map(|(_, why)| why),
         }

@@ -94,6 +94,6 @@ pub struct EpisodeResult {
     pub worker: WorkerId,
     /// The outcome.
     pub outcome: EpisodeOutcome,
-    /// Wall time on the worker.
-    pub latency_ms: u64,
+    /// Wall time on the worker, in microseconds.
+    pub latency_us: u64,
 }

@@ -211,7 +211,7 @@ impl State {
                         episode_id: ep.episode_id,
                         worker,
                         outcome,
-                        latency_ms: t.elapsed().as_millis() as u64,
+                        latency_us: t.elapsed().as_micros() as u64,
                     };
                     reply(port, Payload::encode(codec, &result));
                 });

@@ -387,7 +387,7 @@ impl Scheduler {
                 ));
             }
             tokio::time::sleep(
-                Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now())),
+                Duration::from_millis(5).min(deadline.saturating_duration_since(Instant::now())),
             )
             .await;
         }

@@ -1,0 +1,194 @@
+//! A forward through the HTTP launcher against a direct keep-alive request to the same child,
+//! throughput at 1 and 16 concurrent callers, and spawn-to-ready overhead over the child's own
+//! start-up. The child is `fleet mock-llm` (`GET /health`), started from this executable.
+
+use super::stats::{fmt, header, row, Samples};
+use crate::Cluster;
+use fleet_actors::{
+    FleetError, HttpCall, HttpServiceSpec, Job, SchedulingSpec, WorkerId, WorkerKind,
+};
+use fleet_launcher::http::{send_with_retry, Client, HttpRequest, RetryPolicy};
+use std::time::{Duration, Instant};
+
+fn child_argv(fleet: &str) -> Vec<String> {
+    vec![
+        fleet.into(),
+        "mock-llm".into(),
+        "--port".into(),
+        "{port}".into(),
+    ]
+}
+
+async fn direct(client: &Client, base: &str) -> Result<(), FleetError> {
+    let req = HttpRequest::get("/health");
+    send_with_retry(
+        client,
+        base,
+        &req,
+        &RetryPolicy::idempotent(),
+        std::future::pending(),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| FleetError::internal(e.to_string()))
+}
+
+/// Time from spawning the child directly to its first 200 on `/health`, polling every 1 ms.
+async fn own_startup(fleet: &str, port: u16) -> Result<Duration, FleetError> {
+    let t = Instant::now();
+    let mut child = tokio::process::Command::new(fleet)
+        .args(["mock-llm", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(FleetError::internal)?;
+    let client = Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let policy = RetryPolicy::idempotent()
+        .max_attempts(1)
+        .deadline(Duration::from_millis(200));
+    loop {
+        let req = HttpRequest::get("/health");
+        if send_with_retry(&client, &base, &req, &policy, std::future::pending())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(FleetError::internal("the child never answered"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let d = t.elapsed();
+    let _ = child.kill().await;
+    Ok(d)
+}
+
+/// Runs the launcher benchmarks with `fleet` as the child's executable.
+pub async fn run(fleet: &str, iters: usize, spawn_rounds: usize) -> Result<String, FleetError> {
+    let cluster = Cluster::local().port_range(48000, 48999).start().await?;
+    let s = cluster.scheduler().clone();
+    let kind = WorkerKind::HttpService(HttpServiceSpec::new(child_argv(fleet)));
+    let ws = s
+        .create_workers(
+            Job::new("svc", 1)
+                .kind(kind.clone())
+                .spec(SchedulingSpec::default().ports(1)),
+        )
+        .await?;
+    s.get_workers("svc", Duration::from_secs(20)).await?;
+    let w = WorkerId::new("svc", 0);
+    let base = format!("http://127.0.0.1:{}", ws[0].ports[0]);
+    let client = Client::new();
+    let call = || HttpCall::get("/health").timeout(Duration::from_secs(5));
+
+    // Latency, interleaved.
+    let mut d_direct = Vec::new();
+    let mut d_fwd = Vec::new();
+    for i in 0..(iters + iters / 10) {
+        let t = Instant::now();
+        direct(&client, &base).await?;
+        let a = t.elapsed();
+        let t = Instant::now();
+        let r = s.http(&w, call()).await?;
+        let b = t.elapsed();
+        if r.status != 200 {
+            return Err(FleetError::internal(format!(
+                "forward answered {}",
+                r.status
+            )));
+        }
+        if i >= iters / 10 {
+            d_direct.push(a);
+            d_fwd.push(b);
+        }
+    }
+    let direct_s = Samples::new("direct keep-alive GET /health to the child", d_direct);
+    let fwd_s = Samples::new("Scheduler::http → HttpLauncher → child", d_fwd);
+
+    // Throughput at 1 and 16 concurrent callers.
+    let mut tput = String::from("| callers | direct req/s | through the launcher req/s | ratio |\n| ---: | ---: | ---: | ---: |\n");
+    for callers in [1usize, 16] {
+        let per = (iters / callers).max(50);
+        let t = Instant::now();
+        let jobs: Vec<_> = (0..callers)
+            .map(|_| {
+                let (client, base) = (client.clone(), base.clone());
+                tokio::spawn(async move {
+                    for _ in 0..per {
+                        direct(&client, &base).await?;
+                    }
+                    Ok::<_, FleetError>(())
+                })
+            })
+            .collect();
+        for j in jobs {
+            j.await.map_err(FleetError::internal)??;
+        }
+        let direct_rate = (callers * per) as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let jobs: Vec<_> = (0..callers)
+            .map(|_| {
+                let (s, w) = (s.clone(), w.clone());
+                tokio::spawn(async move {
+                    for _ in 0..per {
+                        s.http(&w, HttpCall::get("/health").timeout(Duration::from_secs(5)))
+                            .await?;
+                    }
+                    Ok::<_, FleetError>(())
+                })
+            })
+            .collect();
+        for j in jobs {
+            j.await.map_err(FleetError::internal)??;
+        }
+        let fwd_rate = (callers * per) as f64 / t.elapsed().as_secs_f64();
+        tput.push_str(&format!(
+            "| {callers} | {direct_rate:.0} | {fwd_rate:.0} | {:.2} |\n",
+            fwd_rate / direct_rate
+        ));
+    }
+    s.delete_workers(None, false).await?;
+
+    // Spawn to ready, against the child's own start-up.
+    let mut own = Vec::new();
+    let mut ours = Vec::new();
+    for round in 0..spawn_rounds + 1 {
+        let port = 48900 + (round % 50) as u16;
+        let o = own_startup(fleet, port).await?;
+        let t = Instant::now();
+        s.create_workers(
+            Job::new("spawn", 1)
+                .kind(kind.clone())
+                .spec(SchedulingSpec::default().ports(1)),
+        )
+        .await?;
+        s.get_workers("spawn", Duration::from_secs(20)).await?;
+        let d = t.elapsed();
+        s.delete_workers(Some("spawn"), false).await?;
+        if round > 0 {
+            own.push(o);
+            ours.push(d);
+        }
+    }
+    cluster.shutdown().await?;
+    let own_s = Samples::new(
+        "child's own start-up (spawn → first 200 on /health, 1 ms polling)",
+        own,
+    );
+    let ours_s = Samples::new("create_workers + get_workers of an HttpService", ours);
+    let overhead = ours_s.p50().saturating_sub(own_s.p50());
+    Ok(format!(
+        "{}\n{}\n{}\n\nThroughput, {iters} requests split over the callers:\n\n{tput}\n{}\n{}\n{}\n\nSpawn-to-ready overhead (median difference): {}\n",
+        header(),
+        row(&direct_s, None),
+        row(&fwd_s, Some(&direct_s)),
+        header(),
+        row(&own_s, None),
+        row(&ours_s, Some(&own_s)),
+        fmt(overhead),
+    ))
+}
