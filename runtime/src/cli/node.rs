@@ -1,7 +1,9 @@
 //! `fleet node`: serve a node until Ctrl-C.
 
 use crate::Cluster;
-use fleet_actors::{CallOptions, Job, SchedulingSpec, WorkerId};
+use fleet_actors::{
+    CallOptions, Isolation, Job, RpcServerSpec, SchedulingSpec, WorkerId, WorkerKind,
+};
 use std::time::{Duration, Instant};
 
 /// Serve a fleet node in this process until Ctrl-C (or SIGTERM).
@@ -20,6 +22,8 @@ use std::time::{Duration, Instant};
 ///   fleet node --gpus 0,1 --cpus 8      # account 2 GPUs and 8 cores, whatever the machine has
 ///
 ///   fleet node --demo 2 --serve-for 5s  # stop by itself after 5 seconds (scripts, CI)
+///
+///   fleet node --demo 4 --isolated      # each demo worker in a `fleet rpc-server` child
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// This node's name (default: the host name).
@@ -43,6 +47,10 @@ pub struct Args {
     /// Create N demo workers with a `counter` engine and call each of them.
     #[arg(long, value_name = "N")]
     demo: Option<u32>,
+    /// Run the demo workers isolated, each in a `fleet rpc-server` child process behind the
+    /// HTTP launcher, instead of in this process.
+    #[arg(long, requires = "demo")]
+    isolated: bool,
     /// Stop after this long instead of waiting for Ctrl-C (e.g. `500ms`, `5s`, `0s`).
     #[arg(long, value_parser = parse_duration)]
     serve_for: Option<Duration>,
@@ -132,7 +140,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     if let Some(n) = args.demo {
-        demo(&cluster, n).await?;
+        demo(&cluster, n, args.isolated).await?;
     }
 
     match args.serve_for {
@@ -154,11 +162,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(cluster: &Cluster, n: u32) -> anyhow::Result<()> {
+async fn demo(cluster: &Cluster, n: u32, isolated: bool) -> anyhow::Result<()> {
     let s = cluster.scheduler();
     let t = Instant::now();
-    s.create_workers(Job::new("demo", n).spec(SchedulingSpec::default()))
-        .await?;
+    let kind = if isolated {
+        WorkerKind::RpcServer(RpcServerSpec {
+            isolation: Isolation::Process { command: None },
+        })
+    } else {
+        WorkerKind::default()
+    };
+    s.create_workers(
+        Job::new("demo", n)
+            .kind(kind)
+            .spec(SchedulingSpec::default()),
+    )
+    .await?;
     let workers = s.get_workers("demo", Duration::from_secs(10)).await?;
     let created = t.elapsed();
     println!(
