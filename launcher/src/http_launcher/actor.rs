@@ -90,12 +90,18 @@ pub struct State {
     slots: Arc<Semaphore>,
     done: Arc<AtomicU64>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    target: Option<Arc<Target>>,
 }
 
 impl State {
-    fn target(&self) -> Option<Target> {
-        let child = self.child.as_ref()?;
-        Some(Target {
+    /// The forwarding target of the current process generation (built once per start, shared
+    /// by every forward).
+    fn target(&self) -> Option<Arc<Target>> {
+        self.target.clone()
+    }
+
+    fn make_target(&self, child: &ChildHandle) -> Arc<Target> {
+        Arc::new(Target {
             worker: self.args.worker.to_string(),
             node: self.args.node.clone(),
             client: self.args.client.clone(),
@@ -260,6 +266,7 @@ impl HttpLauncher {
         });
         tracing::info!(worker = %state.args.worker, pid = child.pid(), argv = ?state.args.spec.argv, ports = ?state.args.ports, generation = state.generation, "http service process started");
         supervise(myself.clone(), &child, state.generation, probe);
+        state.target = Some(state.make_target(&child));
         state.child = Some(Arc::new(child));
         state.phase = Phase::Starting {
             since: Instant::now(),
@@ -271,7 +278,7 @@ impl HttpLauncher {
         state: &State,
         port: RpcReplyPort<T>,
         wrap: fn(Result<F, FleetError>) -> T,
-        f: impl FnOnce(Target) -> Fut + Send + 'static,
+        f: impl FnOnce(Arc<Target>) -> Fut + Send + 'static,
     ) where
         Fut: std::future::Future<Output = Result<F, FleetError>> + Send + 'static,
         T: Send + 'static,
@@ -509,6 +516,7 @@ impl Actor for HttpLauncher {
             in_flight: Arc::new(AtomicU64::new(0)),
             done: Arc::new(AtomicU64::new(0)),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            target: None,
         };
         self.start_child(&myself, &mut state)
             .await

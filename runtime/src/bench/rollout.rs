@@ -30,7 +30,7 @@ pub async fn run(fleet: &str, episodes: u64) -> Result<String, FleetError> {
             report
                 .episodes
                 .iter()
-                .map(|e| Duration::from_millis(e.latency_ms))
+                .map(|e| Duration::from_micros(e.latency_us))
                 .collect(),
         );
         let over = Samples::new(

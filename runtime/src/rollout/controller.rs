@@ -67,6 +67,8 @@ pub struct Episode {
     pub admitted_version: u64,
     /// Wall time seen by the controller, in milliseconds.
     pub latency_ms: u64,
+    /// The same in microseconds.
+    pub latency_us: u64,
     /// Of which the controller's own share (dispatch, admission bookkeeping, the call hops), in
     /// microseconds: controller-seen time minus the worker's time.
     pub overhead_us: u64,
@@ -345,6 +347,7 @@ impl RolloutController {
             worker: worker.to_string(),
             admitted_version: version,
             latency_ms,
+            latency_us: elapsed.as_micros() as u64,
             overhead_us,
             trajectory,
             rejected: rejected.map(|(_, why)| why),

@@ -180,7 +180,7 @@ impl Scheduler {
     ) -> Result<fleet_actors::HttpResponseData, FleetError> {
         let route = self.route(worker)?;
         let timeout = Duration::from_millis(call.timeout_ms) + Duration::from_secs(1);
-        let what = format!("{} {}", call.method, call.path);
+        let what = "an HTTP request";
         let reply: fleet_actors::HttpReply = match self.local_actor(&route) {
             Some(actor) => outcome(
                 actor
