@@ -21,10 +21,13 @@ fn service(spec: HttpServiceSpec) -> WorkerKind {
     WorkerKind::HttpService(spec)
 }
 
-async fn cluster() -> Cluster {
+/// A cluster whose port range no other test in this process uses (tests run in parallel, and
+/// two clusters' allocators do not know about each other's reservations).
+async fn cluster(slot: u16) -> Cluster {
+    let lo = 44000 + slot * 100;
     Cluster::local()
         .gpus([0, 1])
-        .port_range(44000, 44999)
+        .port_range(lo, lo + 99)
         .start()
         .await
         .unwrap()
@@ -32,7 +35,7 @@ async fn cluster() -> Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_service_is_started_probed_forwarded_to_and_stopped() {
-    let c = cluster().await;
+    let c = cluster(1).await;
     let s = c.scheduler();
     let ws = s
         .create_workers(
@@ -85,7 +88,7 @@ async fn an_http_service_is_started_probed_forwarded_to_and_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_binary_fails_create_workers_with_the_os_error() {
-    let c = cluster().await;
+    let c = cluster(2).await;
     let s = c.scheduler();
     let e = s
         .create_workers(Job::new("bad", 1).kind(service(HttpServiceSpec::new([
@@ -109,7 +112,7 @@ async fn a_missing_binary_fails_create_workers_with_the_os_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_that_exits_before_ready_fails_get_workers_with_its_code_and_output() {
-    let c = cluster().await;
+    let c = cluster(3).await;
     let s = c.scheduler();
     let cmd = HttpServiceSpec::new([
         "sh",
@@ -134,7 +137,7 @@ async fn a_child_that_exits_before_ready_fails_get_workers_with_its_code_and_out
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_and_destroy_are_answered_while_forwards_are_backing_off() {
-    let c = cluster().await;
+    let c = cluster(4).await;
     let s = c.scheduler().clone();
     s.create_workers(Job::new("svc", 1).kind(service(test_server())))
         .await
@@ -207,7 +210,7 @@ async fn ping_and_destroy_are_answered_while_forwards_are_backing_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_that_crashes_during_a_call_fails_it_at_once_with_its_last_lines() {
-    let c = cluster().await;
+    let c = cluster(5).await;
     let s = c.scheduler().clone();
     s.create_workers(Job::new("svc", 1).kind(service(test_server())))
         .await
@@ -285,7 +288,7 @@ async fn a_child_that_crashes_during_a_call_fails_it_at_once_with_its_last_lines
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_service_is_restarted_by_its_policy_and_serves_again() {
-    let c = cluster().await;
+    let c = cluster(6).await;
     let s = c.scheduler().clone();
     let spec = test_server().restart(RestartPolicy::OnFailure {
         max_restarts: 2,
@@ -328,7 +331,7 @@ async fn a_crashed_service_is_restarted_by_its_policy_and_serves_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fork_workers_puts_an_http_service_beside_each_target_with_its_devices_and_no_gpu() {
-    let c = cluster().await;
+    let c = cluster(7).await;
     let s = c.scheduler().clone();
     s.create_workers(Job::new("actor", 2).spec(SchedulingSpec::default().gpu(1)))
         .await
