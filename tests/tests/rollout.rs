@@ -365,3 +365,48 @@ fn an_openai_python_agent_completes_episodes_through_fleet_run() {
             .all(|t| !t["output_token_ids"].as_array().unwrap().is_empty()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_controller_admits_nothing_until_resumed() {
+    let cluster = Cluster::local()
+        .port_range(47400, 47499)
+        .start()
+        .await
+        .unwrap();
+    let s = cluster.scheduler().clone();
+    s.create_workers(
+        Job::new("rollout", 1)
+            .kind(rollout_kind(AgentSpec::Registered("multi-turn".into())))
+            .spec(SchedulingSpec::default().ports(2)),
+    )
+    .await
+    .unwrap();
+    let ctl = RolloutController::new(
+        s.clone(),
+        "rollout",
+        RolloutConfig::default(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    ctl.pause();
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<&str>::new()));
+    let pending = {
+        let (ctl, events) = (ctl.clone(), events.clone());
+        tokio::spawn(async move {
+            let ticket = ctl.submit(json!({"turns": 1})).await.unwrap();
+            events.lock().unwrap().push("admitted");
+            ticket.result().await.unwrap()
+        })
+    };
+    // Give admission every chance to (wrongly) happen while paused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ctl.stats().running + ctl.stats().accepted, 0);
+    events.lock().unwrap().push("resumed");
+    ctl.resume();
+    let ep = pending.await.unwrap();
+    assert!(ep.trajectory.is_some());
+    assert_eq!(*events.lock().unwrap(), vec!["resumed", "admitted"]);
+    assert!(!ctl.stats().paused);
+    cluster.shutdown().await.unwrap();
+}
