@@ -188,7 +188,7 @@ impl Scheduler {
                     .await,
                 worker,
                 &route,
-                &what,
+                what,
                 timeout,
             )?,
             None => {
@@ -203,7 +203,7 @@ impl Scheduler {
                         .await,
                     worker,
                     &route,
-                    &what,
+                    what,
                     timeout,
                 )?
             }
