@@ -8,10 +8,13 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_proxy;
+mod cluster_args;
+mod head;
 mod logging;
 mod mock_llm;
 mod node;
 mod proxy;
+mod status;
 
 /// fleet: a distributed runtime for LLM reinforcement-learning jobs.
 ///
@@ -32,6 +35,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Node(node::Args),
+    Head(head::Args),
+    Status(status::Args),
     Bench(bench::Args),
     Proxy(proxy::Args),
     MockLlm(mock_llm::Args),
@@ -55,6 +60,8 @@ pub fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Node(args) => node::run(args).await,
+            Command::Head(args) => head::run(args).await,
+            Command::Status(args) => status::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::MockLlm(args) => mock_llm::run(args).await,

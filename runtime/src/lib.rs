@@ -7,8 +7,11 @@
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod membership;
 pub mod node;
+pub(crate) mod remote;
 pub mod scheduler;
 
 pub use cluster::{Cluster, LocalBuilder};
+pub use membership::{MemberEvent, MembershipConfig, StatusReport};
 pub use scheduler::{EngineHandle, Scheduler, WorkerInfo, WorkerState};

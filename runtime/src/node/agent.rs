@@ -47,6 +47,9 @@ pub struct AgentArgs {
     pub events: Option<mpsc::UnboundedSender<WorkerEvent>>,
     /// Where worker log files go (`<run_dir>/logs/<role>_<index>.log`).
     pub run_dir: PathBuf,
+    /// Largest call result or HTTP response body sent back to a caller (bytes); a larger one is
+    /// answered with `PayloadTooLarge` so it never becomes a frame that would drop the session.
+    pub max_message: usize,
 }
 
 struct LocalWorker {
@@ -71,6 +74,7 @@ pub struct AgentState {
     by_actor: HashMap<ActorId, WorkerId>,
     run_dir: PathBuf,
     client: Client,
+    max_message: usize,
 }
 
 /// The `fleet` executable that starts an isolated RpcServer: `FLEET_BIN`, else this process's
@@ -277,6 +281,7 @@ impl AgentState {
     }
 
     fn info(&self) -> NodeInfo {
+        let pids = crate::membership::child_pids::by_worker();
         let mut workers: Vec<LocalWorkerInfo> = self
             .workers
             .iter()
@@ -285,6 +290,7 @@ impl AgentState {
                 kind: w.kind.name().to_string(),
                 gpus: w.gpus.clone(),
                 ports: w.ports.clone(),
+                child_pid: pids.get(&id.to_string()).copied(),
             })
             .collect();
         workers.sort_by(|a, b| a.worker.cmp(&b.worker));
@@ -323,6 +329,7 @@ impl Actor for NodeAgent {
             by_actor: HashMap::new(),
             run_dir: args.run_dir,
             client: Client::new(),
+            max_message: args.max_message,
         })
     }
 
@@ -343,7 +350,14 @@ impl Actor for NodeAgent {
             AgentMsg::Call(call, port) => match call.into_result() {
                 Ok(WorkerCall { worker, req }) => match state.workers.get(&worker) {
                     Some(w) if !w.stopping => {
-                        if let Err(e) = w.actor.send_message(WorkerMsg::Call(req, port)) {
+                        let sent = crate::remote::forward_call_checked(
+                            &w.actor,
+                            worker.clone(),
+                            req,
+                            port,
+                            state.max_message,
+                        );
+                        if let Err(e) = sent {
                             tracing::warn!(worker = %worker, error = %e, "call to a stopped worker dropped");
                         }
                     }
@@ -434,7 +448,14 @@ impl Actor for NodeAgent {
                 Ok(super::messages::WorkerHttp { worker, call }) => {
                     match state.workers.get(&worker) {
                         Some(w) => {
-                            if let Err(e) = w.actor.send_message(WorkerMsg::Http(call, port)) {
+                            let sent = crate::remote::forward_http_checked(
+                                &w.actor,
+                                worker.clone(),
+                                call,
+                                port,
+                                state.max_message,
+                            );
+                            if let Err(e) = sent {
                                 tracing::warn!(worker = %worker, error = %e, "http request to a stopped worker dropped");
                             }
                         }
