@@ -19,8 +19,8 @@
 //! for its status with `fleet status --head ADDR`. Calls go from the head to the node agents
 //! directly; the head is on the call path only because it is the driver.
 
-pub mod events;
 pub mod child_pids;
+pub mod events;
 pub mod head;
 pub mod join;
 pub mod protocol;
@@ -75,7 +75,10 @@ pub(crate) fn watch_sessions(transport: &Transport, head: ActorRef<HeadMsg>, eve
                             reason,
                         });
                     }
-                    if head.cast(HeadMsg::SessionClosed(Wire::new(ev.session))).is_err() {
+                    if head
+                        .cast(HeadMsg::SessionClosed(Wire::new(ev.session)))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -102,9 +105,10 @@ pub async fn fetch_status(
     let head: ActorRef<HeadMsg> = head.into();
     match head.call(HeadMsg::Status, Some(timeout)).await {
         Ok(ractor::rpc::CallResult::Success(r)) => r.flatten(),
-        Ok(ractor::rpc::CallResult::Timeout) => {
-            Err(FleetError::timeout(format!("status from the head at {addr}"), timeout))
-        }
+        Ok(ractor::rpc::CallResult::Timeout) => Err(FleetError::timeout(
+            format!("status from the head at {addr}"),
+            timeout,
+        )),
         _ => Err(FleetError::Unavailable {
             what: format!("the head at {addr}"),
             detail: "the connection closed".into(),

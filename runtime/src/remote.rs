@@ -101,7 +101,11 @@ pub(crate) fn check_control(
 }
 
 /// Refuses an HTTP request whose body and headers exceed `limit`.
-pub(crate) fn check_http(call: &HttpCall, worker: &WorkerId, limit: usize) -> Result<(), FleetError> {
+pub(crate) fn check_http(
+    call: &HttpCall,
+    worker: &WorkerId,
+    limit: usize,
+) -> Result<(), FleetError> {
     let size = call.body.len()
         + call
             .headers
@@ -110,7 +114,10 @@ pub(crate) fn check_http(call: &HttpCall, worker: &WorkerId, limit: usize) -> Re
             .sum::<usize>();
     if size > limit {
         return Err(too_large(
-            format!("the HTTP request {} {} for {worker}", call.method, call.path),
+            format!(
+                "the HTTP request {} {} for {worker}",
+                call.method, call.path
+            ),
             size,
             limit,
         ));

@@ -4,12 +4,14 @@
 //! Everything here waits with a deadline and cleans up what it started: a [`ChildGuard`] kills
 //! its process group when dropped, so a panicking test leaves no process behind.
 
+pub mod cluster;
 pub mod http_client;
 pub mod listening;
 pub mod piped;
 pub mod process;
 pub mod wait;
 
+pub use cluster::{ClusterBuilder, NodeSpec, TestCluster};
 pub use http_client::{next_chunk, JsonResponse, TestHttp};
 pub use listening::spawn_listening;
 pub use piped::{start_listening_server, PipedChild};

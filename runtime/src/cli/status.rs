@@ -85,7 +85,11 @@ pub fn render(r: &StatusReport) -> String {
             n.state.name(),
             n.pid,
             if live {
-                format!("{}/{}", cpus(n.free_cpu_millis), cpus(n.resources.cpu_millis))
+                format!(
+                    "{}/{}",
+                    cpus(n.free_cpu_millis),
+                    cpus(n.resources.cpu_millis)
+                )
             } else {
                 "-".into()
             },
@@ -130,7 +134,9 @@ pub fn render(r: &StatusReport) -> String {
                 w.node,
                 w.state,
                 format!("{:?}", w.gpus),
-                w.child_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                w.child_pid
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 w.ports
             );
         }

@@ -112,13 +112,15 @@ impl HeadState {
                 )),
             };
         }
-        let agent = ractor::pg::get_scoped_members(&FLEET_SCOPE.to_string(), &agent_group(&req.node))
-            .into_iter()
-            .find(|c| !c.get_id().is_local())
-            .ok_or_else(|| FleetError::Unavailable {
-                what: what.clone(),
-                detail: "its node agent is not visible over the connection yet; retry the join".into(),
-            })?;
+        let agent =
+            ractor::pg::get_scoped_members(&FLEET_SCOPE.to_string(), &agent_group(&req.node))
+                .into_iter()
+                .find(|c| !c.get_id().is_local())
+                .ok_or_else(|| FleetError::Unavailable {
+                    what: what.clone(),
+                    detail: "its node agent is not visible over the connection yet; retry the join"
+                        .into(),
+                })?;
         let session = agent.get_id().node();
         let agent: ActorRef<AgentMsg> = agent.into();
         let now = Instant::now();
@@ -245,7 +247,10 @@ impl HeadState {
 
 /// Child pids by worker, from one node agent (empty if it does not answer in time).
 async fn child_pids(agent: ActorRef<AgentMsg>) -> Vec<(String, u32)> {
-    match agent.call(AgentMsg::Info, Some(Duration::from_secs(2))).await {
+    match agent
+        .call(AgentMsg::Info, Some(Duration::from_secs(2)))
+        .await
+    {
         Ok(CallResult::Success(info)) => match info.flatten() {
             Ok(info) => info
                 .workers
@@ -285,15 +290,12 @@ async fn status(
             ),
         );
     }
-    let pids: HashMap<String, u32> = futures::future::join_all(
-        rows.iter()
-            .filter_map(|(_, a)| a.clone())
-            .map(child_pids),
-    )
-    .await
-    .into_iter()
-    .flatten()
-    .collect();
+    let pids: HashMap<String, u32> =
+        futures::future::join_all(rows.iter().filter_map(|(_, a)| a.clone()).map(child_pids))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
     let (nodes, roles) = scheduler.snapshot().await;
     let ledgers: HashMap<String, _> = nodes
         .into_iter()
@@ -317,7 +319,11 @@ async fn status(
             let rows = workers
                 .into_iter()
                 .map(|w| {
-                    let real = w.alias_of.clone().unwrap_or_else(|| w.id.clone()).to_string();
+                    let real = w
+                        .alias_of
+                        .clone()
+                        .unwrap_or_else(|| w.id.clone())
+                        .to_string();
                     WorkerRow {
                         worker: w.id.to_string(),
                         alias_of: w.alias_of.map(|a| a.to_string()),
@@ -420,7 +426,9 @@ impl Actor for Head {
                         }
                         Some(m) => BeatAck::NotMember {
                             reason: match &m.state {
-                                MemberState::Down { reason } => format!("the head marked it down: {reason}"),
+                                MemberState::Down { reason } => {
+                                    format!("the head marked it down: {reason}")
+                                }
                                 _ => "it left".into(),
                             },
                         },

@@ -187,7 +187,10 @@ async fn run(
             },
         };
         session = Some(s);
-        let Some(head) = remote_members(FLEET_SCOPE, HEADS_GROUP, s).into_iter().next() else {
+        let Some(head) = remote_members(FLEET_SCOPE, HEADS_GROUP, s)
+            .into_iter()
+            .next()
+        else {
             let d = backoff.step();
             tracing::warn!(head = %cfg.head, "the process at this address has no fleet head (is it a `fleet node`?); retrying");
             if pause(d, &mut stop).await {
@@ -213,8 +216,8 @@ async fn run(
             },
         )
         .await;
-        let (agent, _) = spawned
-            .map_err(|e| FleetError::internal(format!("node agent did not start: {e}")))?;
+        let (agent, _) =
+            spawned.map_err(|e| FleetError::internal(format!("node agent did not start: {e}")))?;
         ractor::pg::join_scoped(
             FLEET_SCOPE.to_string(),
             agent_group(&node),

@@ -110,6 +110,13 @@ impl Scheduler {
 
     /// The ids of the nodes placement may use now.
     pub async fn nodes(&self) -> Vec<NodeId> {
-        self.inner.state.lock().await.nodes.keys().cloned().collect()
+        self.inner
+            .state
+            .lock()
+            .await
+            .nodes
+            .keys()
+            .cloned()
+            .collect()
     }
 }

@@ -37,10 +37,7 @@ impl std::fmt::Debug for TlsConfig {
 }
 
 fn bad(path: &Path, what: &str, e: impl std::fmt::Display) -> FleetError {
-    FleetError::bad_request(
-        format!("loading the TLS {what} from {}", path.display()),
-        e,
-    )
+    FleetError::bad_request(format!("loading the TLS {what} from {}", path.display()), e)
 }
 
 impl TlsConfig {
@@ -51,9 +48,14 @@ impl TlsConfig {
             .collect::<Result<_, _>>()
             .map_err(|e| bad(&files.cert, "certificate", e))?;
         if certs.is_empty() {
-            return Err(bad(&files.cert, "certificate", "no certificate in the file"));
+            return Err(bad(
+                &files.cert,
+                "certificate",
+                "no certificate in the file",
+            ));
         }
-        let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad(&files.key, "key", e))?;
+        let key =
+            PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad(&files.key, "key", e))?;
         let mut roots = rustls::RootCertStore::empty();
         for ca in CertificateDer::pem_file_iter(&files.ca).map_err(|e| bad(&files.ca, "CA", e))? {
             let ca = ca.map_err(|e| bad(&files.ca, "CA", e))?;

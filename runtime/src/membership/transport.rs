@@ -165,10 +165,16 @@ impl Transport {
             IpAddr::V4(v) if v.is_unspecified() => "127.0.0.1".to_string(),
             ip => ip.to_string(),
         };
-        let server =
-            ractor_cluster::NodeServer::new(port, cfg.cookie.clone(), name.to_string(), host, encryption, None)
-                .with_listen_addr(cfg.listen_ip)
-                .with_max_inbound_frame_size(cfg.max_frame);
+        let server = ractor_cluster::NodeServer::new(
+            port,
+            cfg.cookie.clone(),
+            name.to_string(),
+            host,
+            encryption,
+            None,
+        )
+        .with_listen_addr(cfg.listen_ip)
+        .with_max_inbound_frame_size(cfg.max_frame);
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| FleetError::internal(format!("node server did not start: {e}")))?;
@@ -257,7 +263,9 @@ impl Transport {
         match tokio::time::timeout(deadline, wait).await {
             Ok(r) => r,
             Err(_) => Err(FleetError::timeout(
-                format!("authenticating with {addr} (is it a fleet process? is TLS on at both ends?)"),
+                format!(
+                    "authenticating with {addr} (is it a fleet process? is TLS on at both ends?)"
+                ),
                 deadline,
             )),
         }

@@ -55,6 +55,28 @@ fn load(l: &Ledger, spec: &SchedulingSpec) -> u64 {
     }
 }
 
+/// The first label `spec` requires that the node lacks, as a shortage.
+fn missing_label(l: &Ledger, spec: &SchedulingSpec) -> Option<Shortage> {
+    let have = &l.total().labels;
+    spec.node_labels
+        .iter()
+        .find(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| Shortage {
+            resource: "labels",
+            detail: format!(
+                "no eligible node has label {k}={v} with room (a node has: {})",
+                if have.is_empty() {
+                    "no labels".to_string()
+                } else {
+                    have.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
+            ),
+        })
+}
+
 /// Picks the node for `spec` among `nodes`: the index of the chosen node, or the shortage that
 /// rules out the node that came closest (the one with the most of the short resource), so the
 /// error can name what is missing. One pass, O(nodes).
@@ -70,6 +92,12 @@ pub fn choose<C: Candidate>(
             continue;
         }
         let l = n.ledger();
+        if let Some(s) = missing_label(l, spec) {
+            if first_shortage.is_none() {
+                first_shortage = Some(s);
+            }
+            continue;
+        }
         match l.fits(spec) {
             Ok(()) => {
                 let score = load(l, spec);
@@ -151,6 +179,25 @@ mod tests {
             place_all(&mut nodes, 4, &spec, Policy::Spread),
             vec![0, 1, 0, 1]
         );
+    }
+
+    #[test]
+    fn label_constraints_pick_only_matching_nodes() {
+        let zone = |z: &str| {
+            let mut r = node(4).total().clone();
+            r.labels.insert("zone".into(), z.into());
+            Ledger::new(r)
+        };
+        let nodes = vec![zone("a"), zone("b")];
+        let spec = SchedulingSpec::default().node_label("zone", "b");
+        assert_eq!(choose(&nodes, &spec, Policy::Pack).unwrap(), 1);
+        let e = choose(
+            &nodes,
+            &SchedulingSpec::default().node_label("zone", "c"),
+            Policy::Pack,
+        )
+        .unwrap_err();
+        assert_eq!(e.resource, "labels");
     }
 
     #[test]
