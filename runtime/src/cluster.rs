@@ -240,7 +240,7 @@ impl LocalBuilder {
                     .map_err(|e| FleetError::internal(format!("head did not start: {e}")))?;
                 ractor::pg::join_scoped(
                     membership::protocol::FLEET_SCOPE.to_string(),
-                    membership::protocol::HEADS_GROUP.to_string(),
+                    membership::protocol::head_group(&transport.name),
                     vec![head.get_cell()],
                 );
                 membership::watch_sessions(&transport, head.clone(), events.clone());

@@ -6,7 +6,7 @@
 //! * [`transport`]: a `NodeServer` with fleet's settings (cookie, TLS, frame limit) whose
 //!   session events arrive as a channel, and a connect that waits until the peer is ready or
 //!   says it refused us;
-//! * [`head`]: the head actor, found by nodes in the `fleet`/`heads` group. It admits nodes
+//! * [`head`]: the head actor, found by nodes in the `fleet`/`head/<server>` group. It admits nodes
 //!   (`Join` → cluster id and timings), tracks heartbeats, marks nodes suspect and down, frees
 //!   what a lost node held (through [`scheduler_hooks`]) and answers `fleet status`;
 //! * [`join`]: the node side: dial the head, join under a fresh [`fleet_actors::NodeId`], beat,
@@ -94,8 +94,9 @@ pub async fn fetch_status(
     addr: &str,
     timeout: Duration,
 ) -> Result<StatusReport, FleetError> {
-    let session = transport.connect(addr, timeout).await?;
-    let head = transport::remote_members(protocol::FLEET_SCOPE, protocol::HEADS_GROUP, session)
+    let (session, peer) = transport.connect(addr, timeout).await?;
+    let group = protocol::head_group(&peer);
+    let head = transport::remote_members(protocol::FLEET_SCOPE, &group, session)
         .into_iter()
         .next()
         .ok_or_else(|| FleetError::Unavailable {

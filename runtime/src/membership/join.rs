@@ -10,7 +10,7 @@
 //! workers stay lost; the caller recreates them.
 
 use super::protocol::{
-    agent_group, Admitted, Beat, BeatAck, HeadMsg, JoinRequest, FLEET_SCOPE, HEADS_GROUP,
+    agent_group, head_group, Admitted, Beat, BeatAck, HeadMsg, JoinRequest, FLEET_SCOPE,
 };
 use super::transport::{remote_members, SessionEventKind, Transport, TransportConfig};
 use crate::node::directory::LocalDirectory;
@@ -158,17 +158,17 @@ async fn run(
     phase: watch::Sender<NodePhase>,
 ) -> Result<(), FleetError> {
     let mut backoff = Backoff::new();
-    let mut session: Option<u64> = None;
+    let mut session: Option<(u64, String)> = None;
     loop {
         if *stop.borrow() {
             return Ok(());
         }
         phase.send_replace(NodePhase::Joining);
-        let live = match session {
-            Some(s) => transport.sessions().await.contains_key(&s).then_some(s),
+        let live = match session.take() {
+            Some(s) => transport.sessions().await.contains_key(&s.0).then_some(s),
             None => None,
         };
-        let s = match live {
+        let (s, peer) = match live {
             Some(s) => s,
             None => match transport.connect(&cfg.head, Duration::from_secs(10)).await {
                 Ok(s) => s,
@@ -186,8 +186,8 @@ async fn run(
                 }
             },
         };
-        session = Some(s);
-        let Some(head) = remote_members(FLEET_SCOPE, HEADS_GROUP, s)
+        session = Some((s, peer.clone()));
+        let Some(head) = remote_members(FLEET_SCOPE, &head_group(&peer), s)
             .into_iter()
             .next()
         else {

@@ -10,12 +10,17 @@ use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 
 /// The process-group scope every fleet process shares before it knows a cluster id: heads are
-/// found here (group [`HEADS_GROUP`]) and so are joining node agents (group
-/// [`agent_group`]).
+/// found here (group [`head_group`]) and so are joining node agents (group [`agent_group`]).
 pub const FLEET_SCOPE: &str = "fleet";
 
-/// The group of head actors in [`FLEET_SCOPE`].
-pub const HEADS_GROUP: &str = "heads";
+/// The group of the head behind the node server called `server` (its ractor_cluster name,
+/// without `@host`). Process groups are process-wide and a session advertises every group of
+/// its process, so a process with two heads (tests) shows both over each session: the group
+/// name says which head listens on the server a node dialed.
+pub fn head_group(server: &str) -> String {
+    let name = server.split_once('@').map(|(n, _)| n).unwrap_or(server);
+    format!("head/{name}")
+}
 
 /// The group a node puts its agent in before it asks to join, so that the head can find the
 /// agent of the node that is joining (node ids are unique per process start).

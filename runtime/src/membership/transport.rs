@@ -112,6 +112,8 @@ pub struct Transport {
     pub port: u16,
     /// The address it listens on.
     pub listen_ip: IpAddr,
+    /// Its ractor_cluster name.
+    pub name: String,
     events: broadcast::Sender<SessionEvent>,
     tls: Option<TlsConfig>,
 }
@@ -188,6 +190,7 @@ impl Transport {
         // A call is a mailbox barrier: the subscription is in place once it returns.
         let _ = ractor::call_t!(server, NodeServerMessage::GetSessions, 5_000);
         Ok(Transport {
+            name: name.to_string(),
             server,
             port,
             listen_ip: cfg.listen_ip,
@@ -202,9 +205,13 @@ impl Transport {
     }
 
     /// Connects to the fleet process at `addr` and waits (up to `deadline`) until the session is
-    /// ready, returning its id. A peer that closes the session before authentication refused
+    /// ready, returning its id and the peer's ractor_cluster name. A peer that closes the session before authentication refused
     /// us: wrong cookie, TLS mismatch, or not a fleet process.
-    pub async fn connect(&self, addr: &str, deadline: Duration) -> Result<u64, FleetError> {
+    pub async fn connect(
+        &self,
+        addr: &str,
+        deadline: Duration,
+    ) -> Result<(u64, String), FleetError> {
         let what = format!("the fleet process at {addr}");
         let sock: SocketAddr = tokio::net::lookup_host(addr)
             .await
@@ -240,10 +247,12 @@ impl Transport {
                     Ok(ev) if !ev.incoming && ev.peer_addr == want => match ev.kind {
                         SessionEventKind::Opened => session = Some(ev.session),
                         SessionEventKind::Authenticated => {}
-                        SessionEventKind::Ready => return Ok(ev.session),
+                        SessionEventKind::Ready => {
+                            return Ok((ev.session, ev.peer_name.unwrap_or_default()))
+                        }
                         SessionEventKind::Closed => {
                             return Err(if session == Some(ev.session) || session.is_none() {
-                                FleetError::Unavailable {
+                                FleetError::BadRequest {
                                     what: what.clone(),
                                     detail: "it closed the connection during authentication: the cookie does not match (set the same --cookie-file or FLEET_COOKIE on every node), or it is not a fleet process of this version".into(),
                                 }
@@ -271,7 +280,7 @@ impl Transport {
         }
     }
 
-    /// Ids and addresses of the ready sessions.
+    /// Ids of the authenticated sessions, with the peers' addresses.
     pub async fn sessions(&self) -> HashMap<u64, String> {
         match ractor::call_t!(self.server, NodeServerMessage::GetSessions, 5_000) {
             Ok(m) => m.into_iter().map(|(id, s)| (id, s.peer_addr)).collect(),
