@@ -519,6 +519,18 @@ impl TestCluster {
         }
     }
 
+    /// The address node `i`'s own server listens on (from the `listening on` line it prints).
+    pub async fn node_addr(&self, i: usize, deadline: Duration) -> Result<String, String> {
+        wait_until(&format!("node {i}'s listening line"), deadline, || {
+            let addr = self.node_log(i).lines().find_map(|l| {
+                l.split_once(" listening on ")
+                    .map(|(_, a)| a.trim().to_string())
+            });
+            async move { addr }
+        })
+        .await
+    }
+
     /// Node `i`'s process id.
     pub fn node_pid(&self, i: usize) -> u32 {
         self.node(i).pid
@@ -573,8 +585,8 @@ impl Drop for TestCluster {
         self.collector.abort();
         let nodes = std::mem::take(&mut *self.nodes.lock().unwrap_or_else(|p| p.into_inner()));
         for n in nodes {
-            // A stopped process must be resumed to die of SIGKILL? No: SIGKILL works on stopped
-            // processes. Dropping the guard kills the node's whole process group.
+            // Dropping the guard SIGKILLs the node's whole process group (stopped ones too);
+            // the workers' children die of their parent-death signal.
             let _ = n.child.lock().unwrap_or_else(|p| p.into_inner()).take();
         }
         drop(self.head.take());

@@ -44,6 +44,11 @@ pub struct Args {
     /// Port for other nodes to connect to, on 127.0.0.1 (default: a free port).
     #[arg(long)]
     listen_port: Option<u16>,
+    /// Largest call result or HTTP response body this node sends back to a caller, in bytes;
+    /// a larger one is answered with a payload-too-large error (keep it under every peer's
+    /// 16 MiB frame limit).
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    max_message: usize,
     /// Create N demo workers with a `counter` engine and call each of them.
     #[arg(long, value_name = "N", conflicts_with = "join")]
     demo: Option<u32>,
@@ -119,7 +124,7 @@ async fn run_joined(args: Args, head: String) -> anyhow::Result<()> {
             tls: args.security.tls()?,
             max_frame: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
         },
-        max_message: crate::scheduler::SchedulerConfig::default().max_payload,
+        max_message: args.max_message,
     })
     .await
     .context("starting the node")?;
