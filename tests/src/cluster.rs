@@ -57,6 +57,7 @@ pub struct NodeSpec {
     gpus: Vec<u32>,
     labels: BTreeMap<String, String>,
     cookie: Option<String>,
+    plain: bool,
     args: Vec<String>,
 }
 
@@ -75,6 +76,7 @@ impl NodeSpec {
             gpus: vec![],
             labels: BTreeMap::new(),
             cookie: None,
+            plain: false,
             args: vec![],
         }
     }
@@ -101,6 +103,11 @@ impl NodeSpec {
     /// Joins with this cookie instead of the cluster's (to test refusal).
     pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
         self.cookie = Some(cookie.into());
+        self
+    }
+    /// Connects without TLS even when the cluster uses it (to test refusal).
+    pub fn without_tls(mut self) -> Self {
+        self.plain = true;
         self
     }
     /// Extra command-line arguments for `fleet node`.
@@ -417,7 +424,7 @@ impl TestCluster {
         for (k, v) in &spec.labels {
             cmd.arg("--label").arg(format!("{k}={v}"));
         }
-        if let Some(t) = &self.tls {
+        if let Some(t) = self.tls.as_ref().filter(|_| !spec.plain) {
             cmd.arg("--tls-cert")
                 .arg(&t.files.cert)
                 .arg("--tls-key")
@@ -474,14 +481,20 @@ impl TestCluster {
         })
     }
 
-    /// Waits until node `i` has joined (at least once) and returns its current id.
+    /// Waits until node `i` has joined (at least once) and returns its current id; fails at
+    /// once if the node process exits first.
     pub async fn wait_joined(&self, i: usize, deadline: Duration) -> Result<NodeId, String> {
         let name = self.node_name(i);
         let r = wait_until(&format!("{name} to join"), deadline, || {
-            let id = self.node_id(i);
-            async move { id }
+            let r = match (self.node_id(i), self.node_exited(i)) {
+                (Some(id), _) => Some(Ok(id)),
+                (None, Some(st)) => Some(Err(format!("{name} exited with {st} before joining"))),
+                (None, None) => None,
+            };
+            async move { r }
         })
-        .await;
+        .await
+        .and_then(|r| r);
         r.map_err(|e| format!("{e}; its log:\n{}", self.node_log(i)))
     }
 

@@ -7,6 +7,12 @@
 //! when a peer refuses the cookie (the session just closes). Here every session event goes into
 //! a broadcast channel, so a connecting side can wait for "ready" or "closed before it
 //! authenticated" (refused), and the accepting side can log refusals with the peer's address.
+//!
+//! With TLS, fleet accepts connections itself: ractor_cluster's listener runs the TLS
+//! handshake inside its accept loop, so one client that connects and sends half a handshake
+//! would stop the node from accepting anyone else. Here each handshake runs in its own task
+//! with a deadline, and the finished stream is handed to the node server. (The node server's
+//! own listener then only listens on a loopback port, with TLS too.)
 
 use super::tls::TlsConfig;
 use fleet_actors::FleetError;
@@ -116,6 +122,7 @@ pub struct Transport {
     pub name: String,
     events: broadcast::Sender<SessionEvent>,
     tls: Option<TlsConfig>,
+    accept: Option<tokio::task::AbortHandle>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -167,15 +174,20 @@ impl Transport {
             IpAddr::V4(v) if v.is_unspecified() => "127.0.0.1".to_string(),
             ip => ip.to_string(),
         };
+        // With TLS, our own listener takes the public port (see the module docs).
+        let (server_port, server_ip) = match &cfg.tls {
+            None => (port, cfg.listen_ip),
+            Some(_) => (0, IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+        };
         let server = ractor_cluster::NodeServer::new(
-            port,
+            server_port,
             cfg.cookie.clone(),
             name.to_string(),
             host,
             encryption,
             None,
         )
-        .with_listen_addr(cfg.listen_ip)
+        .with_listen_addr(server_ip)
         .with_max_inbound_frame_size(cfg.max_frame);
         let (server, _) = Actor::spawn(None, server, ())
             .await
@@ -189,6 +201,17 @@ impl Transport {
             .map_err(|e| FleetError::internal(format!("node server stopped at once: {e}")))?;
         // A call is a mailbox barrier: the subscription is in place once it returns.
         let _ = ractor::call_t!(server, NodeServerMessage::GetSessions, 5_000);
+        let accept = if let Some(tls) = &cfg.tls {
+            let listener = tokio::net::TcpListener::bind((cfg.listen_ip, port))
+                .await
+                .map_err(|e| unavailable(format!("listening on {}:{port}", cfg.listen_ip), e))?;
+            Some(
+                tokio::spawn(accept_tls(listener, tls.acceptor.clone(), server.clone()))
+                    .abort_handle(),
+            )
+        } else {
+            None
+        };
         Ok(Transport {
             name: name.to_string(),
             server,
@@ -196,6 +219,7 @@ impl Transport {
             listen_ip: cfg.listen_ip,
             events,
             tls: cfg.tls.clone(),
+            accept,
         })
     }
 
@@ -254,7 +278,7 @@ impl Transport {
                             return Err(if session == Some(ev.session) || session.is_none() {
                                 FleetError::BadRequest {
                                     what: what.clone(),
-                                    detail: "it closed the connection during authentication: the cookie does not match (set the same --cookie-file or FLEET_COOKIE on every node), or it is not a fleet process of this version".into(),
+                                    detail: "it closed the connection during authentication: the cookie does not match (set the same --cookie-file or FLEET_COOKIE on every node), TLS is on at one end only or the certificates are not from the same CA, or it is not a fleet process of this version".into(),
                                 }
                             } else {
                                 unavailable(what.clone(), "the connection closed")
@@ -290,7 +314,59 @@ impl Transport {
 
     /// Stops the node server (and with it every session).
     pub fn stop(&self) {
+        if let Some(a) = &self.accept {
+            a.abort();
+        }
         self.server.stop(Some("fleet transport stopped".into()));
+    }
+}
+
+/// Accepts TLS connections, each handshake in its own task with a deadline, and hands the
+/// streams to the node server; ends when the node server stops.
+async fn accept_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    server: ActorRef<NodeServerMessage>,
+) {
+    const HANDSHAKE: Duration = Duration::from_secs(10);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if server.get_status() as u8 >= ractor::ActorStatus::Stopping as u8 {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let server = server.clone();
+        tokio::spawn(async move {
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
+            match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let _ = server.cast(NodeServerMessage::ConnectionOpened {
+                        stream: Box::new(ractor_cluster::NetworkStream::TlsServer {
+                            peer_addr: peer,
+                            local_addr: local,
+                            stream: tls,
+                        }),
+                        is_server: true,
+                    });
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "refused a connection: the TLS handshake failed (a peer without the cluster's certificates, or not TLS)");
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "refused a connection: no TLS handshake within 10 s");
+                }
+            }
+        });
     }
 }
 
