@@ -6,5 +6,7 @@
 //! that file, never in test assertions.
 
 pub mod call;
+pub mod cluster;
+pub mod placement;
 pub mod spawn;
 pub mod stats;

@@ -41,18 +41,20 @@ impl Candidate for Ledger {
 }
 
 /// How busy a node is, for ordering: the share of its GPUs in use when the spec wants GPUs,
-/// else the share of its CPU in use (per mille).
-fn load(l: &Ledger, spec: &SchedulingSpec) -> u64 {
-    if spec.gpu > 0 {
+/// else the share of its CPU in use (per mille); ties broken by the number of workers it holds,
+/// so that workers asking for nothing are packed or spread too.
+fn load(l: &Ledger, spec: &SchedulingSpec) -> (u64, usize) {
+    let share = if spec.gpu > 0 {
         let total = l.total().gpus.len() as u64;
         if total == 0 {
-            return 1000;
+            return (1000, l.holders());
         }
         (total - l.free_gpu_count() as u64) * 1000 / total
     } else {
         let total = l.total().cpu_millis.max(1);
         (total - l.free_cpu().min(total)) * 1000 / total
-    }
+    };
+    (share, l.holders())
 }
 
 /// The first label `spec` requires that the node lacks, as a shortage.
@@ -85,7 +87,7 @@ pub fn choose<C: Candidate>(
     spec: &SchedulingSpec,
     policy: Policy,
 ) -> Result<usize, Shortage> {
-    let mut best: Option<(usize, u64)> = None;
+    let mut best: Option<(usize, (u64, usize))> = None;
     let mut first_shortage: Option<Shortage> = None;
     for (i, n) in nodes.iter().enumerate() {
         if !n.eligible() {
