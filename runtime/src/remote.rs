@@ -134,10 +134,12 @@ pub(crate) fn forward_call_checked(
     req: CallRequest,
     port: RpcReplyPort<CallReply>,
     limit: usize,
-) -> Result<(), MessagingErr<WorkerMsg>> {
+) -> Result<(), String> {
     let (tx, rx) = ractor::concurrency::oneshot();
     let what = format!("{}.{}", req.engine, req.method);
-    actor.send_message(WorkerMsg::Call(req, tx.into()))?;
+    actor
+        .send_message(WorkerMsg::Call(req, tx.into()))
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let Ok(reply) = rx.await else { return };
         let reply = match reply {
@@ -160,10 +162,12 @@ pub(crate) fn forward_http_checked(
     call: HttpCall,
     port: RpcReplyPort<HttpReply>,
     limit: usize,
-) -> Result<(), MessagingErr<WorkerMsg>> {
+) -> Result<(), String> {
     let (tx, rx) = ractor::concurrency::oneshot();
     let what = format!("{} {}", call.method, call.path);
-    actor.send_message(WorkerMsg::Http(call, tx.into()))?;
+    actor
+        .send_message(WorkerMsg::Http(call, tx.into()))
+        .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let Ok(reply) = rx.await else { return };
         let reply = match reply {

@@ -357,11 +357,8 @@ async fn beat(
                 });
             }
             Some((sent, ack)) = acks.recv() => match ack {
-                Some(BeatAck::Alive) => {
-                    if sent > last_ok {
-                        last_ok = sent;
-                    }
-                }
+                Some(BeatAck::Alive) if sent > last_ok => last_ok = sent,
+                Some(BeatAck::Alive) => {}
                 Some(BeatAck::NotMember { reason }) => {
                     return Ended::Fence(format!("the head no longer counts this node as a member: {reason}"));
                 }
