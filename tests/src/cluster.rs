@@ -32,9 +32,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Programs with engines of their own point [`ClusterBuilder::node_bin`] at their own binary
-//! (one that runs `fleet_runtime::cli::main()`-style `node --join` with their engines
-//! registered).
+//! Programs with engines of their own point [`ClusterBuilder::node_bin`] at a binary of theirs
+//! that accepts `fleet node --join`'s flags and runs
+//! [`fleet_runtime::membership::JoinedNode`] with their own `EngineRegistry`.
+//!
+//! The nodes are the workspace's `fleet` binary: build it first (`cargo build --bin fleet`),
+//! `cargo test -p fleet-tests` alone does not.
 
 use crate::process::{fleet_bin, ChildGuard};
 use crate::wait::wait_until;
