@@ -7,7 +7,6 @@ use super::{Route, Scheduler, WorkerInfo, WorkerState};
 use crate::node::messages::{AgentMsg, SpawnRequest, SpawnedWorker, StopRequest};
 use fleet_actors::wire::Wire;
 use fleet_actors::{FleetError, Job, NodeId, SchedulingSpec, Strategy, WorkerId};
-use ractor::rpc::CallResult;
 use std::collections::BTreeMap;
 
 /// One replica's placement before it is started.

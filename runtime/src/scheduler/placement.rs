@@ -57,6 +57,13 @@ fn load(l: &Ledger, spec: &SchedulingSpec) -> (u64, usize) {
     (share, l.holders())
 }
 
+/// Whether `spec` fits on `l` (what [`Ledger::fits`] decides, without building a message).
+fn fits_quickly(l: &Ledger, spec: &SchedulingSpec) -> bool {
+    spec.cpu_millis() <= l.free_cpu()
+        && spec.mem <= l.free_mem()
+        && spec.gpu as usize <= l.free_gpu_count()
+}
+
 /// The first label `spec` requires that the node lacks, as a shortage.
 fn missing_label(l: &Ledger, spec: &SchedulingSpec) -> Option<Shortage> {
     let have = &l.total().labels;
@@ -94,29 +101,24 @@ pub fn choose<C: Candidate>(
             continue;
         }
         let l = n.ledger();
-        if let Some(s) = missing_label(l, spec) {
-            if first_shortage.is_none() {
-                first_shortage = Some(s);
+        // The cheap checks decide; the shortage (a formatted message) is built only for the
+        // first node that does not fit, so a pass over many full nodes allocates nothing.
+        let labelled = spec
+            .node_labels
+            .iter()
+            .all(|(k, v)| l.total().labels.get(k) == Some(v));
+        if labelled && fits_quickly(l, spec) {
+            let score = load(l, spec);
+            let better = match (best, policy) {
+                (None, _) => true,
+                (Some((_, b)), Policy::Pack) => score > b,
+                (Some((_, b)), Policy::Spread) => score < b,
+            };
+            if better {
+                best = Some((i, score));
             }
-            continue;
-        }
-        match l.fits(spec) {
-            Ok(()) => {
-                let score = load(l, spec);
-                let better = match (best, policy) {
-                    (None, _) => true,
-                    (Some((_, b)), Policy::Pack) => score > b,
-                    (Some((_, b)), Policy::Spread) => score < b,
-                };
-                if better {
-                    best = Some((i, score));
-                }
-            }
-            Err(s) => {
-                if first_shortage.is_none() {
-                    first_shortage = Some(s);
-                }
-            }
+        } else if first_shortage.is_none() {
+            first_shortage = missing_label(l, spec).or_else(|| l.fits(spec).err());
         }
     }
     match best {
