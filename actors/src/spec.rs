@@ -21,6 +21,10 @@ pub struct SchedulingSpec {
     pub ports: u16,
     /// Environment for the worker's engines and for processes it forks.
     pub env: BTreeMap<String, String>,
+    /// Placement constraint: only nodes carrying every one of these `key=value` labels
+    /// (`fleet node --label k=v`) may take the worker.
+    #[serde(default)]
+    pub node_labels: BTreeMap<String, String>,
 }
 
 impl Default for SchedulingSpec {
@@ -31,6 +35,7 @@ impl Default for SchedulingSpec {
             mem: 0,
             ports: 0,
             env: BTreeMap::new(),
+            node_labels: BTreeMap::new(),
         }
     }
 }
@@ -59,6 +64,11 @@ impl SchedulingSpec {
     /// Adds an environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.insert(key.into(), value.into());
+        self
+    }
+    /// Requires a node label `key=value` (see [`SchedulingSpec::node_labels`]).
+    pub fn node_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.node_labels.insert(key.into(), value.into());
         self
     }
     /// CPU in thousandths of a core, as the ledgers account it.

@@ -6,7 +6,9 @@
 //! that file, never in test assertions.
 
 pub mod call;
+pub mod cluster;
 pub mod launcher;
+pub mod placement;
 pub mod rollout;
 pub mod spawn;
 pub mod stats;

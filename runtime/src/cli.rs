@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_proxy;
+mod cluster_args;
 mod demo;
+mod head;
 mod logging;
 mod mock_llm;
 mod node;
@@ -16,6 +18,7 @@ mod proxy;
 mod rollout_report;
 mod rpc_server;
 mod run;
+mod status;
 
 /// fleet: a distributed runtime for LLM reinforcement-learning jobs.
 ///
@@ -38,6 +41,8 @@ enum Command {
     Demo(demo::Args),
     Run(run::Args),
     Node(node::Args),
+    Head(head::Args),
+    Status(status::Args),
     Bench(bench::Args),
     Proxy(proxy::Args),
     MockLlm(mock_llm::Args),
@@ -69,6 +74,8 @@ pub fn main() -> std::process::ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
             Command::Node(args) => node::run(args).await,
+            Command::Head(args) => head::run(args).await,
+            Command::Status(args) => status::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Proxy(args) => proxy::run(args).await,
             Command::MockLlm(args) => mock_llm::run(args).await,

@@ -5,7 +5,14 @@
 //! resources, and a scheduler; the program then creates workers and calls them. Nothing is
 //! registered under a fixed name and every process group is scoped by a random cluster id, so
 //! several clusters can live in one process (as `cargo test` runs tests).
+//!
+//! [`Cluster::head`] is the same with a head: other machines' `fleet node --join ADDR` join it
+//! and the scheduler places workers across all of them (see [`crate::membership`]).
 
+use crate::membership::{
+    self, EventBus, Head, HeadArgs, HeadMsg, MemberEvent, MembershipConfig, StatusReport,
+    TlsConfig, Transport, TransportConfig,
+};
 use crate::node::directory::LocalDirectory;
 use crate::node::messages::{AgentMsg, NodeInfo};
 use crate::node::ports::PortLease;
@@ -31,11 +38,21 @@ pub struct LocalBuilder {
     port_range: (u16, u16),
     labels: BTreeMap<String, String>,
     registry: EngineRegistry,
-    cookie: String,
+    cookie: Option<String>,
     listen_port: Option<u16>,
+    listen_ip: std::net::IpAddr,
+    tls: Option<TlsConfig>,
+    head: Option<HeadOptions>,
     config: SchedulerConfig,
     run_dir: Option<std::path::PathBuf>,
     agents: crate::rollout::AgentRegistry,
+}
+
+/// What makes a cluster a head.
+#[derive(Clone, Copy, Debug)]
+struct HeadOptions {
+    membership: MembershipConfig,
+    workers: bool,
 }
 
 impl LocalBuilder {
@@ -86,12 +103,37 @@ impl LocalBuilder {
     }
     /// The cookie other nodes must present (default: random; local clusters need none).
     pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
-        self.cookie = cookie.into();
+        self.cookie = Some(cookie.into());
         self
     }
     /// The ractor_cluster listen port on 127.0.0.1 (default: a free port).
     pub fn listen_port(mut self, port: u16) -> Self {
         self.listen_port = Some(port);
+        self
+    }
+    /// Listens on `ip` (default 127.0.0.1). Any other address than loopback needs a
+    /// [`cookie`](Self::cookie).
+    pub fn listen_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.listen_ip = ip;
+        self
+    }
+    /// Encrypts and authenticates connections with TLS (both ways).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+    /// Heartbeat interval, down timeout and node lease (a head only).
+    pub fn membership(mut self, cfg: MembershipConfig) -> Self {
+        if let Some(h) = &mut self.head {
+            h.membership = cfg;
+        }
+        self
+    }
+    /// A head that places no workers on its own machine (a head only).
+    pub fn no_workers(mut self) -> Self {
+        if let Some(h) = &mut self.head {
+            h.workers = false;
+        }
         self
     }
     /// Where worker logs go (default: `$TMPDIR/fleet-<cluster id>`).
@@ -130,27 +172,31 @@ impl LocalBuilder {
             port_range: self.port_range,
             labels: self.labels,
         };
-        let listen_port = match self.listen_port {
-            Some(p) => p,
-            None => std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .map_err(|e| {
-                    FleetError::internal(format!("no free port for the node server: {e}"))
-                })?,
+        let cookie = match (self.cookie, &self.head) {
+            (Some(c), _) => c,
+            (None, None) => format!("{:032x}", rand::random::<u128>()),
+            (None, Some(_)) if self.listen_ip.is_loopback() => {
+                membership::LOOPBACK_COOKIE.to_string()
+            }
+            (None, Some(_)) => {
+                return Err(FleetError::bad_request(
+                    format!("starting a head on {}", self.listen_ip),
+                    "a cookie is required on any address other than loopback: give --cookie-file or FLEET_COOKIE",
+                ))
+            }
         };
-        let server = ractor_cluster::NodeServer::new(
-            listen_port,
-            self.cookie,
-            format!("{}-{}", node.name, cluster_id),
-            "127.0.0.1".to_string(),
-            None,
-            None,
+        let transport = Transport::start(
+            &format!("{}-{}", node.name, cluster_id),
+            &TransportConfig {
+                listen_ip: self.listen_ip,
+                port: self.listen_port.unwrap_or(0),
+                cookie,
+                tls: self.tls,
+                max_frame: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+            },
         )
-        .with_listen_addr(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-        let (server, _) = Actor::spawn(None, server, ())
-            .await
-            .map_err(|e| FleetError::internal(format!("node server did not start: {e}")))?;
+        .await?;
+        let listen_port = transport.port;
 
         let directory = LocalDirectory::default();
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -167,6 +213,7 @@ impl LocalBuilder {
                     .run_dir
                     .unwrap_or_else(|| std::env::temp_dir().join(format!("fleet-{cluster_id}"))),
                 agents: self.agents,
+                max_message: self.config.max_payload,
             },
         )
         .await
@@ -177,18 +224,46 @@ impl LocalBuilder {
             vec![agent.get_cell()],
         );
         let scheduler = Scheduler::new(self.config, directory, Some(node.clone()));
-        scheduler
-            .add_node(node.clone(), agent.clone(), resources)
-            .await;
+        let workers_here = self.head.map(|h| h.workers).unwrap_or(true);
+        if workers_here {
+            scheduler
+                .add_node(node.clone(), agent.clone(), resources.clone())
+                .await;
+        }
         scheduler.follow_events(events_rx);
-        tracing::info!(node = %node, cluster = %cluster_id, listen_port, "embedded cluster started");
+        let events = EventBus::default();
+        let head = match self.head {
+            None => None,
+            Some(h) => {
+                let args = HeadArgs {
+                    cluster_id: cluster_id.clone(),
+                    config: h.membership,
+                    scheduler: scheduler.clone(),
+                    events: events.clone(),
+                    local_node: workers_here.then(|| (node.clone(), resources)),
+                };
+                let (head, _) = Actor::spawn(None, Head, (args, Some(agent.clone())))
+                    .await
+                    .map_err(|e| FleetError::internal(format!("head did not start: {e}")))?;
+                ractor::pg::join_scoped(
+                    membership::protocol::FLEET_SCOPE.to_string(),
+                    membership::protocol::head_group(&transport.name),
+                    vec![head.get_cell()],
+                );
+                membership::watch_sessions(&transport, head.clone(), events.clone());
+                Some(head)
+            }
+        };
+        tracing::info!(node = %node, cluster = %cluster_id, listen_port, head = head.is_some(), "embedded cluster started");
         Ok(Cluster {
             id: cluster_id,
             node,
             listen_port,
-            server,
+            transport,
             agent,
             scheduler,
+            head,
+            events,
         })
     }
 }
@@ -198,9 +273,11 @@ pub struct Cluster {
     id: String,
     node: NodeId,
     listen_port: u16,
-    server: ActorRef<ractor_cluster::NodeServerMessage>,
+    transport: Transport,
     agent: ActorRef<AgentMsg>,
     scheduler: Scheduler,
+    head: Option<ActorRef<HeadMsg>>,
+    events: EventBus,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -225,11 +302,48 @@ impl Cluster {
             port_range: (40000, 40999),
             labels: BTreeMap::new(),
             registry: builtin::registry(),
-            cookie: format!("{:032x}", rand::random::<u128>()),
+            cookie: None,
             listen_port: None,
+            listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            tls: None,
+            head: None,
             config: SchedulerConfig::default(),
             run_dir: None,
             agents: crate::rollout::AgentRegistry::builtin(),
+        }
+    }
+
+    /// A builder for a head: an embedded cluster that other nodes join with
+    /// `fleet node --join ADDR` (see [`crate::membership`]). The head is also a node unless told
+    /// [`no_workers`](LocalBuilder::no_workers). On loopback the cookie defaults to
+    /// [`membership::LOOPBACK_COOKIE`]; any other address needs one.
+    pub fn head() -> LocalBuilder {
+        let mut b = Cluster::local().name("head");
+        b.head = Some(HeadOptions {
+            membership: MembershipConfig::default(),
+            workers: true,
+        });
+        b
+    }
+
+    /// Membership events from now on (joined, suspect, down, left, refused). Only a head has
+    /// any.
+    pub fn member_events(&self) -> tokio::sync::broadcast::Receiver<MemberEvent> {
+        self.events.subscribe()
+    }
+
+    /// Nodes, roles and workers, as `fleet status` shows them (a head only).
+    pub async fn status(&self) -> Result<StatusReport, FleetError> {
+        let head = self.head.as_ref().ok_or_else(|| {
+            FleetError::bad_request("cluster status", "this cluster is not a head")
+        })?;
+        let t = Duration::from_secs(10);
+        match head.call(HeadMsg::Status, Some(t)).await {
+            Ok(CallResult::Success(r)) => r.flatten(),
+            _ => Err(FleetError::Unavailable {
+                what: "the head".into(),
+                detail: "it did not answer".into(),
+            }),
         }
     }
 
@@ -294,8 +408,11 @@ impl Cluster {
     /// Deletes every worker (destroy hooks, bounded), then stops the agent and the node server.
     pub async fn shutdown(self) -> Result<(), FleetError> {
         let r = self.scheduler.delete_workers(None, false).await;
+        if let Some(h) = &self.head {
+            h.stop(Some("cluster shutdown".into()));
+        }
         self.agent.stop(Some("cluster shutdown".into()));
-        self.server.stop(Some("cluster shutdown".into()));
+        self.transport.stop();
         r
     }
 }
@@ -303,7 +420,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         // Without shutdown(): stop the actors; the agent stops its workers.
+        if let Some(h) = &self.head {
+            h.stop(Some("cluster dropped".into()));
+        }
         self.agent.stop(Some("cluster dropped".into()));
-        self.server.stop(Some("cluster dropped".into()));
+        self.transport.stop();
     }
 }

@@ -8,10 +8,13 @@ pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod exe;
+pub mod membership;
 pub mod node;
+pub(crate) mod remote;
 pub mod rollout;
 pub mod rpc_http;
 pub mod scheduler;
 
 pub use cluster::{Cluster, LocalBuilder};
+pub use membership::{MemberEvent, MembershipConfig, StatusReport};
 pub use scheduler::{EngineHandle, Scheduler, WorkerInfo, WorkerState};

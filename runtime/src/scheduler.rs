@@ -67,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) directory: LocalDirectory,
     pub(crate) local_node: Option<NodeId>,
     pub(crate) config: SchedulerConfig,
+    /// Per-node "lost" signals that in-flight remote calls race against.
+    pub(crate) liveness: crate::membership::scheduler_hooks::Liveness,
 }
 
 /// The user-facing handle to the scheduler. Cheap to clone; every clone is the same scheduler.
@@ -98,6 +100,7 @@ impl Scheduler {
                 directory,
                 local_node,
                 config,
+                liveness: Default::default(),
             }),
         }
     }
@@ -109,6 +112,7 @@ impl Scheduler {
         agent: ActorRef<AgentMsg>,
         resources: NodeResources,
     ) {
+        self.inner.liveness.track(&node);
         let mut st = self.inner.state.lock().await;
         st.nodes.insert(
             node,
@@ -130,7 +134,7 @@ impl Scheduler {
         });
     }
 
-    async fn apply_event(&self, ev: WorkerEvent) {
+    pub(crate) async fn apply_event(&self, ev: WorkerEvent) {
         let WorkerEventKind::Failed { reason, tail } = ev.kind;
         let err = FleetError::WorkerFailed {
             worker: ev.worker.to_string(),

@@ -4,6 +4,7 @@
 //! Everything here waits with a deadline and cleans up what it started: a [`ChildGuard`] kills
 //! its process group when dropped, so a panicking test leaves no process behind.
 
+pub mod cluster;
 pub mod engine_suite;
 pub mod http_client;
 pub mod listening;
@@ -11,6 +12,7 @@ pub mod piped;
 pub mod process;
 pub mod wait;
 
+pub use cluster::{ClusterBuilder, NodeSpec, TestCluster};
 pub use engine_suite::{run_engine_suite, WorkerCaller};
 pub use http_client::{next_chunk, JsonResponse, TestHttp};
 pub use listening::spawn_listening;

@@ -48,6 +48,42 @@ enum Which {
     },
     /// The proxy's overhead per chat completion against calling the mock backend directly.
     Proxy(super::bench_proxy::Args),
+    /// Cross-node calls against raw ractor_cluster calls, calls/s across the link, and
+    /// creating many workers over three node processes (all on loopback).
+    Cluster {
+        /// Sequential calls of each kind (after a 10% warm-up), and total calls for the
+        /// throughput run.
+        #[arg(long, default_value_t = 10_000)]
+        iters: usize,
+        /// Calls in flight for the throughput run.
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// Workers created per round.
+        #[arg(long, default_value_t = 200)]
+        workers: u32,
+        /// Creation rounds (after one warm-up round).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+    /// The placement decision alone over simulated nodes (no actors, no I/O).
+    Placement {
+        /// Workers placed per run.
+        #[arg(long, default_value_t = 10_000)]
+        workers: usize,
+        /// Node counts to compare, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        nodes: Vec<usize>,
+    },
+    /// Internal: a node process for `fleet bench cluster`.
+    #[command(hide = true)]
+    ClusterPeer {
+        /// The head.
+        #[arg(long)]
+        join: String,
+        /// The node's name.
+        #[arg(long)]
+        name: String,
+    },
     /// Every benchmark with its defaults.
     All,
 }
@@ -81,15 +117,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", bench::rollout::run(&need_fleet()?, episodes).await?);
             return Ok(());
         }
+        Which::ClusterPeer { join, name } => return Ok(bench::cluster::peer(join, name).await?),
+        Which::Cluster {
+            iters,
+            in_flight,
+            workers,
+            rounds,
+        } => {
+            note_build();
+            println!(
+                "{}",
+                bench::cluster::run(iters, in_flight.max(1), workers, rounds).await?
+            );
+            return Ok(());
+        }
+        Which::Placement { workers, nodes } => {
+            note_build();
+            println!(
+                "### Placement decision ({workers} workers; half 1-GPU, half CPU-only; nodes with 8 GPUs, 64 cores)\n"
+            );
+            println!("{}", bench::placement::run(workers, &nodes));
+            return Ok(());
+        }
         Which::Call { iters } => (Some(iters), None),
         Which::Spawn { workers, rounds } => (None, Some((workers, rounds))),
         Which::All => (Some(20_000), Some((100, 20))),
     };
-    if !cfg!(debug_assertions) {
-        println!("<!-- release build -->");
-    } else {
-        eprintln!("warning: debug build; run with --release for numbers worth writing down");
-    }
+    note_build();
     if let Some(iters) = call {
         println!("### Engine call through the scheduler vs a raw ractor call\n");
         println!("{}", bench::call::run(iters).await?);
@@ -99,4 +153,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", bench::spawn::run(workers, rounds).await?);
     }
     Ok(())
+}
+
+fn note_build() {
+    if !cfg!(debug_assertions) {
+        println!("<!-- release build -->");
+    } else {
+        eprintln!("warning: debug build; run with --release for numbers worth writing down");
+    }
 }

@@ -1,6 +1,10 @@
-//! `fleet node`: serve a node until Ctrl-C.
+//! `fleet node`: serve a node until Ctrl-C, alone or as a member of a head's cluster
+//! (`--join ADDR`).
 
+use super::cluster_args::{resolve, ResourceArgs, SecurityArgs};
+use crate::membership::{JoinConfig, JoinedNode, TransportConfig};
 use crate::Cluster;
+use anyhow::Context;
 use fleet_actors::{
     CallOptions, Isolation, Job, RpcServerSpec, SchedulingSpec, WorkerId, WorkerKind,
 };
@@ -24,28 +28,33 @@ use std::time::{Duration, Instant};
 ///   fleet node --demo 2 --serve-for 5s  # stop by itself after 5 seconds (scripts, CI)
 ///
 ///   fleet node --demo 4 --isolated      # each demo worker in a `fleet rpc-server` child
+///
+///   fleet node --join head.example:7700 --cookie-file /etc/fleet/cookie --label zone=a
+///                                       # join a head's cluster; the head places workers here
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// This node's name (default: the host name).
-    #[arg(long)]
-    name: Option<String>,
-    /// CPU cores to offer (default: the machine's logical CPUs).
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// Memory to offer in MiB (default: the machine's total).
-    #[arg(long)]
-    mem_mib: Option<u64>,
-    /// GPU ids to offer, comma separated (default: CUDA_VISIBLE_DEVICES, else the driver's GPUs).
-    #[arg(long, value_delimiter = ',')]
-    gpus: Option<Vec<u32>>,
-    /// Ports handed to workers, LO-HI.
-    #[arg(long, default_value = "40000-40999", value_parser = parse_range)]
-    port_range: (u16, u16),
+    #[command(flatten)]
+    resources: ResourceArgs,
+    #[command(flatten)]
+    security: SecurityArgs,
+    /// Join the cluster of the head at HOST:PORT (`fleet head --listen`). The node reconnects
+    /// with backoff; when cut off from the head for longer than its lease it stops its workers
+    /// and joins again as a new member.
+    #[arg(long, value_name = "HOST:PORT")]
+    join: Option<String>,
+    /// Where this node's own server listens, IP:PORT (default 127.0.0.1 on a free port).
+    #[arg(long, value_name = "IP:PORT", conflicts_with = "listen_port")]
+    listen: Option<std::net::SocketAddr>,
     /// Port for other nodes to connect to, on 127.0.0.1 (default: a free port).
     #[arg(long)]
     listen_port: Option<u16>,
+    /// Largest call result or HTTP response body this node sends back to a caller, in bytes;
+    /// a larger one is answered with a payload-too-large error (keep it under every peer's
+    /// 16 MiB frame limit).
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    max_message: usize,
     /// Create N demo workers with a `counter` engine and call each of them.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "join")]
     demo: Option<u32>,
     /// Run the demo workers isolated, each in a `fleet rpc-server` child process behind the
     /// HTTP launcher, instead of in this process.
@@ -56,7 +65,7 @@ pub struct Args {
     serve_for: Option<Duration>,
 }
 
-fn parse_range(s: &str) -> Result<(u16, u16), String> {
+pub(crate) fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s
         .split_once('-')
         .ok_or_else(|| format!("{s:?} is not a range like 40000-40999"))?;
@@ -101,29 +110,85 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "node".to_string())
+/// Runs the node as a member of a head's cluster until Ctrl-C, then leaves cleanly.
+async fn run_joined(args: Args, head: String) -> anyhow::Result<()> {
+    let listen = args.listen.unwrap_or_else(|| {
+        std::net::SocketAddr::from(([127, 0, 0, 1], args.listen_port.unwrap_or(0)))
+    });
+    let head_ip = resolve(&head)?.ip();
+    let cookie = args.security.cookie(&[listen.ip(), head_ip])?;
+    let name = args.resources.node_name("node");
+    let resources = args.resources.resources();
+    let node = JoinedNode::start(JoinConfig {
+        name: name.clone(),
+        resources: resources.clone(),
+        registry: fleet_actors::engine::builtin::registry(),
+        agents: crate::rollout::AgentRegistry::builtin(),
+        run_dir: std::env::temp_dir().join(format!("fleet-node-{}", std::process::id())),
+        head: head.clone(),
+        transport: TransportConfig {
+            listen_ip: listen.ip(),
+            port: listen.port(),
+            cookie,
+            tls: args.security.tls()?,
+            max_frame: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+        },
+        max_message: args.max_message,
+    })
+    .await
+    .context("starting the node")?;
+    println!(
+        "fleet node {name} listening on {}:{}",
+        listen.ip(),
+        node.listen_port()
+    );
+    println!(
+        "joining {head}: {:.1} CPUs, {} MiB, GPUs {:?}, worker ports {}-{}, labels {:?}",
+        resources.cpu_millis as f64 / 1000.0,
+        resources.mem_mib,
+        resources.gpus,
+        resources.port_range.0,
+        resources.port_range.1,
+        resources.labels
+    );
+    let serve_for = args.serve_for;
+    node.run_until(async move {
+        match serve_for {
+            Some(d) => tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = crate::cli::shutdown_signal() => {}
+            },
+            None => crate::cli::shutdown_signal().await,
+        }
+    })
+    .await
+    .with_context(|| format!("node {name} could not stay in the cluster of {head}"))?;
+    println!("left the cluster; stopped");
+    Ok(())
 }
 
 /// Runs the node.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(head) = args.join.clone() {
+        return run_joined(args, head).await;
+    }
+    let r = &args.resources;
     let mut b = Cluster::local()
-        .name(args.name.clone().unwrap_or_else(host_name))
-        .port_range(args.port_range.0, args.port_range.1);
-    if let Some(c) = args.cpus {
+        .name(r.node_name("node"))
+        .port_range(r.port_range.0, r.port_range.1);
+    if let Some(c) = r.cpus {
         b = b.cpus(c);
     }
-    if let Some(m) = args.mem_mib {
+    if let Some(m) = r.mem_mib {
         b = b.mem_mib(m);
     }
-    if let Some(g) = args.gpus.clone() {
+    if let Some(g) = r.gpus.clone() {
         b = b.gpus(g);
     }
-    if let Some(p) = args.listen_port {
+    for (k, v) in &r.labels {
+        b = b.label(k, v);
+    }
+    if let Some(p) = args.listen_port.or(args.listen.map(|a| a.port())) {
         b = b.listen_port(p);
     }
     let cluster = b.start().await?;

@@ -49,6 +49,9 @@ pub struct AgentArgs {
     pub run_dir: PathBuf,
     /// Rust agents rollout workers on this node can run.
     pub agents: crate::rollout::AgentRegistry,
+    /// Largest call result or HTTP response body sent back to a caller (bytes); a larger one is
+    /// answered with `PayloadTooLarge` so it never becomes a frame that would drop the session.
+    pub max_message: usize,
 }
 
 struct LocalWorker {
@@ -74,6 +77,7 @@ pub struct AgentState {
     run_dir: PathBuf,
     client: Client,
     agents: crate::rollout::AgentRegistry,
+    max_message: usize,
 }
 
 /// The HTTP service that hosts an isolated RpcServer.
@@ -305,6 +309,7 @@ impl AgentState {
     }
 
     fn info(&self) -> NodeInfo {
+        let pids = crate::membership::child_pids::by_worker();
         let mut workers: Vec<LocalWorkerInfo> = self
             .workers
             .iter()
@@ -313,6 +318,7 @@ impl AgentState {
                 kind: w.kind.name().to_string(),
                 gpus: w.gpus.clone(),
                 ports: w.ports.clone(),
+                child_pid: pids.get(&id.to_string()).copied(),
             })
             .collect();
         workers.sort_by(|a, b| a.worker.cmp(&b.worker));
@@ -352,6 +358,7 @@ impl Actor for NodeAgent {
             run_dir: args.run_dir,
             client: Client::new(),
             agents: args.agents,
+            max_message: args.max_message,
         })
     }
 
@@ -372,7 +379,14 @@ impl Actor for NodeAgent {
             AgentMsg::Call(call, port) => match call.into_result() {
                 Ok(WorkerCall { worker, req }) => match state.workers.get(&worker) {
                     Some(w) if !w.stopping => {
-                        if let Err(e) = w.actor.send_message(WorkerMsg::Call(req, port)) {
+                        let sent = crate::remote::forward_call_checked(
+                            &w.actor,
+                            worker.clone(),
+                            req,
+                            port,
+                            state.max_message,
+                        );
+                        if let Err(e) = sent {
                             tracing::warn!(worker = %worker, error = %e, "call to a stopped worker dropped");
                         }
                     }
@@ -463,7 +477,14 @@ impl Actor for NodeAgent {
                 Ok(super::messages::WorkerHttp { worker, call }) => {
                     match state.workers.get(&worker) {
                         Some(w) => {
-                            if let Err(e) = w.actor.send_message(WorkerMsg::Http(call, port)) {
+                            let sent = crate::remote::forward_http_checked(
+                                &w.actor,
+                                worker.clone(),
+                                call,
+                                port,
+                                state.max_message,
+                            );
+                            if let Err(e) = sent {
                                 tracing::warn!(worker = %worker, error = %e, "http request to a stopped worker dropped");
                             }
                         }

@@ -90,6 +90,9 @@ pub struct LocalWorkerInfo {
     pub gpus: Vec<u32>,
     /// Its ports.
     pub ports: Vec<u16>,
+    /// The pid of its child process, if it has one running.
+    #[serde(default)]
+    pub child_pid: Option<u32>,
 }
 
 /// What a node reports about itself.

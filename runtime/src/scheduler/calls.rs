@@ -94,16 +94,17 @@ impl Scheduler {
                     worker: route.target.clone(),
                     req,
                 };
-                outcome(
-                    route
-                        .agent
-                        .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout))
-                        .await,
+                crate::remote::call_on_node(
+                    &self.inner.liveness,
+                    &route.node,
                     worker,
-                    &route,
                     &what,
                     timeout,
-                )?
+                    route
+                        .agent
+                        .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout)),
+                )
+                .await?
             }
         };
         reply.0
@@ -131,6 +132,7 @@ impl Scheduler {
         control: Control,
         timeout: Duration,
     ) -> Result<ControlOk, FleetError> {
+        crate::remote::check_control(&control, worker, self.inner.config.max_payload)?;
         let route = self.route(worker)?;
         let what = match &control {
             Control::CreateEngine { .. } => "create_engine",
@@ -155,16 +157,17 @@ impl Scheduler {
                     worker: route.target.clone(),
                     control,
                 };
-                outcome(
-                    route
-                        .agent
-                        .call(|p| AgentMsg::Control(Wire::new(msg), p), Some(timeout))
-                        .await,
+                crate::remote::call_on_node(
+                    &self.inner.liveness,
+                    &route.node,
                     worker,
-                    &route,
                     what,
                     timeout,
-                )?
+                    route
+                        .agent
+                        .call(|p| AgentMsg::Control(Wire::new(msg), p), Some(timeout)),
+                )
+                .await?
             }
         };
         reply.0
@@ -178,6 +181,7 @@ impl Scheduler {
         worker: &WorkerId,
         call: fleet_actors::HttpCall,
     ) -> Result<fleet_actors::HttpResponseData, FleetError> {
+        crate::remote::check_http(&call, worker, self.inner.config.max_payload)?;
         let route = self.route(worker)?;
         let timeout = Duration::from_millis(call.timeout_ms) + Duration::from_secs(1);
         let what = "an HTTP request";
@@ -196,16 +200,17 @@ impl Scheduler {
                     worker: route.target.clone(),
                     call,
                 };
-                outcome(
-                    route
-                        .agent
-                        .call(|p| AgentMsg::Http(Wire::new(msg), p), Some(timeout))
-                        .await,
+                crate::remote::call_on_node(
+                    &self.inner.liveness,
+                    &route.node,
                     worker,
-                    &route,
                     what,
                     timeout,
-                )?
+                    route
+                        .agent
+                        .call(|p| AgentMsg::Http(Wire::new(msg), p), Some(timeout)),
+                )
+                .await?
             }
         };
         reply.0

@@ -7,7 +7,6 @@ use super::{Route, Scheduler, WorkerInfo, WorkerState};
 use crate::node::messages::{AgentMsg, SpawnRequest, SpawnedWorker, StopRequest};
 use fleet_actors::wire::Wire;
 use fleet_actors::{FleetError, Job, NodeId, SchedulingSpec, Strategy, WorkerId};
-use ractor::rpc::CallResult;
 use std::collections::BTreeMap;
 
 /// One replica's placement before it is started.
@@ -139,6 +138,7 @@ impl Scheduler {
             };
             let agent = agent.clone();
             let node = p.node.clone();
+            let liveness = self.inner.liveness.clone();
             async move {
                 let Some(agent) = agent else {
                     return Err(FleetError::NodeLost {
@@ -147,20 +147,17 @@ impl Scheduler {
                     });
                 };
                 let id = req.worker.clone();
-                match agent
-                    .call(|port| AgentMsg::Spawn(Wire::new(req), port), Some(timeout))
-                    .await
-                {
-                    Ok(CallResult::Success(reply)) => reply.flatten(),
-                    Ok(CallResult::Timeout) => Err(FleetError::timeout(
-                        format!("starting worker {id} on node {node}"),
-                        timeout,
-                    )),
-                    Ok(CallResult::SenderError) | Err(_) => Err(FleetError::NodeLost {
-                        node: node.to_string(),
-                        reason: format!("its agent stopped while starting {id}"),
-                    }),
-                }
+                // Ends early, with NodeLost, if the node is marked lost meanwhile.
+                crate::remote::call_on_node(
+                    &liveness,
+                    &node,
+                    &id,
+                    "starting the worker",
+                    timeout,
+                    agent.call(|port| AgentMsg::Spawn(Wire::new(req), port), Some(timeout)),
+                )
+                .await
+                .and_then(|reply| reply.flatten())
             }
         });
         let results: Vec<Result<SpawnedWorker, FleetError>> =

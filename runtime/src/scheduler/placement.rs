@@ -41,18 +41,49 @@ impl Candidate for Ledger {
 }
 
 /// How busy a node is, for ordering: the share of its GPUs in use when the spec wants GPUs,
-/// else the share of its CPU in use (per mille).
-fn load(l: &Ledger, spec: &SchedulingSpec) -> u64 {
-    if spec.gpu > 0 {
+/// else the share of its CPU in use (per mille); ties broken by the number of workers it holds,
+/// so that workers asking for nothing are packed or spread too.
+fn load(l: &Ledger, spec: &SchedulingSpec) -> (u64, usize) {
+    let share = if spec.gpu > 0 {
         let total = l.total().gpus.len() as u64;
         if total == 0 {
-            return 1000;
+            return (1000, l.holders());
         }
         (total - l.free_gpu_count() as u64) * 1000 / total
     } else {
         let total = l.total().cpu_millis.max(1);
         (total - l.free_cpu().min(total)) * 1000 / total
-    }
+    };
+    (share, l.holders())
+}
+
+/// Whether `spec` fits on `l` (what [`Ledger::fits`] decides, without building a message).
+fn fits_quickly(l: &Ledger, spec: &SchedulingSpec) -> bool {
+    spec.cpu_millis() <= l.free_cpu()
+        && spec.mem <= l.free_mem()
+        && spec.gpu as usize <= l.free_gpu_count()
+}
+
+/// The first label `spec` requires that the node lacks, as a shortage.
+fn missing_label(l: &Ledger, spec: &SchedulingSpec) -> Option<Shortage> {
+    let have = &l.total().labels;
+    spec.node_labels
+        .iter()
+        .find(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| Shortage {
+            resource: "labels",
+            detail: format!(
+                "no eligible node has label {k}={v} with room (a node has: {})",
+                if have.is_empty() {
+                    "no labels".to_string()
+                } else {
+                    have.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                }
+            ),
+        })
 }
 
 /// Picks the node for `spec` among `nodes`: the index of the chosen node, or the shortage that
@@ -63,30 +94,31 @@ pub fn choose<C: Candidate>(
     spec: &SchedulingSpec,
     policy: Policy,
 ) -> Result<usize, Shortage> {
-    let mut best: Option<(usize, u64)> = None;
+    let mut best: Option<(usize, (u64, usize))> = None;
     let mut first_shortage: Option<Shortage> = None;
     for (i, n) in nodes.iter().enumerate() {
         if !n.eligible() {
             continue;
         }
         let l = n.ledger();
-        match l.fits(spec) {
-            Ok(()) => {
-                let score = load(l, spec);
-                let better = match (best, policy) {
-                    (None, _) => true,
-                    (Some((_, b)), Policy::Pack) => score > b,
-                    (Some((_, b)), Policy::Spread) => score < b,
-                };
-                if better {
-                    best = Some((i, score));
-                }
+        // The cheap checks decide; the shortage (a formatted message) is built only for the
+        // first node that does not fit, so a pass over many full nodes allocates nothing.
+        let labelled = spec
+            .node_labels
+            .iter()
+            .all(|(k, v)| l.total().labels.get(k) == Some(v));
+        if labelled && fits_quickly(l, spec) {
+            let score = load(l, spec);
+            let better = match (best, policy) {
+                (None, _) => true,
+                (Some((_, b)), Policy::Pack) => score > b,
+                (Some((_, b)), Policy::Spread) => score < b,
+            };
+            if better {
+                best = Some((i, score));
             }
-            Err(s) => {
-                if first_shortage.is_none() {
-                    first_shortage = Some(s);
-                }
-            }
+        } else if first_shortage.is_none() {
+            first_shortage = missing_label(l, spec).or_else(|| l.fits(spec).err());
         }
     }
     match best {
@@ -151,6 +183,25 @@ mod tests {
             place_all(&mut nodes, 4, &spec, Policy::Spread),
             vec![0, 1, 0, 1]
         );
+    }
+
+    #[test]
+    fn label_constraints_pick_only_matching_nodes() {
+        let zone = |z: &str| {
+            let mut r = node(4).total().clone();
+            r.labels.insert("zone".into(), z.into());
+            Ledger::new(r)
+        };
+        let nodes = vec![zone("a"), zone("b")];
+        let spec = SchedulingSpec::default().node_label("zone", "b");
+        assert_eq!(choose(&nodes, &spec, Policy::Pack).unwrap(), 1);
+        let e = choose(
+            &nodes,
+            &SchedulingSpec::default().node_label("zone", "c"),
+            Policy::Pack,
+        )
+        .unwrap_err();
+        assert_eq!(e.resource, "labels");
     }
 
     #[test]

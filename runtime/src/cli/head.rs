@@ -1,0 +1,129 @@
+//! `fleet head`: serve a cluster's head until Ctrl-C.
+
+use super::cluster_args::{ResourceArgs, SecurityArgs};
+use super::node::parse_duration;
+use crate::membership::MembershipConfig;
+use crate::{Cluster, MemberEvent};
+use std::time::Duration;
+
+/// Serve the head of a multi-node cluster until Ctrl-C (or SIGTERM).
+///
+/// Nodes join with `fleet node --join ADDR`; the head admits them, watches their heartbeats
+/// (a node silent for --timeout is marked down and its workers lost), and hosts the scheduler
+/// that places workers across them. The head is also a node, unless --no-workers.
+///
+/// Examples:
+///
+///   fleet head --listen 127.0.0.1:7700                    # loopback: no cookie needed
+///
+///   FLEET_COOKIE=s3cret fleet head --listen 0.0.0.0:7700 --no-workers
+///
+///   fleet status --head 127.0.0.1:7700                    # nodes, roles and workers
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where to listen for nodes, IP:PORT (port 0: a free one, printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: std::net::SocketAddr,
+    /// Place no workers on the head's own machine.
+    #[arg(long)]
+    no_workers: bool,
+    /// How often nodes send heartbeats.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    heartbeat: Duration,
+    /// A node without a heartbeat for this long is marked down.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// A node that has not heard from the head for this long stops its workers (default: the
+    /// timeout).
+    #[arg(long, value_parser = parse_duration)]
+    lease: Option<Duration>,
+    #[command(flatten)]
+    resources: ResourceArgs,
+    #[command(flatten)]
+    security: SecurityArgs,
+    /// Stop after this long instead of waiting for Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    serve_for: Option<Duration>,
+}
+
+/// Runs the head.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.heartbeat > Duration::ZERO && args.timeout > args.heartbeat,
+        "--timeout ({:?}) must be longer than --heartbeat ({:?})",
+        args.timeout,
+        args.heartbeat
+    );
+    let cookie = args.security.cookie(&[args.listen.ip()])?;
+    let r = &args.resources;
+    let mut b = Cluster::head()
+        .name(r.name.clone().unwrap_or_else(|| "head".into()))
+        .listen_ip(args.listen.ip())
+        .listen_port(args.listen.port())
+        .cookie(cookie)
+        .port_range(r.port_range.0, r.port_range.1)
+        .membership(MembershipConfig {
+            heartbeat: args.heartbeat,
+            timeout: args.timeout,
+            lease: args.lease.unwrap_or(args.timeout),
+        });
+    if let Some(c) = r.cpus {
+        b = b.cpus(c);
+    }
+    if let Some(m) = r.mem_mib {
+        b = b.mem_mib(m);
+    }
+    if let Some(g) = r.gpus.clone() {
+        b = b.gpus(g);
+    }
+    for (k, v) in &r.labels {
+        b = b.label(k, v);
+    }
+    if let Some(tls) = args.security.tls()? {
+        b = b.tls(tls);
+    }
+    if args.no_workers {
+        b = b.no_workers();
+    }
+    let cluster = b.start().await?;
+    let mut events = cluster.member_events();
+    println!(
+        "fleet head listening on {}:{}",
+        args.listen.ip(),
+        cluster.listen_port()
+    );
+    println!(
+        "cluster {}; head node {}{}",
+        cluster.id(),
+        cluster.node_id(),
+        if args.no_workers { " (no workers)" } else { "" }
+    );
+    let printer = tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            match ev {
+                MemberEvent::Joined { node, resources } => println!(
+                    "node {node} joined: {:.1} CPUs, GPUs {:?}, labels {:?}",
+                    resources.cpu_millis as f64 / 1000.0,
+                    resources.gpus,
+                    resources.labels
+                ),
+                MemberEvent::Suspect { node } => println!("node {node} is suspect"),
+                MemberEvent::Down { node, reason } => println!("node {node} is down: {reason}"),
+                MemberEvent::Left { node } => println!("node {node} left"),
+                MemberEvent::Refused { peer, reason } => println!("refused {peer}: {reason}"),
+            }
+        }
+    });
+    match args.serve_for {
+        Some(d) => tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = crate::cli::shutdown_signal() => {}
+        },
+        None => crate::cli::shutdown_signal().await,
+    }
+    printer.abort();
+    println!("stopping: destroying workers");
+    cluster.shutdown().await?;
+    println!("stopped");
+    Ok(())
+}

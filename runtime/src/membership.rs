@@ -1,0 +1,118 @@
+//! Multi-node fleet: the head, nodes that join it, heartbeats, failure detection and fencing.
+//!
+//! ractor_cluster gives authenticated sessions and remote actors found through process groups,
+//! but no liveness timeout, no reconnect, and no stable node identity. This layer adds them:
+//!
+//! * [`transport`]: a `NodeServer` with fleet's settings (cookie, TLS, frame limit) whose
+//!   session events arrive as a channel, and a connect that waits until the peer is ready or
+//!   says it refused us;
+//! * [`head`]: the head actor, found by nodes in the `fleet`/`head/<server>` group. It admits nodes
+//!   (`Join` → cluster id and timings), tracks heartbeats, marks nodes suspect and down, frees
+//!   what a lost node held (through [`scheduler_hooks`]) and answers `fleet status`;
+//! * [`join`]: the node side: dial the head, join under a fresh [`fleet_actors::NodeId`], beat,
+//!   and fence (stop every worker) when the lease runs out, then rejoin with backoff;
+//! * [`events`]: membership events for programs and tests;
+//! * [`tls`]: mutual TLS from PEM files.
+//!
+//! Who drives a job: the head process hosts the scheduler (see [`crate::Cluster::head`]); a
+//! driver program either *is* the head (embedded, like `fleet head`), or asks a running head
+//! for its status with `fleet status --head ADDR`. Calls go from the head to the node agents
+//! directly; the head is on the call path only because it is the driver.
+
+pub mod child_pids;
+pub mod events;
+pub mod head;
+pub mod join;
+pub mod protocol;
+pub mod scheduler_hooks;
+pub mod tls;
+pub mod transport;
+
+pub use events::{EventBus, MemberEvent};
+pub use head::{Head, HeadArgs, MembershipConfig};
+pub use join::{JoinConfig, JoinedNode, NodePhase};
+pub use protocol::{HeadMsg, MemberState, NodeRow, StatusReport, WorkerRow};
+pub use tls::{TlsConfig, TlsFiles};
+pub use transport::{Transport, TransportConfig};
+
+use fleet_actors::wire::Wire;
+use fleet_actors::FleetError;
+use ractor::ActorRef;
+use std::collections::HashSet;
+use std::time::Duration;
+use transport::SessionEventKind;
+
+/// The cookie used when none is given and every address is loopback. Anything reachable from
+/// another machine must have a real cookie.
+pub const LOOPBACK_COOKIE: &str = "fleet-loopback-only";
+
+/// Forwards closed sessions to the head (a SIGKILLed node is down at once, not after the
+/// timeout) and logs connections that closed before they authenticated.
+pub(crate) fn watch_sessions(transport: &Transport, head: ActorRef<HeadMsg>, events: EventBus) {
+    let mut rx = transport.subscribe();
+    tokio::spawn(async move {
+        let mut authenticated = HashSet::new();
+        loop {
+            let ev = match rx.recv().await {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "session events lagged");
+                    continue;
+                }
+                Err(_) => return,
+            };
+            match ev.kind {
+                SessionEventKind::Opened => {}
+                SessionEventKind::Authenticated | SessionEventKind::Ready => {
+                    authenticated.insert(ev.session);
+                }
+                SessionEventKind::Closed => {
+                    if !authenticated.remove(&ev.session) && ev.incoming {
+                        let reason = "the connection closed before it authenticated: wrong cookie (every node needs the head's --cookie-file / FLEET_COOKIE), or not a fleet process".to_string();
+                        tracing::warn!(peer = %ev.peer_addr, %reason, "refused a connection");
+                        events.publish(MemberEvent::Refused {
+                            peer: ev.peer_addr.clone(),
+                            reason,
+                        });
+                    }
+                    if head
+                        .cast(HeadMsg::SessionClosed(Wire::new(ev.session)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Asks the head at `addr` for its status (used by `fleet status`): connects as a client with
+/// `transport`, finds the head over that session, and calls it with `timeout`.
+pub async fn fetch_status(
+    transport: &Transport,
+    addr: &str,
+    timeout: Duration,
+) -> Result<StatusReport, FleetError> {
+    let (session, peer) = transport.connect(addr, timeout).await?;
+    let group = protocol::head_group(&peer);
+    let head = transport::remote_members(protocol::FLEET_SCOPE, &group, session)
+        .into_iter()
+        .next()
+        .ok_or_else(|| FleetError::Unavailable {
+            what: format!("the fleet process at {addr}"),
+            detail: "it has no head (is it a `fleet node`? ask its head)".into(),
+        })?;
+    let head: ActorRef<HeadMsg> = head.into();
+    match head.call(HeadMsg::Status, Some(timeout)).await {
+        Ok(ractor::rpc::CallResult::Success(r)) => r.flatten(),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(FleetError::timeout(
+            format!("status from the head at {addr}"),
+            timeout,
+        )),
+        _ => Err(FleetError::Unavailable {
+            what: format!("the head at {addr}"),
+            detail: "the connection closed".into(),
+        }),
+    }
+}

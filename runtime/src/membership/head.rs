@@ -1,0 +1,496 @@
+//! The head actor: admits nodes, tracks their heartbeats, marks them suspect and down, frees what
+//! a lost node held, and answers `fleet status`.
+//!
+//! Failure detection has two sources, whichever comes first: the session to the node closed
+//! (a SIGKILLed node: the kernel closes its sockets), or no heartbeat for the timeout (a hung
+//! node whose connection stays open: ractor_cluster alone would never notice). The handlers
+//! never wait on nodes: marking a node down and gathering a status report run in tasks.
+
+use super::events::{EventBus, MemberEvent};
+use super::protocol::{
+    agent_group, Admitted, Beat, BeatAck, HeadMsg, JoinRequest, MemberState, NodeRow, StatusReport,
+    WorkerRow, FLEET_SCOPE,
+};
+use crate::node::messages::AgentMsg;
+use crate::node::resources::NodeResources;
+use crate::scheduler::{Scheduler, WorkerState};
+use fleet_actors::wire::Wire;
+use fleet_actors::{FleetError, NodeId};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// Heartbeat and lease settings, chosen by the head and handed to every node at join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// How often nodes beat (default 500 ms).
+    pub heartbeat: Duration,
+    /// A node without a beat for this long is down (default 3 s).
+    pub timeout: Duration,
+    /// A node that has not heard from the head for this long stops its workers and rejoins
+    /// (default: the timeout, so a cut-off node stops its workers about when the head gives
+    /// them up).
+    pub lease: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            heartbeat: Duration::from_millis(500),
+            timeout: Duration::from_secs(3),
+            lease: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The head actor.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Head;
+
+/// What the head starts with.
+#[derive(Clone, Debug)]
+pub struct HeadArgs {
+    /// The cluster id handed to nodes.
+    pub cluster_id: String,
+    /// Failure detection settings.
+    pub config: MembershipConfig,
+    /// The scheduler that places workers on members.
+    pub scheduler: Scheduler,
+    /// Where membership events go.
+    pub events: EventBus,
+    /// The head's own node, if it runs workers.
+    pub local_node: Option<(NodeId, NodeResources)>,
+}
+
+struct Member {
+    session: u64,
+    agent: ActorRef<AgentMsg>,
+    resources: NodeResources,
+    pid: u32,
+    state: MemberState,
+    last_beat: Instant,
+    joined: Instant,
+}
+
+/// The head's state.
+pub struct HeadState {
+    args: HeadArgs,
+    local_agent: Option<ActorRef<AgentMsg>>,
+    members: BTreeMap<NodeId, Member>,
+}
+
+impl HeadState {
+    fn admit(&mut self, req: JoinRequest) -> Result<(Admitted, Option<MemberEvent>), FleetError> {
+        let what = format!("admitting node {}", req.node);
+        let version = env!("CARGO_PKG_VERSION");
+        if req.version != version {
+            return Err(FleetError::bad_request(
+                what,
+                format!(
+                    "it runs fleet {} but the head runs {version}; run the same version everywhere",
+                    req.version
+                ),
+            ));
+        }
+        let admitted = Admitted {
+            cluster_id: self.args.cluster_id.clone(),
+            heartbeat_ms: self.args.config.heartbeat.as_millis() as u64,
+            timeout_ms: self.args.config.timeout.as_millis() as u64,
+            lease_ms: self.args.config.lease.as_millis() as u64,
+        };
+        if let Some(m) = self.members.get(&req.node) {
+            return match &m.state {
+                MemberState::Alive | MemberState::Suspect => Ok((admitted, None)),
+                MemberState::Down { reason } => Err(FleetError::NodeLost {
+                    node: req.node.to_string(),
+                    reason: format!("{reason}; join again under a new id"),
+                }),
+                MemberState::Left => Err(FleetError::bad_request(
+                    what,
+                    "it left; join again under a new id",
+                )),
+            };
+        }
+        let agent =
+            ractor::pg::get_scoped_members(&FLEET_SCOPE.to_string(), &agent_group(&req.node))
+                .into_iter()
+                .find(|c| !c.get_id().is_local())
+                .ok_or_else(|| FleetError::Unavailable {
+                    what: what.clone(),
+                    detail: "its node agent is not visible over the connection yet; retry the join"
+                        .into(),
+                })?;
+        let session = agent.get_id().node();
+        let agent: ActorRef<AgentMsg> = agent.into();
+        let now = Instant::now();
+        self.members.insert(
+            req.node.clone(),
+            Member {
+                session,
+                agent,
+                resources: req.resources.clone(),
+                pid: req.pid,
+                state: MemberState::Alive,
+                last_beat: now,
+                joined: now,
+            },
+        );
+        Ok((
+            admitted,
+            Some(MemberEvent::Joined {
+                node: req.node,
+                resources: req.resources,
+            }),
+        ))
+    }
+
+    /// Marks `node` down (once) and hands the scheduler work to a task.
+    fn down(&mut self, node: &NodeId, reason: String, left: bool) {
+        let Some(m) = self.members.get_mut(node) else {
+            return;
+        };
+        if matches!(m.state, MemberState::Down { .. } | MemberState::Left) {
+            return;
+        }
+        m.state = if left {
+            MemberState::Left
+        } else {
+            MemberState::Down {
+                reason: reason.clone(),
+            }
+        };
+        if left {
+            tracing::info!(node = %node, "node left");
+        } else {
+            tracing::error!(node = %node, %reason, "node down");
+        }
+        // Calls in flight fail now; the rest (bookkeeping under the scheduler's lock) follows.
+        self.args.scheduler.inner.liveness.mark_lost(
+            node,
+            FleetError::NodeLost {
+                node: node.to_string(),
+                reason: reason.clone(),
+            },
+        );
+        let scheduler = self.args.scheduler.clone();
+        let events = self.args.events.clone();
+        let node = node.clone();
+        tokio::spawn(async move {
+            scheduler.node_lost(&node, &reason).await;
+            events.publish(if left {
+                MemberEvent::Left { node }
+            } else {
+                MemberEvent::Down { node, reason }
+            });
+        });
+    }
+
+    fn sweep(&mut self) {
+        let timeout = self.args.config.timeout;
+        let now = Instant::now();
+        let mut down = Vec::new();
+        for (id, m) in self.members.iter_mut() {
+            let quiet = now.saturating_duration_since(m.last_beat);
+            match m.state {
+                MemberState::Alive | MemberState::Suspect if quiet > timeout => {
+                    down.push((id.clone(), quiet));
+                }
+                MemberState::Alive if quiet > timeout / 2 => {
+                    m.state = MemberState::Suspect;
+                    tracing::warn!(node = %id, quiet_ms = quiet.as_millis() as u64, "node suspect: heartbeats are late");
+                    self.args
+                        .events
+                        .publish(MemberEvent::Suspect { node: id.clone() });
+                }
+                _ => {}
+            }
+        }
+        for (id, quiet) in down {
+            self.down(
+                &id,
+                format!(
+                    "no heartbeat for {} ms (timeout {} ms)",
+                    quiet.as_millis(),
+                    timeout.as_millis()
+                ),
+                false,
+            );
+        }
+    }
+
+    fn rows(&self) -> Vec<(NodeRow, Option<ActorRef<AgentMsg>>)> {
+        let now = Instant::now();
+        self.members
+            .iter()
+            .map(|(id, m)| {
+                let live = matches!(m.state, MemberState::Alive | MemberState::Suspect);
+                (
+                    NodeRow {
+                        node: id.to_string(),
+                        state: m.state.clone(),
+                        is_head: false,
+                        pid: m.pid,
+                        resources: m.resources.clone(),
+                        free_cpu_millis: 0,
+                        free_mem_mib: 0,
+                        free_gpus: vec![],
+                        workers: 0,
+                        last_beat_ms: now.saturating_duration_since(m.last_beat).as_millis() as u64,
+                    },
+                    live.then(|| m.agent.clone()),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Child pids by worker, from one node agent (empty if it does not answer in time).
+async fn child_pids(agent: ActorRef<AgentMsg>) -> Vec<(String, u32)> {
+    match agent
+        .call(AgentMsg::Info, Some(Duration::from_secs(2)))
+        .await
+    {
+        Ok(CallResult::Success(info)) => match info.flatten() {
+            Ok(info) => info
+                .workers
+                .into_iter()
+                .filter_map(|w| w.child_pid.map(|p| (w.worker.to_string(), p)))
+                .collect(),
+            Err(_) => vec![],
+        },
+        _ => vec![],
+    }
+}
+
+async fn status(
+    scheduler: Scheduler,
+    cluster_id: String,
+    local: Option<(NodeId, NodeResources)>,
+    local_agent: Option<ActorRef<AgentMsg>>,
+    mut rows: Vec<(NodeRow, Option<ActorRef<AgentMsg>>)>,
+) -> StatusReport {
+    if let Some((id, res)) = &local {
+        rows.insert(
+            0,
+            (
+                NodeRow {
+                    node: id.to_string(),
+                    state: MemberState::Alive,
+                    is_head: true,
+                    pid: std::process::id(),
+                    resources: res.clone(),
+                    free_cpu_millis: 0,
+                    free_mem_mib: 0,
+                    free_gpus: vec![],
+                    workers: 0,
+                    last_beat_ms: 0,
+                },
+                local_agent,
+            ),
+        );
+    }
+    let pids: HashMap<String, u32> =
+        futures::future::join_all(rows.iter().filter_map(|(_, a)| a.clone()).map(child_pids))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+    let (nodes, roles) = scheduler.snapshot().await;
+    let ledgers: HashMap<String, _> = nodes
+        .into_iter()
+        .map(|n| (n.node.to_string(), n.ledger))
+        .collect();
+    let nodes = rows
+        .into_iter()
+        .map(|(mut row, _)| {
+            if let Some(l) = ledgers.get(&row.node) {
+                row.free_cpu_millis = l.free_cpu();
+                row.free_mem_mib = l.free_mem();
+                row.free_gpus = l.free_gpus().collect();
+                row.workers = l.holders() as u64;
+            }
+            row
+        })
+        .collect();
+    let roles = roles
+        .into_iter()
+        .map(|(role, workers)| {
+            let rows = workers
+                .into_iter()
+                .map(|w| {
+                    let real = w
+                        .alias_of
+                        .clone()
+                        .unwrap_or_else(|| w.id.clone())
+                        .to_string();
+                    WorkerRow {
+                        worker: w.id.to_string(),
+                        alias_of: w.alias_of.map(|a| a.to_string()),
+                        node: w.node.to_string(),
+                        kind: w.kind,
+                        state: match w.state {
+                            WorkerState::Starting => "starting".into(),
+                            WorkerState::Running => "running".into(),
+                            WorkerState::Failed(e) => format!("failed: {}", e.kind()),
+                        },
+                        gpus: w.gpus,
+                        ports: w.ports,
+                        child_pid: pids.get(&real).copied(),
+                    }
+                })
+                .collect();
+            (role, rows)
+        })
+        .collect();
+    StatusReport {
+        cluster_id,
+        nodes,
+        roles,
+    }
+}
+
+impl Actor for Head {
+    type Msg = HeadMsg;
+    type State = HeadState;
+    type Arguments = (HeadArgs, Option<ActorRef<AgentMsg>>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<HeadMsg>,
+        (args, local_agent): Self::Arguments,
+    ) -> Result<HeadState, ActorProcessingErr> {
+        let period = (args.config.heartbeat / 2).max(Duration::from_millis(20));
+        myself.send_interval(period, || HeadMsg::Sweep(Wire::new(())));
+        tracing::info!(cluster = %args.cluster_id, heartbeat_ms = args.config.heartbeat.as_millis() as u64, timeout_ms = args.config.timeout.as_millis() as u64, "head started");
+        Ok(HeadState {
+            args,
+            local_agent,
+            members: BTreeMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<HeadMsg>,
+        msg: HeadMsg,
+        state: &mut HeadState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            HeadMsg::Join(req, port) => {
+                let r = match req.into_result() {
+                    Ok(req) => {
+                        let node = req.node.clone();
+                        let r = state.admit(req);
+                        if let Ok((_, Some(MemberEvent::Joined { resources, .. }))) = &r {
+                            if let Some(m) = state.members.get(&node) {
+                                state
+                                    .args
+                                    .scheduler
+                                    .add_node(node.clone(), m.agent.clone(), resources.clone())
+                                    .await;
+                            }
+                            tracing::info!(node = %node, cpus = resources.cpu_millis as f64 / 1000.0, gpus = ?resources.gpus, labels = ?resources.labels, "node joined");
+                        }
+                        match r {
+                            Ok((admitted, ev)) => {
+                                if let Some(ev) = ev {
+                                    state.args.events.publish(ev);
+                                }
+                                Ok(admitted)
+                            }
+                            Err(e) => {
+                                tracing::warn!(node = %node, error = %e, "join refused");
+                                state.args.events.publish(MemberEvent::Refused {
+                                    peer: node.to_string(),
+                                    reason: e.to_string(),
+                                });
+                                Err(e)
+                            }
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = port.send(Wire::new(r));
+            }
+            HeadMsg::Beat(beat, port) => {
+                let ack = match beat.into_result() {
+                    Ok(Beat { node, .. }) => match state.members.get_mut(&node) {
+                        Some(m) if matches!(m.state, MemberState::Alive | MemberState::Suspect) => {
+                            m.last_beat = Instant::now();
+                            if m.state == MemberState::Suspect {
+                                tracing::info!(node = %node, "node beats again");
+                                m.state = MemberState::Alive;
+                            }
+                            BeatAck::Alive
+                        }
+                        Some(m) => BeatAck::NotMember {
+                            reason: match &m.state {
+                                MemberState::Down { reason } => {
+                                    format!("the head marked it down: {reason}")
+                                }
+                                _ => "it left".into(),
+                            },
+                        },
+                        None => BeatAck::NotMember {
+                            reason: "the head does not know it (restarted head?)".into(),
+                        },
+                    },
+                    Err(e) => BeatAck::NotMember {
+                        reason: e.to_string(),
+                    },
+                };
+                let _ = port.send(Wire::new(ack));
+            }
+            HeadMsg::Leave(node) => {
+                if let Ok(node) = node.into_result() {
+                    state.down(&node, "it left".into(), true);
+                }
+            }
+            HeadMsg::WorkerEvent(ev) => {
+                if let Ok(ev) = ev.into_result() {
+                    let scheduler = state.args.scheduler.clone();
+                    tokio::spawn(async move { scheduler.apply_event(ev).await });
+                }
+            }
+            HeadMsg::Status(port) => {
+                let rows = state.rows();
+                let scheduler = state.args.scheduler.clone();
+                let cluster_id = state.args.cluster_id.clone();
+                let local = state.args.local_node.clone();
+                let local_agent = state.local_agent.clone();
+                tokio::spawn(async move {
+                    let report = status(scheduler, cluster_id, local, local_agent, rows).await;
+                    let _ = port.send(Wire::new(Ok(report)));
+                });
+            }
+            HeadMsg::Sweep(_) => state.sweep(),
+            HeadMsg::SessionClosed(session) => {
+                if let Ok(session) = session.into_result() {
+                    let hit: Vec<NodeId> = state
+                        .members
+                        .iter()
+                        .filter(|(_, m)| {
+                            m.session == session
+                                && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+                        })
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    for id in hit {
+                        let up = state
+                            .members
+                            .get(&id)
+                            .map(|m| m.joined.elapsed().as_millis())
+                            .unwrap_or(0);
+                        state.down(
+                            &id,
+                            format!("its connection closed (member for {up} ms)"),
+                            false,
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
