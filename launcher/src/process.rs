@@ -47,3 +47,18 @@ pub use error::ProcessError;
 pub use placeholders::{fill_placeholders, PlaceholderError};
 pub use readiness::{wait_ready, ReadinessProbe};
 pub use spec::{ChildSpec, DEFAULT_TAIL_LINES, MAX_LINE_BYTES};
+
+/// The `fleet` executable of this node: `FLEET_BIN` if set, else this process's own executable
+/// if it is named `fleet`.
+///
+/// A command whose program is the bare word `fleet` runs this, so a job written on one machine
+/// (`["fleet", "mock-llm", "--port", "{port}"]`) runs the right binary on every node.
+pub fn fleet_executable() -> Option<String> {
+    if let Ok(p) = std::env::var("FLEET_BIN") {
+        if !p.is_empty() {
+            return Some(p);
+        }
+    }
+    let exe = std::env::current_exe().ok()?;
+    (exe.file_name()?.to_str()? == "fleet").then(|| exe.to_string_lossy().into_owned())
+}

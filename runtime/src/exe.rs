@@ -4,13 +4,8 @@
 /// `FLEET_BIN` if set, else this process's own executable if it is `fleet`.
 ///
 /// A program that embeds fleet (its own binary, or a test executable) sets `FLEET_BIN` or gives
-/// explicit commands; fleet never guesses a path.
+/// explicit commands; fleet never guesses a path. Commands whose program is the bare word
+/// `fleet` are resolved with this on the node that runs them.
 pub fn fleet_executable() -> Option<String> {
-    if let Ok(p) = std::env::var("FLEET_BIN") {
-        if !p.is_empty() {
-            return Some(p);
-        }
-    }
-    let exe = std::env::current_exe().ok()?;
-    (exe.file_name()?.to_str()? == "fleet").then(|| exe.to_string_lossy().into_owned())
+    fleet_launcher::process::fleet_executable()
 }

@@ -153,7 +153,12 @@ impl State {
         let Some((program, rest)) = argv.split_first() else {
             return Err(bad("the command (argv) is empty".into()));
         };
-        let mut spec = ChildSpec::new(self.args.worker.to_string(), program.clone())
+        // The bare word `fleet` is this node's fleet executable.
+        let program = match program.as_str() {
+            "fleet" => crate::process::fleet_executable().unwrap_or_else(|| program.clone()),
+            _ => program.clone(),
+        };
+        let mut spec = ChildSpec::new(self.args.worker.to_string(), program)
             .args(rest.iter().cloned())
             .tail_lines(self.args.spec.tail_lines.max(1));
         for (k, v) in &self.env {
