@@ -34,6 +34,9 @@ pub struct RpcServerArgs {
     pub registry: EngineRegistry,
     /// Completed request ids remembered (default [`DEFAULT_DEDUPE_CAPACITY`]).
     pub dedupe_capacity: usize,
+    /// Largest engine result returned (bytes); a larger one is answered with
+    /// `PayloadTooLarge` (default: no limit; a node sets its message limit).
+    pub max_result: usize,
 }
 
 impl RpcServerArgs {
@@ -45,6 +48,7 @@ impl RpcServerArgs {
             env: BTreeMap::new(),
             registry,
             dedupe_capacity: DEFAULT_DEDUPE_CAPACITY,
+            max_result: usize::MAX,
         }
     }
 }
@@ -134,7 +138,12 @@ impl Actor for RpcServer {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let shared = Arc::new(Shared::new(args.dedupe_capacity));
-        let jobs = executor::start(args.worker.clone(), args.env.clone(), shared.clone())?;
+        let jobs = executor::start(
+            args.worker.clone(),
+            args.env.clone(),
+            shared.clone(),
+            args.max_result,
+        )?;
         tracing::debug!(worker = %args.worker, node = %args.node, "rpc server started");
         Ok(State {
             worker: args.worker,

@@ -85,11 +85,31 @@ pub(super) enum Job {
     },
 }
 
+/// How long the engine thread keeps polling for the next job before it sleeps. Back-to-back
+/// calls (a caller that sends the next call as soon as the last answer arrives) then find the
+/// thread awake, instead of paying an OS wake-up of a parked thread each time; an idle worker
+/// costs this much CPU once per call, then sleeps.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The next job: polled for up to [`SPIN`], then waited for. `None` when the actor is gone.
+fn next_job(rx: &mpsc::Receiver<Job>) -> Option<Job> {
+    let start = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
 /// Starts the engine thread for `worker`.
 pub(super) fn start(
     worker: WorkerId,
     env: BTreeMap<String, String>,
     shared: Arc<Shared>,
+    max_result: usize,
 ) -> std::io::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
@@ -101,6 +121,7 @@ pub(super) fn start(
                 shared,
                 engines: BTreeMap::new(),
                 config: None,
+                max_result,
             }
             .run(rx)
         })?;
@@ -113,6 +134,7 @@ struct Executor {
     shared: Arc<Shared>,
     engines: BTreeMap<String, Box<dyn Engine>>,
     config: Option<Configure>,
+    max_result: usize,
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -127,7 +149,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 
 impl Executor {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
-        while let Ok(job) = rx.recv() {
+        while let Some(job) = next_job(&rx) {
             match job {
                 Job::Create {
                     name,
@@ -214,7 +236,19 @@ impl Executor {
 
     fn call(&mut self, req: CallRequest, reply: RpcReplyPort<CallReply>) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-        let result = self.run_call(&req);
+        let result = match self.run_call(&req) {
+            // A result too large to send back in one message is refused here, so it can never
+            // become a frame that would drop a cluster session.
+            Ok(p) if p.len() > self.max_result => Err(FleetError::PayloadTooLarge {
+                what: format!(
+                    "the result of {}.{} on {}",
+                    req.engine, req.method, self.worker
+                ),
+                size: p.len() as u64,
+                limit: self.max_result as u64,
+            }),
+            other => other,
+        };
         self.shared.calls_done.fetch_add(1, Ordering::Relaxed);
         let reply_value = CallReply(result);
         if let Some(id) = &req.request_id {

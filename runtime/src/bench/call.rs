@@ -50,6 +50,30 @@ pub async fn run(iters: usize) -> Result<String, FleetError> {
         .idempotent(true)
         .timeout(Duration::from_secs(5));
     let non_idem = CallOptions::default().timeout(Duration::from_secs(5));
+    // From the thread that blocks on main (where `#[tokio::main]` runs a driver's code), then
+    // from a task on a runtime worker thread.
+    let main_thread = measure(&raw, &engine, &idem, &non_idem, iters).await?;
+    let on_worker = {
+        let (raw, engine, idem, non_idem) =
+            (raw.clone(), engine.clone(), idem.clone(), non_idem.clone());
+        tokio::spawn(async move { measure(&raw, &engine, &idem, &non_idem, iters).await })
+            .await
+            .map_err(FleetError::internal)??
+    };
+    raw.stop(None);
+    cluster.shutdown().await?;
+    Ok(format!(
+        "Caller on the main thread (like a `#[tokio::main]` driver):\n\n{main_thread}\nCaller in a task on a runtime worker thread:\n\n{on_worker}"
+    ))
+}
+
+async fn measure(
+    raw: &ActorRef<RawMsg>,
+    engine: &crate::EngineHandle,
+    idem: &CallOptions,
+    non_idem: &CallOptions,
+    iters: usize,
+) -> Result<String, FleetError> {
     let warm = iters / 10 + 100;
     let mut raw_s = Vec::with_capacity(iters);
     let mut idem_s = Vec::with_capacity(iters);
@@ -63,10 +87,10 @@ pub async fn run(iters: usize) -> Result<String, FleetError> {
             .map_err(FleetError::internal)?;
         let d_raw = t.elapsed();
         let t = Instant::now();
-        let _: u64 = engine.call("incr", &1u64, &idem).await?;
+        let _: u64 = engine.call("incr", &1u64, idem).await?;
         let d_idem = t.elapsed();
         let t = Instant::now();
-        let _: u64 = engine.call("incr", &1u64, &non_idem).await?;
+        let _: u64 = engine.call("incr", &1u64, non_idem).await?;
         let d_dedupe = t.elapsed();
         if i >= warm {
             raw_s.push(d_raw);
@@ -74,8 +98,6 @@ pub async fn run(iters: usize) -> Result<String, FleetError> {
             dedupe_s.push(d_dedupe);
         }
     }
-    raw.stop(None);
-    cluster.shutdown().await?;
     let raw_s = Samples::new("raw ractor call (actor adds and replies)", raw_s);
     let idem_s = Samples::new("scheduler handle → RpcServer engine, idempotent", idem_s);
     let dedupe_s = Samples::new(

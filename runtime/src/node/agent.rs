@@ -240,6 +240,7 @@ impl AgentState {
                     self.registry.clone(),
                 );
                 args.env = env.clone();
+                args.max_result = self.max_message;
                 Actor::spawn_linked(None, RpcServer, args, myself.get_cell()).await
             }
             Some(mut spec) => {
@@ -379,13 +380,26 @@ impl Actor for NodeAgent {
             AgentMsg::Call(call, port) => match call.into_result() {
                 Ok(WorkerCall { worker, req }) => match state.workers.get(&worker) {
                     Some(w) if !w.stopping => {
-                        let sent = crate::remote::forward_call_checked(
-                            &w.actor,
-                            worker.clone(),
-                            req,
-                            port,
-                            state.max_message,
-                        );
+                        let sent = if matches!(
+                            w.kind,
+                            WorkerKind::RpcServer(RpcServerSpec {
+                                isolation: Isolation::InProcess
+                            })
+                        ) {
+                            // It refuses oversized results itself: hand it the caller's port,
+                            // no extra hop.
+                            w.actor
+                                .send_message(WorkerMsg::Call(req, port))
+                                .map_err(|e| e.to_string())
+                        } else {
+                            crate::remote::forward_call_checked(
+                                &w.actor,
+                                worker.clone(),
+                                req,
+                                port,
+                                state.max_message,
+                            )
+                        };
                         if let Err(e) = sent {
                             tracing::warn!(worker = %worker, error = %e, "call to a stopped worker dropped");
                         }
