@@ -7,29 +7,32 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
 
-/// A progress callback that redraws one line on stderr.
+/// A progress callback: on a terminal, one line on stderr redrawn as episodes finish; otherwise
+/// (logs, CI) a plain line at every tenth of the job.
 pub fn progress_line(started: Instant) -> impl Fn(&Episode, usize, usize) + Send + Sync + Clone {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
     move |ep: &Episode, done: usize, total: usize| {
         let width = 30;
-        let filled = (done * width)
-            .checked_div(total)
-            .unwrap_or(width)
-            .min(width);
+        let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
         let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        let mark = if ep.rejected.is_some() {
-            " (last: rejected)"
-        } else {
-            ""
-        };
         let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r[{}{}] {done}/{total} episodes  {rate:.1}/s{mark}        ",
-            "#".repeat(filled),
-            ".".repeat(width - filled)
-        );
-        if done == total {
-            let _ = writeln!(err);
+        if tty {
+            let mark = if ep.rejected.is_some() { " (last: rejected)" } else { "" };
+            let _ = write!(
+                err,
+                "\r[{}{}] {done}/{total} episodes  {rate:.1}/s{mark}        ",
+                "#".repeat(filled),
+                ".".repeat(width - filled)
+            );
+            if done == total {
+                let _ = writeln!(err);
+            }
+        } else {
+            let step = (total / 10).max(1);
+            if done % step == 0 || done == total {
+                let _ = writeln!(err, "{done}/{total} episodes done ({rate:.1}/s)");
+            }
         }
         let _ = err.flush();
     }
