@@ -107,6 +107,11 @@ impl HttpResponseData {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HttpReply(pub Result<HttpResponseData, FleetError>);
 
+crate::wire_type!(HttpCall, |err| HttpCall::new(
+    "<undecodable>",
+    format!("/undecodable?{}", err.replace(' ', "+"))
+));
+
 crate::wire_type!(HttpReply, |err| HttpReply(Err(FleetError::Protocol {
     detail: err
 })));

@@ -59,6 +59,10 @@ pub(crate) struct Route {
     pub(crate) target: WorkerId,
     pub(crate) agent: ActorRef<AgentMsg>,
     pub(crate) failed: Option<FleetError>,
+    /// For an in-process RpcServer: its actor, once the process group naming it has reached
+    /// this node; engine calls then go to it directly instead of through the node's agent.
+    pub(crate) direct:
+        Option<Arc<std::sync::OnceLock<ActorRef<fleet_actors::rpc_server::WorkerMsg>>>>,
 }
 
 pub(crate) struct Inner {

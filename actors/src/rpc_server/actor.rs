@@ -165,6 +165,10 @@ impl Actor for RpcServer {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             WorkerMsg::Call(req, port) => {
+                if let Some(e) = req.decode_failure() {
+                    let _ = port.send(CallReply(Err(e)));
+                    return Ok(());
+                }
                 if state.destroying {
                     let _ = port.send(CallReply(Err(state.unavailable())));
                     return Ok(());
@@ -246,6 +250,7 @@ impl RpcServer {
                 }
             }
             Control::Status => answer(port, Ok(ControlOk::Status(state.status()))),
+            Control::Undecodable(detail) => answer(port, Err(FleetError::Protocol { detail })),
             Control::CreateEngine {
                 name,
                 type_name,

@@ -64,6 +64,9 @@ pub enum Control {
         /// Bound on the destroy hooks.
         timeout_ms: u64,
     },
+    /// Stands for a control message whose bytes did not decode; answered with a protocol
+    /// error.
+    Undecodable(String),
 }
 
 /// A successful control answer.
@@ -114,14 +117,54 @@ pub struct WorkerStatus {
     pub pid: Option<u32>,
 }
 
-/// Messages of a worker actor (local to its node; remote callers go through the node agent).
-#[derive(ractor_cluster::RactorMessage)]
+/// The engine name a [`CallRequest`] carries when its bytes did not decode; the worker answers
+/// it with [`FleetError::Protocol`].
+pub const UNDECODABLE: &str = "<undecodable>";
+
+impl CallRequest {
+    /// The request that stands for bytes that did not decode (`detail` says why).
+    pub fn undecodable(detail: String) -> Self {
+        CallRequest {
+            deadline_ms: 0,
+            idempotent: false,
+            engine: UNDECODABLE.to_string(),
+            method: detail,
+            args: Payload::json_bytes(Vec::new()),
+            rpc_meta: BTreeMap::new(),
+            request_id: None,
+        }
+    }
+
+    /// The decode failure this request stands for, if it is one.
+    pub fn decode_failure(&self) -> Option<FleetError> {
+        (self.engine == UNDECODABLE).then(|| FleetError::Protocol {
+            detail: format!("an engine call that did not decode: {}", self.method),
+        })
+    }
+}
+
+crate::wire_type!(CallRequest, |err| CallRequest::undecodable(err));
+crate::wire_type!(Control, |err| Control::Undecodable(err));
+crate::wire_type!(Lifecycle, |_err| Lifecycle::RestartDue {
+    generation: u64::MAX
+});
+
+/// Messages of a worker actor.
+///
+/// Remotable: a caller on another node may hold a worker's actor reference directly (found
+/// through the process group `worker/<node>/<worker>`) and skip the node agent's hop. Every
+/// payload decodes to a value the worker answers with a typed protocol error when its bytes are
+/// bad, so nothing is dropped silently.
+#[derive(ractor_cluster::RactorClusterMessage)]
 pub enum WorkerMsg {
     /// An engine call.
+    #[rpc]
     Call(CallRequest, RpcReplyPort<CallReply>),
     /// A control request.
+    #[rpc]
     Control(Control, RpcReplyPort<ControlReply>),
     /// A plain HTTP request (HTTP-service workers only).
+    #[rpc]
     Http(
         crate::http_call::HttpCall,
         RpcReplyPort<crate::http_call::HttpReply>,

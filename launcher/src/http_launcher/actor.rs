@@ -327,6 +327,9 @@ impl HttpLauncher {
                 };
                 let _ = port.send(ControlReply(r));
             }
+            Control::Undecodable(detail) => {
+                let _ = port.send(ControlReply(Err(FleetError::Protocol { detail })));
+            }
             Control::Status => {
                 let status = WorkerStatus {
                     worker: state.args.worker.clone(),

@@ -14,11 +14,18 @@ pub fn progress_line(started: Instant) -> impl Fn(&Episode, usize, usize) + Send
     let tty = std::io::stderr().is_terminal();
     move |ep: &Episode, done: usize, total: usize| {
         let width = 30;
-        let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+        let filled = (done * width)
+            .checked_div(total)
+            .unwrap_or(width)
+            .min(width);
         let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
         let mut err = std::io::stderr().lock();
         if tty {
-            let mark = if ep.rejected.is_some() { " (last: rejected)" } else { "" };
+            let mark = if ep.rejected.is_some() {
+                " (last: rejected)"
+            } else {
+                ""
+            };
             let _ = write!(
                 err,
                 "\r[{}{}] {done}/{total} episodes  {rate:.1}/s{mark}        ",

@@ -28,6 +28,12 @@ pub fn agent_group(node: &NodeId) -> String {
     format!("agent/{node}")
 }
 
+/// The process group an in-process RpcServer worker joins, so that callers on other nodes can
+/// reach it without the agent's hop.
+pub fn worker_group(node: &NodeId, worker: &fleet_actors::WorkerId) -> String {
+    format!("worker/{node}/{worker}")
+}
+
 /// A node asking to join.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JoinRequest {

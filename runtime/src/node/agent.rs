@@ -284,6 +284,19 @@ impl AgentState {
                 });
             }
         };
+        if matches!(
+            req.kind,
+            WorkerKind::RpcServer(RpcServerSpec {
+                isolation: Isolation::InProcess
+            })
+        ) {
+            // Callers on other nodes find it here and skip this agent's hop.
+            ractor::pg::join_scoped(
+                crate::membership::protocol::FLEET_SCOPE.to_string(),
+                crate::membership::protocol::worker_group(&self.node, &req.worker),
+                vec![actor.get_cell()],
+            );
+        }
         self.by_actor.insert(actor.get_id(), req.worker.clone());
         self.directory.insert(req.worker.clone(), actor.clone());
         self.workers.insert(

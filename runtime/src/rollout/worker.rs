@@ -426,6 +426,7 @@ impl Actor for RolloutWorker {
             WorkerMsg::Control(control, port) => {
                 let r = match control {
                     Control::Health => state.health().await.map(|()| ControlOk::Done),
+                    Control::Undecodable(detail) => Err(FleetError::Protocol { detail }),
                     Control::Status => Ok(ControlOk::Status(WorkerStatus {
                         worker: state.args.worker.clone(),
                         engines: vec![EngineSummary {

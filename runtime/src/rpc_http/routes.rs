@@ -398,6 +398,7 @@ async fn bincode_control(
         c @ (Control::Health | Control::Status | Control::SetEnv(_)) => {
             control(ctx, c, ctx.control_timeout).await
         }
+        Control::Undecodable(detail) => Err(FleetError::Protocol { detail }),
     };
     Ok(ControlReply(r))
 }
@@ -422,6 +423,7 @@ async fn control(ctx: &Ctx, c: Control, timeout: Duration) -> Result<ControlOk, 
         Control::SetEnv(_) => "set_env".into(),
         Control::Health => "health".into(),
         Control::Status => "status".into(),
+        Control::Undecodable(_) => "an undecodable control message".into(),
         Control::Destroy { .. } => "destroy".into(),
     };
     ctx.worker

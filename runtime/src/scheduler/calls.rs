@@ -44,6 +44,25 @@ fn outcome<T, E: std::fmt::Display>(
     }
 }
 
+/// The remote worker actor of an in-process RpcServer, once its process group has reached this
+/// node (looked up once, then kept in the route).
+fn direct_worker(route: &Route) -> Option<ractor::ActorRef<WorkerMsg>> {
+    let slot = route.direct.as_ref()?;
+    if let Some(a) = slot.get() {
+        return Some(a.clone());
+    }
+    let group = crate::membership::protocol::worker_group(&route.node, &route.target);
+    let cell = ractor::pg::get_scoped_members(
+        &crate::membership::protocol::FLEET_SCOPE.to_string(),
+        &group,
+    )
+    .into_iter()
+    .find(|c| !c.get_id().is_local())?;
+    let actor: ractor::ActorRef<WorkerMsg> = cell.into();
+    tracing::debug!(worker = %route.target, node = %route.node, "direct route to a remote worker");
+    Some(slot.get_or_init(|| actor).clone())
+}
+
 impl Scheduler {
     fn local_actor(&self, route: &Route) -> Option<ractor::ActorRef<WorkerMsg>> {
         if self.inner.local_node.as_ref() == Some(&route.node) {
@@ -89,23 +108,37 @@ impl Scheduler {
                 &what,
                 timeout,
             )?,
-            None => {
-                let call = WorkerCall {
-                    worker: route.target.clone(),
-                    req,
-                };
-                crate::remote::call_on_node(
-                    &self.inner.liveness,
-                    &route.node,
-                    worker,
-                    &what,
-                    timeout,
-                    route
-                        .agent
-                        .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout)),
-                )
-                .await?
-            }
+            None => match direct_worker(&route) {
+                // One hop: straight to the worker on its node.
+                Some(actor) => {
+                    crate::remote::call_on_node(
+                        &self.inner.liveness,
+                        &route.node,
+                        worker,
+                        &what,
+                        timeout,
+                        actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)),
+                    )
+                    .await?
+                }
+                None => {
+                    let call = WorkerCall {
+                        worker: route.target.clone(),
+                        req,
+                    };
+                    crate::remote::call_on_node(
+                        &self.inner.liveness,
+                        &route.node,
+                        worker,
+                        &what,
+                        timeout,
+                        route
+                            .agent
+                            .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout)),
+                    )
+                    .await?
+                }
+            },
         };
         reply.0
     }
@@ -140,6 +173,7 @@ impl Scheduler {
             Control::SetEnv(_) => "set_env",
             Control::Health => "health",
             Control::Status => "status",
+            Control::Undecodable(_) => "an undecodable control message",
             Control::Destroy { .. } => "destroy",
         };
         let reply: ControlReply = match self.local_actor(&route) {

@@ -219,6 +219,12 @@ impl Scheduler {
             });
         }
 
+        let direct_eligible = matches!(
+            job.kind,
+            fleet_actors::WorkerKind::RpcServer(fleet_actors::RpcServerSpec {
+                isolation: fleet_actors::Isolation::InProcess
+            })
+        );
         let mut st = self.inner.state.lock().await;
         let spawned: Vec<SpawnedWorker> = results.into_iter().filter_map(Result::ok).collect();
         let mut routes = Vec::new();
@@ -243,6 +249,8 @@ impl Scheduler {
                                 target: w.id.clone(),
                                 agent,
                                 failed: None,
+                                direct: direct_eligible
+                                    .then(|| std::sync::Arc::new(std::sync::OnceLock::new())),
                             },
                         )
                     })
