@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod duration;
 pub mod exe;
 pub mod membership;
 pub mod node;

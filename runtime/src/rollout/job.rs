@@ -40,6 +40,7 @@
 //! index and `{python}` is `$FLEET_PYTHON` or `python3`.
 
 use super::controller::{Episode, RolloutConfig, RolloutController};
+use crate::duration::parse_duration;
 use crate::scheduler::Scheduler;
 use fleet_actors::{
     AgentSpec, Backend, FleetError, HttpServiceSpec, Job, RolloutSpec, SchedulingSpec, WorkerKind,
@@ -194,33 +195,6 @@ pub struct RolloutJob {
 
 fn default_role() -> String {
     "rollout".into()
-}
-
-/// Parses `250ms`, `5s`, `2m`, `1h` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 5s or 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {s:?}; use ms, s, m or h"
-            ))
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} is not a non-negative duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The summary of a finished job.
