@@ -84,7 +84,8 @@ enum Which {
         #[arg(long)]
         name: String,
     },
-    /// Every benchmark with its defaults.
+    /// `call` and `spawn` with their defaults (the others start processes and take longer:
+    /// run them by name; BENCHMARKS.md lists the loop over all of them).
     All,
 }
 
