@@ -73,6 +73,8 @@ pub(crate) struct Inner {
     pub(crate) config: SchedulerConfig,
     /// Per-node "lost" signals that in-flight remote calls race against.
     pub(crate) liveness: crate::membership::scheduler_hooks::Liveness,
+    /// Bumped whenever a worker is marked failed, so remote calls in flight re-check theirs.
+    pub(crate) failures: tokio::sync::watch::Sender<u64>,
 }
 
 /// The user-facing handle to the scheduler. Cheap to clone; every clone is the same scheduler.
@@ -105,6 +107,7 @@ impl Scheduler {
                 local_node,
                 config,
                 liveness: Default::default(),
+                failures: tokio::sync::watch::channel(0).0,
             }),
         }
     }
@@ -167,6 +170,8 @@ impl Scheduler {
                 r.failed = Some(err.clone());
             }
         }
+        drop(routes);
+        self.inner.failures.send_modify(|n| *n += 1);
     }
 
     /// The workers of `role` as recorded now (no waiting, no health check).

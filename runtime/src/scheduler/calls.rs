@@ -64,6 +64,29 @@ fn direct_worker(route: &Route) -> Option<ractor::ActorRef<WorkerMsg>> {
 }
 
 impl Scheduler {
+    /// Runs a remote call, failing it as soon as its worker is reported failed: a worker that
+    /// dies on another node sends no answer for the calls it held, but its failure is pushed
+    /// here, so callers do not wait for their deadlines.
+    async fn fail_fast<T>(
+        &self,
+        worker: &WorkerId,
+        fut: impl std::future::Future<Output = Result<T, FleetError>>,
+    ) -> Result<T, FleetError> {
+        let mut epoch = self.inner.failures.subscribe();
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => return r,
+                changed = epoch.changed() => {
+                    if changed.is_err() {
+                        return fut.await;
+                    }
+                    self.route(worker)?;
+                }
+            }
+        }
+    }
+
     fn local_actor(&self, route: &Route) -> Option<ractor::ActorRef<WorkerMsg>> {
         if self.inner.local_node.as_ref() == Some(&route.node) {
             self.inner.directory.get(&route.target)
@@ -111,13 +134,16 @@ impl Scheduler {
             None => match direct_worker(&route) {
                 // One hop: straight to the worker on its node.
                 Some(actor) => {
-                    crate::remote::call_on_node(
-                        &self.inner.liveness,
-                        &route.node,
+                    self.fail_fast(
                         worker,
-                        &what,
-                        timeout,
-                        actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)),
+                        crate::remote::call_on_node(
+                            &self.inner.liveness,
+                            &route.node,
+                            worker,
+                            &what,
+                            timeout,
+                            actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)),
+                        ),
                     )
                     .await?
                 }
@@ -126,15 +152,18 @@ impl Scheduler {
                         worker: route.target.clone(),
                         req,
                     };
-                    crate::remote::call_on_node(
-                        &self.inner.liveness,
-                        &route.node,
+                    self.fail_fast(
                         worker,
-                        &what,
-                        timeout,
-                        route
-                            .agent
-                            .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout)),
+                        crate::remote::call_on_node(
+                            &self.inner.liveness,
+                            &route.node,
+                            worker,
+                            &what,
+                            timeout,
+                            route
+                                .agent
+                                .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout)),
+                        ),
                     )
                     .await?
                 }
@@ -191,15 +220,18 @@ impl Scheduler {
                     worker: route.target.clone(),
                     control,
                 };
-                crate::remote::call_on_node(
-                    &self.inner.liveness,
-                    &route.node,
+                self.fail_fast(
                     worker,
-                    what,
-                    timeout,
-                    route
-                        .agent
-                        .call(|p| AgentMsg::Control(Wire::new(msg), p), Some(timeout)),
+                    crate::remote::call_on_node(
+                        &self.inner.liveness,
+                        &route.node,
+                        worker,
+                        what,
+                        timeout,
+                        route
+                            .agent
+                            .call(|p| AgentMsg::Control(Wire::new(msg), p), Some(timeout)),
+                    ),
                 )
                 .await?
             }
@@ -234,15 +266,18 @@ impl Scheduler {
                     worker: route.target.clone(),
                     call,
                 };
-                crate::remote::call_on_node(
-                    &self.inner.liveness,
-                    &route.node,
+                self.fail_fast(
                     worker,
-                    what,
-                    timeout,
-                    route
-                        .agent
-                        .call(|p| AgentMsg::Http(Wire::new(msg), p), Some(timeout)),
+                    crate::remote::call_on_node(
+                        &self.inner.liveness,
+                        &route.node,
+                        worker,
+                        what,
+                        timeout,
+                        route
+                            .agent
+                            .call(|p| AgentMsg::Http(Wire::new(msg), p), Some(timeout)),
+                    ),
                 )
                 .await?
             }
