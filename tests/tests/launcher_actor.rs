@@ -152,12 +152,14 @@ async fn ping_and_destroy_are_answered_while_forwards_are_backing_off() {
         .unwrap();
 
     let events = Arc::new(Mutex::new(Vec::<String>::new()));
-    // Idempotent forwards to a 503: retried with backoff for up to 30 s.
+    // Idempotent forwards to a 429 that asks for 5 s between attempts: they back off (an async
+    // sleep in their tasks) for up to 30 s.
     let forwards: Vec<_> = (0..20)
         .map(|_| {
             let (s, w, events) = (s.clone(), w.clone(), events.clone());
             tokio::spawn(async move {
-                let call = HttpCall::get("/status/503").timeout(Duration::from_secs(30));
+                let call =
+                    HttpCall::get("/status/429?retry_after=5").timeout(Duration::from_secs(30));
                 let r = s.http(&w, call).await;
                 events.lock().unwrap().push("forward done".into());
                 r
@@ -166,16 +168,16 @@ async fn ping_and_destroy_are_answered_while_forwards_are_backing_off() {
         .collect();
     // Wait until the child has seen retries, i.e. forwards are backing off.
     wait_until(
-        "retries to reach the child",
+        "every forward to reach the child once",
         Duration::from_secs(10),
         || {
             let (s, w) = (s.clone(), w.clone());
             async move {
                 let r = s
-                    .http(&w, HttpCall::get("/count?path=/status/503"))
+                    .http(&w, HttpCall::get("/count?path=/status/429"))
                     .await
                     .ok()?;
-                (r.text().trim().parse::<u64>().ok()? >= 40).then_some(())
+                (r.text().trim().parse::<u64>().ok()? >= 20).then_some(())
             }
         },
     )
