@@ -119,9 +119,13 @@ async fn a_child_that_exits_before_ready_fails_get_workers_with_its_code_and_out
         "-c",
         "echo loading weights; echo CUDA error: out of memory >&2; exit 7",
     ]);
-    s.create_workers(Job::new("gen", 1).kind(service(cmd)))
-        .await
-        .unwrap();
+    s.create_workers(
+        Job::new("gen", 1)
+            .kind(service(cmd))
+            .spec(SchedulingSpec::default().gpu(1)),
+    )
+    .await
+    .unwrap();
     let e = s
         .get_workers("gen", Duration::from_secs(10))
         .await
@@ -132,6 +136,26 @@ async fn a_child_that_exits_before_ready_fails_get_workers_with_its_code_and_out
         text.contains("code 7") && text.contains("out of memory"),
         "{text}"
     );
+    // A worker that failed for good gives its GPU back at once; the role stays, failed, until
+    // it is deleted.
+    wait_until(
+        "the failed worker's GPU to be free",
+        Duration::from_secs(5),
+        || {
+            let c = &c;
+            async move { (c.node_info().await.ok()?.free_gpus.len() == 2).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    s.create_workers(Job::new("next", 1).spec(SchedulingSpec::default().gpu(2)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.get_workers("gen", Duration::from_millis(100)).await,
+        Err(FleetError::WorkerFailed { .. })
+    ));
+    s.delete_workers(Some("gen"), false).await.unwrap();
     c.shutdown().await.unwrap();
 }
 

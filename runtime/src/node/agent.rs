@@ -526,8 +526,20 @@ impl Actor for NodeAgent {
                 }
             },
             AgentMsg::Failed(event) => {
-                if let (Ok(ev), Some(events)) = (event.into_result(), &state.events) {
-                    let _ = events.send(ev);
+                if let Ok(ev) = event.into_result() {
+                    // Failed for good (no restart left): its process is gone, so stop its actor
+                    // and give its GPUs, CPU, memory and ports back now. The scheduler keeps the
+                    // worker as failed, with the reason, until it is deleted.
+                    if let Some(w) = state.workers.get_mut(&ev.worker) {
+                        w.stopping = true;
+                        w.actor.stop(Some("failed".into()));
+                    }
+                    if state.reclaim(&ev.worker) {
+                        tracing::info!(worker = %ev.worker, node = %state.node, "failed worker stopped, resources released");
+                    }
+                    if let Some(events) = &state.events {
+                        let _ = events.send(ev);
+                    }
                 }
             }
             AgentMsg::ReservePorts(count, port) => {
