@@ -11,6 +11,8 @@ mod create;
 mod delete;
 pub mod placement;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use calls::EngineHandle;
 pub use placement::Policy;
