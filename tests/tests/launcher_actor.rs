@@ -139,11 +139,17 @@ async fn a_child_that_exits_before_ready_fails_get_workers_with_its_code_and_out
     // A worker that failed for good gives its GPU back at once; the role stays, failed, until
     // it is deleted.
     wait_until(
-        "the failed worker's GPU to be free",
+        "the failure to reach the scheduler and the GPU to be free",
         Duration::from_secs(5),
         || {
             let c = &c;
-            async move { (c.node_info().await.ok()?.free_gpus.len() == 2).then_some(()) }
+            async move {
+                let failed = matches!(
+                    c.scheduler().workers("gen").await.ok()?[0].state,
+                    fleet_runtime::WorkerState::Failed(_)
+                );
+                (failed && c.node_info().await.ok()?.free_gpus.len() == 2).then_some(())
+            }
         },
     )
     .await

@@ -77,6 +77,9 @@ pub struct AgentState {
     run_dir: PathBuf,
     client: Client,
     agents: crate::rollout::AgentRegistry,
+    /// Workers that failed for good and were stopped, with their failure, until deleted: calls
+    /// that still reach this node for them get the failure, not "not found".
+    tombstones: HashMap<WorkerId, FleetError>,
     max_message: usize,
 }
 
@@ -118,6 +121,9 @@ fn isolated_rpc_server(
 
 impl AgentState {
     fn not_found(&self, worker: &WorkerId) -> FleetError {
+        if let Some(e) = self.tombstones.get(worker) {
+            return e.clone();
+        }
         FleetError::WorkerNotFound {
             worker: worker.to_string(),
             detail: format!("no such worker on node {}", self.node),
@@ -372,6 +378,7 @@ impl Actor for NodeAgent {
             run_dir: args.run_dir,
             client: Client::new(),
             agents: args.agents,
+            tombstones: HashMap::new(),
             max_message: args.max_message,
         })
     }
@@ -457,6 +464,7 @@ impl Actor for NodeAgent {
                         return Ok(());
                     }
                 };
+                state.tombstones.remove(&worker);
                 let Some(w) = state.workers.get_mut(&worker) else {
                     // Already gone: stopping is idempotent.
                     let _ = port.send(ControlReply(Ok(ControlOk::Done)));
@@ -534,6 +542,16 @@ impl Actor for NodeAgent {
                         w.stopping = true;
                         w.actor.stop(Some("failed".into()));
                     }
+                    let WorkerEventKind::Failed { reason, tail } = &ev.kind;
+                    state.tombstones.insert(
+                        ev.worker.clone(),
+                        FleetError::WorkerFailed {
+                            worker: ev.worker.to_string(),
+                            node: state.node.to_string(),
+                            reason: reason.clone(),
+                            tail: tail.clone(),
+                        },
+                    );
                     if state.reclaim(&ev.worker) {
                         tracing::info!(worker = %ev.worker, node = %state.node, "failed worker stopped, resources released");
                     }

@@ -234,7 +234,10 @@ impl Scheduler {
                 w.env = sw.env.clone();
                 w.gpus = sw.gpus.clone();
                 w.log_path = sw.log_path.clone();
-                w.state = WorkerState::Running;
+                // A worker may already have failed (and been reported) while the others started.
+                if !matches!(w.state, WorkerState::Failed(_)) {
+                    w.state = WorkerState::Running;
+                }
             }
             routes = entry
                 .workers
@@ -248,7 +251,10 @@ impl Scheduler {
                                 node: w.node.clone(),
                                 target: w.id.clone(),
                                 agent,
-                                failed: None,
+                                failed: match &w.state {
+                                    WorkerState::Failed(e) => Some(e.clone()),
+                                    _ => None,
+                                },
                                 direct: direct_eligible
                                     .then(|| std::sync::Arc::new(std::sync::OnceLock::new())),
                             },
