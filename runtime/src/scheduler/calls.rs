@@ -87,6 +87,27 @@ impl Scheduler {
         }
     }
 
+    /// A request-reply to an actor on `route`'s node: races node loss and pushed failures of
+    /// `worker`, and maps ractor's outcomes to fleet's errors.
+    async fn on_node<T, M>(
+        &self,
+        worker: &WorkerId,
+        route: &Route,
+        what: &str,
+        timeout: Duration,
+        fut: impl std::future::Future<Output = Result<CallResult<T>, ractor::MessagingErr<M>>>,
+    ) -> Result<T, FleetError> {
+        let on_node = crate::remote::call_on_node(
+            &self.inner.liveness,
+            &route.node,
+            worker,
+            what,
+            timeout,
+            fut,
+        );
+        self.fail_fast(worker, on_node).await
+    }
+
     fn local_actor(&self, route: &Route) -> Option<ractor::ActorRef<WorkerMsg>> {
         if self.inner.local_node.as_ref() == Some(&route.node) {
             self.inner.directory.get(&route.target)
@@ -134,16 +155,12 @@ impl Scheduler {
             None => match direct_worker(&route) {
                 // One hop: straight to the worker on its node.
                 Some(actor) => {
-                    self.fail_fast(
+                    self.on_node(
                         worker,
-                        crate::remote::call_on_node(
-                            &self.inner.liveness,
-                            &route.node,
-                            worker,
-                            &what,
-                            timeout,
-                            actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)),
-                        ),
+                        &route,
+                        &what,
+                        timeout,
+                        actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)),
                     )
                     .await?
                 }
@@ -152,18 +169,14 @@ impl Scheduler {
                         worker: route.target.clone(),
                         req,
                     };
-                    self.fail_fast(
+                    self.on_node(
                         worker,
-                        crate::remote::call_on_node(
-                            &self.inner.liveness,
-                            &route.node,
-                            worker,
-                            &what,
-                            timeout,
-                            route
-                                .agent
-                                .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout)),
-                        ),
+                        &route,
+                        &what,
+                        timeout,
+                        route
+                            .agent
+                            .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout)),
                     )
                     .await?
                 }
@@ -220,18 +233,14 @@ impl Scheduler {
                     worker: route.target.clone(),
                     control,
                 };
-                self.fail_fast(
+                self.on_node(
                     worker,
-                    crate::remote::call_on_node(
-                        &self.inner.liveness,
-                        &route.node,
-                        worker,
-                        what,
-                        timeout,
-                        route
-                            .agent
-                            .call(|p| AgentMsg::Control(Wire::new(msg), p), Some(timeout)),
-                    ),
+                    &route,
+                    what,
+                    timeout,
+                    route
+                        .agent
+                        .call(|p| AgentMsg::Control(Wire::new(msg), p), Some(timeout)),
                 )
                 .await?
             }
@@ -266,18 +275,14 @@ impl Scheduler {
                     worker: route.target.clone(),
                     call,
                 };
-                self.fail_fast(
+                self.on_node(
                     worker,
-                    crate::remote::call_on_node(
-                        &self.inner.liveness,
-                        &route.node,
-                        worker,
-                        what,
-                        timeout,
-                        route
-                            .agent
-                            .call(|p| AgentMsg::Http(Wire::new(msg), p), Some(timeout)),
-                    ),
+                    &route,
+                    what,
+                    timeout,
+                    route
+                        .agent
+                        .call(|p| AgentMsg::Http(Wire::new(msg), p), Some(timeout)),
                 )
                 .await?
             }
