@@ -1,39 +1,12 @@
 //! A call through the scheduler handle to an RpcServer engine, against a raw ractor
 //! request-reply to an actor doing the same work, in the same process and run.
 
+use super::baseline::{RawCounter, RawMsg};
 use super::stats::{header, row, Samples};
 use crate::Cluster;
 use fleet_actors::{CallOptions, FleetError, Job, WorkerId};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorRef};
 use std::time::{Duration, Instant};
-
-/// The baseline: an actor that adds to a counter and replies, nothing else.
-struct RawCounter;
-
-#[derive(ractor_cluster::RactorMessage)]
-enum RawMsg {
-    Incr(u64, RpcReplyPort<u64>),
-}
-
-impl Actor for RawCounter {
-    type Msg = RawMsg;
-    type State = u64;
-    type Arguments = ();
-    async fn pre_start(&self, _: ActorRef<RawMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
-        Ok(0)
-    }
-    async fn handle(
-        &self,
-        _: ActorRef<RawMsg>,
-        msg: RawMsg,
-        total: &mut u64,
-    ) -> Result<(), ActorProcessingErr> {
-        let RawMsg::Incr(by, port) = msg;
-        *total += by;
-        let _ = port.send(*total);
-        Ok(())
-    }
-}
 
 /// Runs `iters` sequential calls of each kind (after a warm-up) and returns the table.
 pub async fn run(iters: usize) -> Result<String, FleetError> {

@@ -6,46 +6,16 @@
 //! The nodes are this executable started again as `fleet bench cluster-peer --join ADDR`: a
 //! real joined node plus the baseline actor.
 
+use super::baseline::{RawCounter, RawMsg};
 use super::stats::{fmt, header, row, Samples};
 use crate::membership::{JoinConfig, JoinedNode, TransportConfig, LOOPBACK_COOKIE};
 use crate::node::resources::NodeResources;
 use crate::scheduler::Policy;
 use crate::{Cluster, MemberEvent};
 use fleet_actors::{CallOptions, FleetError, Job, SchedulingSpec};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorRef};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-/// The baseline actor: adds and replies, nothing else.
-struct RawCounter;
-
-/// Its protocol (remotable).
-#[derive(ractor_cluster::RactorClusterMessage)]
-pub enum RawMsg {
-    /// Add and return the total.
-    #[rpc]
-    Incr(u64, RpcReplyPort<u64>),
-}
-
-impl Actor for RawCounter {
-    type Msg = RawMsg;
-    type State = u64;
-    type Arguments = ();
-    async fn pre_start(&self, _: ActorRef<RawMsg>, _: ()) -> Result<u64, ActorProcessingErr> {
-        Ok(0)
-    }
-    async fn handle(
-        &self,
-        _: ActorRef<RawMsg>,
-        msg: RawMsg,
-        total: &mut u64,
-    ) -> Result<(), ActorProcessingErr> {
-        let RawMsg::Incr(by, port) = msg;
-        *total += by;
-        let _ = port.send(*total);
-        Ok(())
-    }
-}
 
 async fn raw_call(raw: ActorRef<RawMsg>) -> Result<u64, FleetError> {
     match raw
