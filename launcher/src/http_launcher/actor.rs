@@ -2,7 +2,7 @@
 //! to tasks.
 
 use super::forward::Target;
-use crate::http::{Client, HttpResponse};
+use crate::http::Client;
 use crate::process::{wait_ready, ChildHandle, ChildSpec, ProcessError, ReadinessProbe};
 use fleet_actors::rpc_server::{
     CallReply, Control, ControlOk, ControlReply, Lifecycle, WorkerMsg, WorkerStatus,
@@ -579,9 +579,4 @@ impl Actor for HttpLauncher {
         }
         Ok(())
     }
-}
-
-#[allow(dead_code)]
-fn _assert_response_is_send(r: HttpResponse) -> impl Send {
-    r
 }

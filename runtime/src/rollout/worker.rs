@@ -11,7 +11,7 @@ use fleet_actors::rpc_server::{
     WorkerStatus,
 };
 use fleet_actors::{
-    AgentSpec, Backend, FleetError, HttpReply, HttpServiceSpec, Payload, RolloutSpec, WorkerId,
+    AgentSpec, Backend, FleetError, HttpServiceSpec, Payload, RolloutSpec, WorkerId,
 };
 use fleet_launcher::http::Client;
 use fleet_launcher::http_launcher::{FailureHook, HttpLauncher, HttpLauncherArgs, WorkerFailure};
@@ -524,6 +524,3 @@ fn startup(e: ractor::SpawnErr) -> String {
         other => other.to_string(),
     }
 }
-
-#[allow(dead_code)]
-fn _reply_types(_: HttpReply) {}
