@@ -69,26 +69,68 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let ok = |r: anyhow::Result<()>| r.map(|()| std::process::ExitCode::SUCCESS);
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Run(args) => run::run(args).await,
-            Command::Node(args) => node::run(args).await,
-            Command::Head(args) => head::run(args).await,
-            Command::Status(args) => status::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
-            Command::Proxy(args) => proxy::run(args).await,
-            Command::MockLlm(args) => mock_llm::run(args).await,
-            Command::RpcServer(args) => rpc_server::run(args).await,
+            Command::Node(args) => ok(node::run(args).await),
+            Command::Head(args) => ok(head::run(args).await),
+            Command::Status(args) => ok(status::run(args).await),
+            Command::Bench(args) => ok(bench::run(args).await),
+            Command::Proxy(args) => ok(proxy::run(args).await),
+            Command::MockLlm(args) => ok(mock_llm::run(args).await),
+            Command::RpcServer(args) => ok(rpc_server::run(args).await),
         }
     });
+    // Workers' children die with the runtime's threads (parent-death signal); don't wait for
+    // stray blocking tasks.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("fleet: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Turns SIGINT and SIGTERM into stop requests for a running job: the first asks for a
+/// graceful stop, the second cancels what is in flight, the third exits at once (children die
+/// with this process through their parent-death signal).
+pub(crate) fn job_stop_signals() -> tokio::sync::watch::Receiver<crate::rollout::run::Stop> {
+    use crate::rollout::run::{Stop, StopSignal};
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = tokio::sync::watch::channel(Stop::Run);
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (int, term) else {
+            tracing::warn!("cannot listen for SIGINT/SIGTERM; they end the job at once");
+            return;
+        };
+        let mut count = 0;
+        loop {
+            let sig = tokio::select! {
+                _ = int.recv() => StopSignal::Interrupt,
+                _ = term.recv() => StopSignal::Terminate,
+            };
+            count += 1;
+            match count {
+                1 => {
+                    let _ = tx.send(Stop::Graceful(sig));
+                }
+                2 => {
+                    let _ = tx.send(Stop::Now(sig));
+                }
+                _ => {
+                    eprintln!("fleet: stopping at once");
+                    std::process::exit(sig.exit_code() as i32);
+                }
+            }
+        }
+    });
+    rx
 }
 
 /// Resolves on Ctrl-C or SIGTERM, whichever comes first.

@@ -17,7 +17,10 @@ pub mod command;
 pub mod controller;
 pub mod episode;
 pub mod job;
+pub mod output;
+pub mod pool;
 pub mod protocol;
+pub mod run;
 pub mod worker;
 
 pub use agent::{Agent, AgentContext, AgentOutcome, AgentRegistry};

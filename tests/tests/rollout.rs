@@ -69,15 +69,10 @@ async fn sixty_four_episodes_are_recorded_once_each_with_tokens_logprobs_version
     job.discount = 0.5;
     job.output = dir.join("out.jsonl");
     let report = job
-        .run(cluster.scheduler(), &fleet(), |_, _, _| {})
+        .run(cluster.scheduler(), &fleet(), Default::default())
         .await
         .unwrap();
-    assert_eq!(report.episodes.len(), 64);
-    assert!(
-        report.episodes.iter().all(|e| e.rejected.is_none()),
-        "{:?}",
-        report.episodes.iter().find(|e| e.rejected.is_some())
-    );
+    assert_eq!(report.accepted, 64, "{:?}", report.rejected);
 
     let text = std::fs::read_to_string(&job.output).unwrap();
     let lines: Vec<Value> = text
@@ -126,10 +121,11 @@ async fn sixty_four_episodes_are_recorded_once_each_with_tokens_logprobs_version
         .iter()
         .map(|l| l["admitted_version"].as_u64().unwrap())
         .collect();
-    assert_eq!(
-        versions,
-        (0..4).collect(),
-        "the version moved after every batch of 16"
+    // The trainer moves the version every 16 accepted episodes while admission goes on, so
+    // episodes were admitted under several versions (at most 3 steps for 64 episodes).
+    assert!(
+        versions.len() >= 2 && versions.iter().all(|v| *v <= 3),
+        "the version moved during the job: {versions:?}"
     );
     assert_eq!(
         cluster.node_info().await.unwrap().workers.len(),
@@ -161,6 +157,7 @@ async fn with_staleness_0_no_more_than_a_batch_is_admitted_per_version() {
         episode_timeout: Duration::from_secs(30),
         discount: 1.0,
         admission_timeout: Duration::from_secs(60),
+        ..Default::default()
     };
     let ctl = RolloutController::new(s.clone(), "rollout", config, Duration::from_secs(60))
         .await
@@ -236,6 +233,7 @@ async fn a_hanging_agent_is_killed_at_its_deadline_and_the_worker_takes_the_next
         episode_timeout: Duration::from_secs(2),
         discount: 1.0,
         admission_timeout: Duration::from_secs(60),
+        ..Default::default()
     };
     let ctl = RolloutController::new(s.clone(), "rollout", config, Duration::from_secs(60))
         .await

@@ -3,6 +3,7 @@
 //! | route | key | body | answer |
 //! | --- | --- | --- | --- |
 //! | `GET /health` | none | | 200 (503 if the backend is unreachable) `{status, admin_key_configured, backend, version, sessions, ...}` |
+//! | `GET /health/live` | none | | 200 `{status: "ok"}` while the proxy serves (its readiness as a forked worker) |
 //! | `POST /grant_capacity` | admin | `{n}` (default 1) | `{capacity}` |
 //! | `POST /rl/start_session` | admin | `{task_id}` (any JSON, optional) | `{session_id, api_key}`; 429 without capacity |
 //! | `POST /export_trajectories` | admin | `{session_id, discount = 1.0, timeout_secs?}` | the trajectory (see `export`) |
@@ -59,6 +60,8 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     let path = req.uri().path().trim_end_matches('/').to_string();
     match (req.method(), path.as_str()) {
         (&Method::GET, "/health") | (&Method::GET, "") => Ok(health(state).await),
+        // Liveness: the proxy itself serves, whatever the backend's state.
+        (&Method::GET, "/health/live") => Ok(ok(json!({ "status": "ok" }))),
         (&Method::POST, "/grant_capacity") => {
             admin(state, &req, "/grant_capacity")?;
             let b: GrantCapacity = json_body(state, req, true).await?;

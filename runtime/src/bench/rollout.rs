@@ -22,29 +22,34 @@ pub async fn run(fleet: &str, episodes: u64) -> Result<String, FleetError> {
         job.tasks.turns = Some(1);
         job.output =
             std::env::temp_dir().join(format!("fleet-bench-rollout-{}.jsonl", std::process::id()));
-        let report = job.run(cluster.scheduler(), fleet, |_, _, _| {}).await?;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let opts = crate::rollout::run::RunOptions {
+            observe: Some({
+                let seen = seen.clone();
+                std::sync::Arc::new(move |_, e: &crate::rollout::Episode| {
+                    if let Ok(mut v) = seen.lock() {
+                        v.push((e.latency_us, e.overhead_us));
+                    }
+                })
+            }),
+            ..Default::default()
+        };
+        let report = job.run(cluster.scheduler(), fleet, opts).await?;
+        let eps = seen.lock().map(|v| v.clone()).unwrap_or_default();
         let _ = std::fs::remove_file(&job.output);
         cluster.shutdown().await?;
         let lat = Samples::new(
             "latency",
-            report
-                .episodes
-                .iter()
-                .map(|e| Duration::from_micros(e.latency_us))
-                .collect(),
+            eps.iter().map(|e| Duration::from_micros(e.0)).collect(),
         );
         let over = Samples::new(
             "overhead",
-            report
-                .episodes
-                .iter()
-                .map(|e| Duration::from_micros(e.overhead_us))
-                .collect(),
+            eps.iter().map(|e| Duration::from_micros(e.1)).collect(),
         );
         out.push_str(&format!(
             "| {workers} | {} | {:.0} | {} | {} | {} |\n",
-            report.episodes.len(),
-            report.episodes.len() as f64 / report.elapsed.as_secs_f64(),
+            report.accepted,
+            report.accepted as f64 / report.elapsed.as_secs_f64(),
             fmt(lat.p50()),
             fmt(over.p50()),
             fmt(over.pct(90.0)),

@@ -1,10 +1,11 @@
 //! `fleet demo`: the main job on the embedded single-node default.
 
-use super::rollout_report::{print_summary, progress_line};
+use super::rollout_report::{conclude, print_summary, Display};
 use crate::rollout::job::RolloutJob;
+use crate::rollout::run::RunOptions;
 use crate::Cluster;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::process::ExitCode;
 
 /// Run the demo rollout job on an embedded single node, with nothing else installed.
 ///
@@ -15,7 +16,9 @@ use std::time::Instant;
 /// halfway, as a trainer would move it), writes every turn (token ids, logprobs, policy
 /// version, reward) to `trajectories.jsonl`, and prints a summary.
 ///
-/// The same job from a file, with your own backend and agent: `fleet run JOB.toml`.
+/// Ctrl-C stops it as it stops `fleet run` (episodes in flight finish, every accepted one is
+/// in the output; exit 130). The same job from a file, with your own backend and agent:
+/// `fleet run JOB.toml`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Episodes to run.
@@ -24,13 +27,16 @@ pub struct Args {
     /// Rollout workers.
     #[arg(long, default_value_t = 2)]
     workers: u32,
-    /// Where the trajectories go.
+    /// Where the trajectories go (replaced if it exists).
     #[arg(long, default_value = "trajectories.jsonl")]
     output: PathBuf,
+    /// No progress display.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// Runs the demo.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let fleet = crate::exe::fleet_executable()
         .ok_or_else(|| anyhow::anyhow!("cannot find the fleet executable; set FLEET_BIN"))?;
     let mut job = RolloutJob::demo();
@@ -38,6 +44,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     job.batch_size = args.episodes.div_ceil(2).max(1);
     job.workers.replicas = args.workers;
     job.output = args.output;
+    job.preflight(&fleet).map_err(|e| anyhow::anyhow!(e))?;
+    let stop = super::job_stop_signals();
     let cluster = Cluster::local().start().await?;
     eprintln!(
         "fleet demo: node {} with {} rollout workers (mock-llm backend + proxy each), {} episodes, {} per policy version",
@@ -46,13 +54,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         job.episodes,
         job.batch_size
     );
-    let started = Instant::now();
-    let report = job
-        .run(cluster.scheduler(), &fleet, progress_line(started))
-        .await;
+    let opts = RunOptions {
+        resume: false,
+        overwrite: true,
+        stop,
+        progress: Display::new(args.quiet),
+        observe: None,
+    };
+    let report = job.run(cluster.scheduler(), &fleet, opts).await;
     let shutdown = cluster.shutdown().await;
     let report = report?;
     shutdown?;
     print_summary(&report);
-    Ok(())
+    Ok(conclude(&report, job.min_accepted))
 }

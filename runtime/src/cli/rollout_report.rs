@@ -1,129 +1,261 @@
-//! What `fleet demo` and `fleet run` print: a progress line while episodes finish, and a
-//! summary table at the end.
+//! What `fleet demo` and `fleet run` print: progress while episodes finish (a bar on a
+//! terminal, plain lines in a log, nothing with `--quiet`), messages that never share the bar's
+//! line, the summary table at the end, and the exit code a job's ending deserves.
 
-use crate::rollout::controller::Episode;
 use crate::rollout::job::JobReport;
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::time::Instant;
+use crate::rollout::run::{Ending, Progress, ProgressState};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-/// A progress callback: on a terminal, one line on stderr redrawn as episodes finish; otherwise
-/// (logs, CI) a plain line at every tenth of the job.
-pub fn progress_line(started: Instant) -> impl Fn(&Episode, usize, usize) + Send + Sync + Clone {
-    use std::io::IsTerminal;
-    let tty = std::io::stderr().is_terminal();
-    move |ep: &Episode, done: usize, total: usize| {
-        let width = 30;
-        let filled = (done * width)
-            .checked_div(total)
-            .unwrap_or(width)
-            .min(width);
-        let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        let mut err = std::io::stderr().lock();
-        if tty {
-            let mark = if ep.rejected.is_some() {
-                " (last: rejected)"
-            } else {
-                ""
-            };
-            let _ = write!(
-                err,
-                "\r[{}{}] {done}/{total} episodes  {rate:.1}/s{mark}        ",
-                "#".repeat(filled),
-                ".".repeat(width - filled)
-            );
-            if done == total {
-                let _ = writeln!(err);
-            }
-        } else {
-            let step = (total / 10).max(1);
-            if done % step == 0 || done == total {
-                let _ = writeln!(err, "{done}/{total} episodes done ({rate:.1}/s)");
-            }
-        }
-        let _ = err.flush();
+/// The bar on screen, if any: log lines are written around it (see [`suspended`]).
+static BAR: OnceLock<Mutex<Option<ProgressBar>>> = OnceLock::new();
+
+fn bar_slot() -> &'static Mutex<Option<ProgressBar>> {
+    BAR.get_or_init(|| Mutex::new(None))
+}
+
+/// Runs `f` (which writes to stderr) with the progress bar, if one is drawn, cleared and redrawn
+/// after, so log lines and the bar never share a line.
+pub fn suspended<R>(f: impl FnOnce() -> R) -> R {
+    let bar = bar_slot().lock().ok().and_then(|b| b.clone());
+    match bar {
+        Some(b) => b.suspend(f),
+        None => f(),
     }
 }
 
-/// Prints the summary table of a finished job.
-pub fn print_summary(report: &JobReport) {
-    let eps = &report.episodes;
-    let accepted: Vec<&Episode> = eps.iter().filter(|e| e.trajectory.is_some()).collect();
-    let rejected: Vec<&Episode> = eps.iter().filter(|e| e.rejected.is_some()).collect();
-    let turns: usize = accepted
-        .iter()
-        .filter_map(|e| {
-            e.trajectory
-                .as_ref()?
-                .get("turns")?
-                .as_array()
-                .map(|t| t.len())
+/// How progress is shown.
+pub struct Display {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    /// Plain-line mode: the last tenth printed.
+    last_tenth: Mutex<u64>,
+}
+
+impl Display {
+    /// A bar on a terminal, plain lines at every tenth otherwise; with `quiet`, only messages
+    /// that matter (errors, interrupts) and no progress.
+    pub fn new(quiet: bool) -> Arc<Display> {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (tty && !quiet).then(|| {
+            let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template("[{bar:30}] {pos}/{len} episodes  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("#>."),
+            );
+            b.enable_steady_tick(Duration::from_millis(250));
+            b
+        });
+        if let Ok(mut slot) = bar_slot().lock() {
+            *slot = bar.clone();
+        }
+        Arc::new(Display {
+            bar,
+            quiet,
+            last_tenth: Mutex::new(0),
         })
-        .sum();
-    let mut per_worker: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut per_version: BTreeMap<u64, usize> = BTreeMap::new();
-    for e in &accepted {
-        *per_worker.entry(e.worker.as_str()).or_default() += 1;
-        *per_version.entry(e.admitted_version).or_default() += 1;
     }
-    let s = &report.stats;
+}
+
+fn eta(s: &ProgressState) -> String {
+    let done = s.accepted + s.rejected;
+    if done == 0 || s.elapsed_s <= 0.0 {
+        return "-".into();
+    }
+    let rate = done as f64 / s.elapsed_s;
+    let left = s.total.saturating_sub(done) as f64 / rate;
+    if left < 60.0 {
+        format!("{left:.0}s")
+    } else if left < 3600.0 {
+        format!("{}m{:02}s", (left / 60.0) as u64, (left % 60.0) as u64)
+    } else {
+        format!(
+            "{}h{:02}m",
+            (left / 3600.0) as u64,
+            ((left % 3600.0) / 60.0) as u64
+        )
+    }
+}
+
+fn summary_line(s: &ProgressState) -> String {
+    let done = s.accepted + s.rejected;
+    let rate = done as f64 / s.elapsed_s.max(1e-3);
+    format!(
+        "{} accepted, {} rejected, {} in flight, v{}, {rate:.1}/s, ETA {}{}",
+        s.accepted,
+        s.rejected,
+        s.in_flight,
+        s.version,
+        eta(s),
+        if s.stopping { " (stopping)" } else { "" }
+    )
+}
+
+impl Progress for Display {
+    fn update(&self, s: &ProgressState) {
+        let done = s.accepted + s.rejected;
+        if let Some(b) = &self.bar {
+            b.set_length(s.total);
+            b.set_position(done);
+            b.set_message(summary_line(s));
+            return;
+        }
+        if self.quiet || s.total == 0 {
+            return;
+        }
+        let tenth = done * 10 / s.total;
+        let mut last = self.last_tenth.lock().unwrap_or_else(|p| p.into_inner());
+        if tenth > *last || done == s.total {
+            *last = tenth;
+            eprintln!("{done}/{} episodes: {}", s.total, summary_line(s));
+        }
+    }
+
+    fn message(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self, s: &ProgressState) {
+        if let Some(b) = &self.bar {
+            b.set_position(s.accepted + s.rejected);
+            b.set_message(summary_line(s));
+            b.finish();
+        }
+        if let Ok(mut slot) = bar_slot().lock() {
+            *slot = None;
+        }
+    }
+}
+
+/// Prints the summary table of a job.
+pub fn print_summary(report: &JobReport) {
     let secs = report.elapsed.as_secs_f64();
-    println!();
-    println!("| rollout summary | |");
-    println!("| --- | --- |");
-    println!(
-        "| episodes | {} ({} accepted, {} rejected) |",
-        eps.len(),
-        accepted.len(),
-        rejected.len()
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| rollout summary | |");
+    let _ = writeln!(out, "| --- | --- |");
+    let ran = report.accepted + report.rejected_total();
+    let _ = writeln!(
+        out,
+        "| episodes | {ran} ({} accepted, {} rejected){} |",
+        report.accepted,
+        report.rejected_total(),
+        if report.skipped > 0 {
+            format!("; {} already done before this run", report.skipped)
+        } else {
+            String::new()
+        }
     );
-    println!("| turns recorded | {turns} |");
-    println!(
-        "| output tokens | {} ({:.0}/s) |",
-        s.output_tokens,
-        s.output_tokens as f64 / secs.max(1e-9)
-    );
-    println!(
+    if report.requeued > 0 {
+        let _ = writeln!(
+            out,
+            "| re-dispatched after infrastructure failures | {} |",
+            report.requeued
+        );
+    }
+    let _ = writeln!(out, "| turns recorded | {} |", report.turns);
+    if let Some(s) = &report.stats {
+        let _ = writeln!(
+            out,
+            "| output tokens | {} ({:.0}/s) |",
+            s.output_tokens,
+            s.output_tokens as f64 / secs.max(1e-9)
+        );
+        let _ = writeln!(
+            out,
+            "| episode latency p50 / p90 / p99 | {} / {} / {} ms |",
+            s.latency_ms.0, s.latency_ms.1, s.latency_ms.2
+        );
+    }
+    let _ = writeln!(
+        out,
         "| wall time | {secs:.2} s ({:.1} episodes/s) |",
-        eps.len() as f64 / secs.max(1e-9)
+        ran as f64 / secs.max(1e-9)
     );
-    println!(
-        "| episode latency p50 / p90 / p99 | {} / {} / {} ms |",
-        s.latency_ms.0, s.latency_ms.1, s.latency_ms.2
-    );
-    println!(
+    let _ = writeln!(
+        out,
         "| episodes per worker | {} |",
-        per_worker
+        report
+            .per_worker
             .iter()
             .map(|(w, n)| format!("{w}: {n}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
-        "| episodes per policy version | {} |",
-        per_version
-            .iter()
-            .map(|(v, n)| format!("v{v}: {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if !rejected.is_empty() {
-        println!(
-            "| rejections | {} |",
-            s.rejected
-                .iter()
-                .map(|(k, n)| format!("{k}: {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+    let versions: Vec<String> = report
+        .per_version
+        .iter()
+        .map(|(v, n)| format!("v{v}: {n}"))
+        .collect();
+    let shown = if versions.len() > 8 {
+        format!(
+            "{} versions: {} ... {}",
+            versions.len(),
+            versions[..3].join(", "),
+            versions[versions.len() - 3..].join(", ")
+        )
+    } else {
+        versions.join(", ")
+    };
+    let _ = writeln!(out, "| episodes per policy version | {shown} |");
+    for (kind, r) in &report.rejected {
+        let _ = writeln!(
+            out,
+            "| rejected: {kind} | {} (first: {}) |",
+            r.count, r.first
         );
     }
-    println!("| trajectories | {} |", report.output.display());
-    for e in rejected.iter().take(5) {
-        println!(
-            "rejected episode {} on {}: {}",
-            e.episode_id,
-            e.worker,
-            e.rejected.as_deref().unwrap_or("")
-        );
+    let _ = writeln!(
+        out,
+        "| trajectories | {} ({} episodes in the file) |",
+        report.output.display(),
+        report.in_output()
+    );
+    let _ = out.flush();
+}
+
+/// Prints what a job's ending means and returns the exit code: 0 when it completed with at
+/// least `min_accepted` of its episodes accepted; 130/143 after SIGINT/SIGTERM; 1 when it
+/// aborted or accepted too few.
+pub fn conclude(report: &JobReport, min_accepted: f64) -> ExitCode {
+    match &report.ending {
+        Ending::Interrupted(sig) => {
+            eprintln!(
+                "interrupted: {} of {} episodes done, {} trajectories in {} (continue with --resume)",
+                report.in_output() + report.rejected_total(),
+                report.planned,
+                report.in_output(),
+                report.output.display()
+            );
+            ExitCode::from(sig.exit_code())
+        }
+        Ending::Aborted(why) => {
+            eprintln!(
+                "fleet: error: the job stopped early: {why}\n{} trajectories kept in {} (continue with --resume once fixed)",
+                report.in_output(),
+                report.output.display()
+            );
+            ExitCode::FAILURE
+        }
+        Ending::Completed => {
+            let need = (min_accepted * report.planned as f64).ceil() as u64;
+            if report.in_output() < need {
+                eprintln!(
+                    "fleet: error: only {} of {} episodes were accepted, fewer than min_accepted = {min_accepted} requires ({need}); see the rejections above",
+                    report.in_output(),
+                    report.planned
+                );
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! `fleet run JOB.toml`: a rollout job from a file, on the embedded node or across a cluster.
 
 use super::cluster_args::SecurityArgs;
-use super::rollout_report::{print_summary, progress_line};
+use super::rollout_report::{conclude, print_summary, Display};
 use crate::rollout::job::RolloutJob;
+use crate::rollout::run::RunOptions;
 use crate::scheduler::Policy;
 use crate::{Cluster, MemberEvent};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// Run a rollout job described in a TOML file, on the embedded single node or across a cluster.
@@ -19,6 +21,18 @@ use std::time::{Duration, Instant};
 /// key. In commands, `fleet` means the fleet executable of the node that runs the command, and
 /// `{port}`/`{index}` are filled per worker.
 ///
+/// Episodes run asynchronously: admission goes on under the staleness bound while a simulated
+/// trainer moves the policy version every `batch_size` accepted episodes. A worker whose backend
+/// dies, or whose node is lost, gets no more episodes; its episodes run again elsewhere. Each
+/// accepted episode is appended to the output as it completes, so a crash loses only the
+/// episodes in flight, and `--resume` continues the job from its output.
+///
+/// Ctrl-C or SIGTERM stops admission and lets episodes in flight finish (`interrupt_grace`,
+/// default 30s); a second Ctrl-C cancels them at once. Exit codes: 0 done (at least
+/// `min_accepted` of the episodes accepted, default 0.5); 1 an error, too few accepted, or the
+/// job stopped itself (its first episodes all failed the same way, or no worker can serve);
+/// 130 after SIGINT, 143 after SIGTERM.
+///
 /// Across machines, this process is the job's driver and the cluster's head: it listens on
 /// --listen, waits for --nodes nodes to join (`fleet node --join ADDR` on each machine), spreads
 /// the rollout workers over them, and tears everything down at the end.
@@ -26,6 +40,8 @@ use std::time::{Duration, Instant};
 /// Examples:
 ///
 ///   fleet run examples/demo.toml
+///
+///   fleet run examples/demo.toml --resume          # after an interrupt or a crash
 ///
 ///   fleet run examples/demo.toml --listen 0.0.0.0:7700 --nodes 4 --cookie-file cookie
 #[derive(Debug, clap::Args)]
@@ -38,6 +54,16 @@ pub struct Args {
     /// Override the output path.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Continue the job from its output: episodes already there are skipped, the policy
+    /// version continues after the last one recorded.
+    #[arg(long, conflicts_with = "overwrite")]
+    resume: bool,
+    /// Replace an existing output (without it, an output that holds trajectories is refused).
+    #[arg(long)]
+    overwrite: bool,
+    /// No progress display; only messages that matter and the summary.
+    #[arg(long, short)]
+    quiet: bool,
     /// Be the head of a cluster listening here (IP:PORT) instead of a single embedded node.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
@@ -106,7 +132,7 @@ async fn start_cluster(args: &Args) -> anyhow::Result<Cluster> {
 }
 
 /// Runs the job.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut job = RolloutJob::from_file(&args.job).map_err(|e| anyhow::anyhow!(e))?;
     if let Some(n) = args.episodes {
         job.episodes = n;
@@ -120,21 +146,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("cannot find the fleet executable; set FLEET_BIN"))?,
         Some(_) => "fleet".to_string(),
     };
+    // Everything that can be checked here is checked before any worker starts.
+    let checked = match args.listen {
+        None => job.preflight(&fleet),
+        Some(_) => job.preflight_keys(),
+    };
+    checked.map_err(|e| anyhow::anyhow!("{}: {e}", args.job.display()))?;
+    let stop = super::job_stop_signals();
     let cluster = start_cluster(&args).await?;
-    eprintln!(
-        "fleet run {}: {} episodes on {} rollout workers, batch {} per version, staleness {}",
-        args.job.display(),
-        job.episodes,
-        job.workers.replicas,
-        job.batch_size,
-        job.max_staleness
-    );
-    let report = job
-        .run(cluster.scheduler(), &fleet, progress_line(Instant::now()))
-        .await;
+    let display = Display::new(args.quiet);
+    if !args.quiet {
+        eprintln!(
+            "fleet run {}: {} episodes on {} rollout workers, batch {} per version, staleness {}, output {}",
+            args.job.display(),
+            job.episodes,
+            job.workers.replicas,
+            job.batch_size,
+            job.max_staleness,
+            job.output.display()
+        );
+    }
+    let opts = RunOptions {
+        resume: args.resume,
+        overwrite: args.overwrite,
+        stop,
+        progress: display,
+        observe: None,
+    };
+    let report = job.run(cluster.scheduler(), &fleet, opts).await;
     let shutdown = cluster.shutdown().await;
     let report = report?;
     shutdown?;
     print_summary(&report);
-    Ok(())
+    Ok(conclude(&report, job.min_accepted))
 }

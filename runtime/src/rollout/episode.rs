@@ -21,6 +21,29 @@ pub struct ProxyClient {
     pub http: Client,
 }
 
+/// A failed call to the proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyError {
+    /// The status the proxy answered, if it answered: a 4xx means the proxy is fine and refused
+    /// the request (the agent's doing, e.g. a reward for a session with no turns).
+    pub status: Option<u16>,
+    /// What happened.
+    pub message: String,
+}
+
+impl ProxyError {
+    /// Whether the proxy answered and refused (4xx): not an infrastructure failure.
+    pub fn refused(&self) -> bool {
+        matches!(self.status, Some(s) if (400..500).contains(&s))
+    }
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl ProxyClient {
     async fn post(
         &self,
@@ -28,7 +51,7 @@ impl ProxyClient {
         key: &str,
         body: Value,
         deadline: Duration,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, ProxyError> {
         let req = HttpRequest::post(path, body.to_string())
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {key}"));
@@ -45,15 +68,21 @@ impl ProxyClient {
             std::future::pending(),
         )
         .await
-        .map_err(|e| format!("{path}: {e}"))?;
+        .map_err(|e| ProxyError {
+            status: e.last_status,
+            message: format!("{path}: {e}"),
+        })?;
         if r.body.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&r.body).map_err(|e| format!("{path}: answer is not JSON: {e}"))
+        serde_json::from_slice(&r.body).map_err(|e| ProxyError {
+            status: None,
+            message: format!("{path}: answer is not JSON: {e}"),
+        })
     }
 
     /// Sets the policy version recorded from now on; returns the previous one.
-    pub async fn set_version(&self, version: u64) -> Result<u64, String> {
+    pub async fn set_version(&self, version: u64) -> Result<u64, ProxyError> {
         let v = self
             .post(
                 "/set_version",
@@ -100,7 +129,7 @@ async fn run_inner(
     proxy
         .post("/grant_capacity", admin, json!({"n": 1}), t)
         .await
-        .map_err(RejectReason::Proxy)?;
+        .map_err(|e| RejectReason::Proxy(e.message))?;
     let s = proxy
         .post(
             "/rl/start_session",
@@ -109,7 +138,7 @@ async fn run_inner(
             t,
         )
         .await
-        .map_err(RejectReason::Proxy)?;
+        .map_err(|e| RejectReason::Proxy(e.message))?;
     let (sid, key) = match (
         s.get("session_id").and_then(Value::as_str),
         s.get("api_key").and_then(Value::as_str),
@@ -205,14 +234,20 @@ async fn run_inner(
         }
     };
     if let Err(e) = reward_result {
-        let reason = RejectReason::Proxy(format!(
-            "setting the reward: {e} (did the agent make any request?)"
-        ));
+        // A refusal (4xx: no turn to reward, a turn index out of range) is the agent's doing;
+        // anything else is the proxy's.
+        let reason = if e.refused() {
+            RejectReason::AgentFailed(format!(
+                "setting the reward: {e} (did the agent make any request?)"
+            ))
+        } else {
+            RejectReason::Proxy(format!("setting the reward: {e}"))
+        };
         let _ = finish().await;
         return Err(reason);
     }
     let export = finish().await;
-    let trajectory = export.map_err(RejectReason::Proxy)?;
+    let trajectory = export.map_err(|e| RejectReason::Proxy(e.message))?;
     let turns = trajectory
         .get("turns")
         .and_then(Value::as_array)

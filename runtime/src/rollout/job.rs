@@ -1,18 +1,27 @@
 //! A rollout job: N episodes of an agent on R rollout workers, from a TOML file (`fleet run`)
-//! or built in (`fleet demo`), written to a JSONL file with a summary.
+//! or built in (`fleet demo`), appended to a JSONL file as they complete, with a summary. How
+//! it runs is [`super::run`]: an asynchronous loop in which a (simulated) trainer moves the
+//! policy version every `batch_size` accepted episodes while admission goes on under the
+//! staleness bound.
 //!
-//! With no trainer attached, the job plays the trainer's part in the staleness protocol: it runs
-//! the episodes one batch at a time and moves the policy version after each batch, so every
-//! recorded turn carries the version that produced it.
+//! Every key, with its default:
 //!
 //! ```toml
-//! episodes = 64            # how many
-//! batch_size = 32          # episodes per version
-//! max_staleness = 1
+//! episodes = 64            # how many episodes in all (rounded up to whole groups)
+//! group_size = 1           # episodes per task (GRPO groups), recorded with group_id and sample
+//! batch_size = 32          # accepted episodes per trainer step (= per policy version)
+//! max_staleness = 1        # versions an admitted episode's policy may lag the trainer's
 //! max_concurrent = 16      # episodes at once, all workers together
-//! episode_timeout = "60s"
-//! discount = 0.9
-//! output = "trajectories.jsonl"
+//! max_attempts = 4         # dispatches of one episode (re-queues after infrastructure failures)
+//! episode_timeout = "120s" # the agent's deadline per episode
+//! discount = 1.0           # turn discount at export
+//! output = "trajectories.jsonl"   # relative to the current directory
+//! min_accepted = 0.5       # exit non-zero if fewer than this share of episodes is accepted
+//! interrupt_grace = "30s"  # after Ctrl-C/SIGTERM, how long episodes in flight may finish
+//! role = "rollout"         # the role name of the rollout workers
+//!
+//! [trainer]                # the simulated trainer (until a real one is attached)
+//! step_time = "0s"         # time one optimizer step takes
 //!
 //! [workers]
 //! replicas = 2
@@ -24,11 +33,14 @@
 //! command = ["fleet", "mock-llm", "--port", "{port}", "--seed", "{index}"]
 //! # url = "http://127.0.0.1:8000"
 //! ready_path = "/health"
-//! ready_timeout = "120s"
+//! ready_timeout = "120s"   # how long the backend may take to answer (a real model: "10m");
+//!                          # applies to `url` too
 //!
 //! [agent]                  # one of:
 //! builtin = "multi-turn"
 //! # command = ["{python}", "agents/openai_agent.py"]   # cwd: the job file's directory
+//! # env = { KEY = "value" }
+//! # cwd = "."              # default: the job file's directory
 //!
 //! [tasks]                  # one of:
 //! prompt = "Plan a trip."  # N copies of {"id": i, "prompt": ..., "turns": ...}
@@ -39,18 +51,16 @@
 //! In commands, `fleet` is this executable, `{port}` the worker's port, `{index}` the worker's
 //! index and `{python}` is `$FLEET_PYTHON` or `python3`.
 
-use super::controller::{Episode, RolloutConfig, RolloutController};
+use super::controller::RolloutConfig;
 use crate::duration::parse_duration;
-use crate::scheduler::Scheduler;
-use fleet_actors::{
-    AgentSpec, Backend, FleetError, HttpServiceSpec, Job, RolloutSpec, SchedulingSpec, WorkerKind,
-};
+use fleet_actors::{AgentSpec, Backend, HttpServiceSpec, RolloutSpec, WorkerKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use super::run::JobReport;
 
 fn default_episodes() -> u64 {
     64
@@ -72,6 +82,26 @@ fn default_discount() -> f64 {
 }
 fn default_output() -> PathBuf {
     PathBuf::from("trajectories.jsonl")
+}
+fn one() -> u32 {
+    1
+}
+fn default_min_accepted() -> f64 {
+    0.5
+}
+fn default_attempts() -> u32 {
+    4
+}
+fn default_grace() -> String {
+    "30s".into()
+}
+
+/// The `[trainer]` table: the simulated trainer that moves the policy version.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerSection {
+    /// Time one optimizer step takes (`"0s"` by default).
+    pub step_time: Option<String>,
 }
 
 /// The `[workers]` table.
@@ -158,6 +188,21 @@ pub struct RolloutJob {
     /// Episodes to run.
     #[serde(default = "default_episodes")]
     pub episodes: u64,
+    /// Episodes per task (a GRPO group).
+    #[serde(default = "one")]
+    pub group_size: u32,
+    /// Dispatches of one episode at most.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// The share of episodes that must be accepted for a zero exit code.
+    #[serde(default = "default_min_accepted")]
+    pub min_accepted: f64,
+    /// After an interrupt, how long episodes in flight may finish.
+    #[serde(default = "default_grace")]
+    pub interrupt_grace: String,
+    /// The simulated trainer.
+    #[serde(default)]
+    pub trainer: TrainerSection,
     /// Episodes per policy version.
     #[serde(default = "default_batch")]
     pub batch_size: u64,
@@ -195,19 +240,6 @@ pub struct RolloutJob {
 
 fn default_role() -> String {
     "rollout".into()
-}
-
-/// The summary of a finished job.
-#[derive(Clone, Debug)]
-pub struct JobReport {
-    /// Every episode, in task order.
-    pub episodes: Vec<Episode>,
-    /// Wall time.
-    pub elapsed: Duration,
-    /// Where the trajectories went.
-    pub output: PathBuf,
-    /// The controller's final statistics.
-    pub stats: super::controller::RolloutStats,
 }
 
 impl RolloutJob {
@@ -309,9 +341,12 @@ impl RolloutJob {
         Ok(WorkerKind::Rollout(spec))
     }
 
-    /// The tasks, `episodes` of them.
+    /// The tasks: `episodes / group_size` of them (rounded up); each runs `group_size` times.
     pub fn tasks(&self) -> Result<Vec<Value>, String> {
-        let n = self.episodes as usize;
+        if self.group_size == 0 {
+            return Err("group_size must be at least 1".into());
+        }
+        let n = self.episodes.div_ceil(self.group_size as u64) as usize;
         if let Some(f) = &self.tasks.file {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| format!("[tasks] file {}: {e}", f.display()))?;
@@ -350,95 +385,83 @@ impl RolloutJob {
                 .map_err(|e| format!("episode_timeout: {e}"))?,
             discount: self.discount,
             admission_timeout: Duration::from_secs(600),
+            max_attempts: self.max_attempts.max(1),
         })
     }
 
-    /// Creates the rollout workers, runs the episodes batch by batch (moving the version after
-    /// each), writes the JSONL output, deletes the workers and reports.
-    pub async fn run(
-        &self,
-        scheduler: &Scheduler,
-        fleet: &str,
-        progress: impl Fn(&Episode, usize, usize) + Send + Sync + Clone,
-    ) -> Result<JobReport, FleetError> {
-        let bad = |e: String| FleetError::bad_request("the rollout job", e);
-        let kinds = self.worker_kind(fleet).map_err(bad)?;
-        let tasks = self.tasks().map_err(bad)?;
-        let config = self.config().map_err(bad)?;
-        let t = Instant::now();
-        let spec = SchedulingSpec::default()
-            .cpu(self.workers.cpu)
-            .gpu(self.workers.gpu)
-            .ports(2);
-        let job = Job::new(self.role.clone(), self.workers.replicas)
-            .kind(kinds)
-            .spec(spec);
-        scheduler.create_workers(job).await?;
-        let result = async {
-            let ctl = RolloutController::new(
-                scheduler.clone(),
-                &self.role,
-                config.clone(),
-                Duration::from_secs(180),
-            )
-            .await?;
-            let mut episodes = Vec::new();
-            let total = tasks.len();
-            let mut version = 0;
-            for chunk in tasks.chunks(config.batch_size as usize) {
-                let offset = episodes.len();
-                let p = progress.clone();
-                let batch = ctl
-                    .rollout_batch(chunk.to_vec(), move |ep, n, _| p(ep, offset + n, total))
-                    .await?;
-                episodes.extend(batch);
-                if episodes.len() < total {
-                    version += 1;
-                    ctl.set_version(version).await?;
-                }
-            }
-            Ok::<_, FleetError>((episodes, ctl.stats()))
+    /// The simulated trainer's step time.
+    pub fn trainer_step_time(&self) -> Result<Duration, String> {
+        parse_duration(self.trainer.step_time.as_deref().unwrap_or("0s"))
+            .map_err(|e| format!("[trainer] step_time: {e}"))
+    }
+
+    /// How long episodes in flight may finish after an interrupt.
+    pub fn interrupt_grace(&self) -> Result<Duration, String> {
+        parse_duration(&self.interrupt_grace).map_err(|e| format!("interrupt_grace: {e}"))
+    }
+
+    /// How long the backend may take to become ready (`[backend] ready_timeout`).
+    pub fn ready_timeout(&self) -> Result<Duration, String> {
+        parse_duration(self.backend.ready_timeout.as_deref().unwrap_or("120s"))
+            .map_err(|e| format!("[backend] ready_timeout: {e}"))
+    }
+
+    /// Checks the job's keys (durations, tasks, shares) without looking for programs (for a
+    /// cluster, where the agent runs on other machines).
+    pub fn preflight_keys(&self) -> Result<(), String> {
+        self.worker_kind("fleet")?;
+        self.tasks()?;
+        self.config()?;
+        self.trainer_step_time()?;
+        self.interrupt_grace()?;
+        if !(0.0..=1.0).contains(&self.min_accepted) {
+            return Err(format!(
+                "min_accepted = {} must be between 0 and 1 (a share of the episodes)",
+                self.min_accepted
+            ));
         }
-        .await;
-        let deleted = scheduler.delete_workers(Some(&self.role), false).await;
-        let (episodes, stats) = result?;
-        deleted?;
-        write_jsonl(&self.output, &episodes).map_err(|e| {
-            FleetError::bad_request(format!("writing {}", self.output.display()), e)
-        })?;
-        Ok(JobReport {
-            episodes,
-            elapsed: t.elapsed(),
-            output: self.output.clone(),
-            stats,
-        })
+        Ok(())
+    }
+
+    /// Checks what can be checked before anything starts: every duration and key, the tasks,
+    /// `min_accepted`, and that the agent command's program exists (on `PATH`, or as a path
+    /// relative to the agent's working directory). `fleet` is the fleet executable.
+    pub fn preflight(&self, fleet: &str) -> Result<(), String> {
+        self.preflight_keys()?;
+        if let Some(argv) = &self.agent.command {
+            let argv = Self::expand(argv, fleet);
+            let prog = argv.first().map(String::as_str).unwrap_or("");
+            let cwd = Path::new(self.agent.cwd.as_deref().unwrap_or("."));
+            if !program_exists(prog, cwd) {
+                return Err(format!(
+                    "[agent] command: cannot find the program {prog:?} (looked {}); install it, fix the path, or set FLEET_PYTHON for {{python}}",
+                    if prog.contains('/') {
+                        format!("at {}", cwd.join(prog).display())
+                    } else {
+                        "on PATH".to_string()
+                    }
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
-/// Writes accepted episodes as JSON lines: one episode per line with its turns.
-pub fn write_jsonl(path: &Path, episodes: &[Episode]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
+/// Whether `prog` names an executable file: a path (relative to `cwd`) or a name on `PATH`.
+fn program_exists(prog: &str, cwd: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exe = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if prog.is_empty() {
+        return false;
     }
-    let tmp = path.with_extension("jsonl.partial");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    for ep in episodes {
-        let Some(t) = &ep.trajectory else { continue };
-        let line = json!({
-            "episode_id": ep.episode_id,
-            "task": ep.task,
-            "worker": ep.worker,
-            "admitted_version": ep.admitted_version,
-            "latency_ms": ep.latency_ms,
-            "session_id": t.get("session_id"),
-            "discount": t.get("discount"),
-            "turns": t.get("turns"),
-        });
-        writeln!(f, "{line}")?;
+    if prog.contains('/') {
+        return is_exe(&cwd.join(prog));
     }
-    f.flush()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|d| is_exe(&d.join(prog))))
+        .unwrap_or(false)
 }

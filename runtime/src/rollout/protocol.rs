@@ -40,6 +40,9 @@ pub enum RejectReason {
     Cancelled,
     /// The proxy or backend failed.
     Proxy(String),
+    /// The episode failed because of the worker's infrastructure (its backend died or stopped
+    /// answering during the episode), not the agent: the controller runs it elsewhere.
+    Infra(String),
 }
 
 impl RejectReason {
@@ -51,6 +54,7 @@ impl RejectReason {
             RejectReason::AgentGarbage(_) => "agent_garbage",
             RejectReason::Cancelled => "cancelled",
             RejectReason::Proxy(_) => "proxy",
+            RejectReason::Infra(_) => "backend_failed",
         }
     }
 }
@@ -65,6 +69,9 @@ impl std::fmt::Display for RejectReason {
             RejectReason::AgentGarbage(m) => write!(f, "agent output is not a reward: {m}"),
             RejectReason::Cancelled => write!(f, "cancelled by the controller"),
             RejectReason::Proxy(m) => write!(f, "proxy or backend failed: {m}"),
+            RejectReason::Infra(m) => {
+                write!(f, "the worker's backend failed during the episode: {m}")
+            }
         }
     }
 }

@@ -4,7 +4,8 @@
 use super::agent::{Agent, AgentRegistry};
 use super::episode::{self, ProxyClient, SessionSlot};
 use super::protocol::{
-    EpisodeRequest, EpisodeResult, CANCEL_EPISODE, ENGINE, RUN_EPISODE, SET_VERSION,
+    EpisodeOutcome, EpisodeRequest, EpisodeResult, RejectReason, CANCEL_EPISODE, ENGINE,
+    RUN_EPISODE, SET_VERSION,
 };
 use fleet_actors::rpc_server::{
     CallReply, CallRequest, Control, ControlOk, ControlReply, EngineSummary, WorkerMsg,
@@ -55,12 +56,86 @@ pub struct RolloutArgs {
 
 type Episodes = Arc<Mutex<HashMap<u64, (watch::Sender<bool>, SessionSlot)>>>;
 
+/// Where the worker checks that its backend answers: `GET url` must answer 200.
+#[derive(Clone, Debug)]
+pub struct BackendProbe {
+    /// `http://127.0.0.1:PORT` or the attached URL.
+    pub base: String,
+    /// The readiness path (`/health` unless the backend command says otherwise).
+    pub path: String,
+}
+
+impl BackendProbe {
+    /// `Ok(())` if the backend answers 200 within a second, else what it did.
+    pub async fn check(&self, http: &Client) -> Result<(), String> {
+        let req = fleet_launcher::http::HttpRequest::get(self.path.clone());
+        let policy = fleet_launcher::http::RetryPolicy::idempotent()
+            .max_attempts(1)
+            .per_attempt_timeout(Duration::from_secs(1))
+            .deadline(Duration::from_secs(1));
+        match fleet_launcher::http::send_with_retry_raw(
+            http,
+            &self.base,
+            &req,
+            &policy,
+            std::future::pending(),
+        )
+        .await
+        {
+            Ok(r) if r.status == 200 => Ok(()),
+            Ok(r) => Err(format!("{}{} answered {}", self.base, self.path, r.status)),
+            Err(e) => Err(format!(
+                "{}{} is unreachable: {}",
+                self.base,
+                self.path,
+                e.last_error.clone().unwrap_or_else(|| e.to_string())
+            )),
+        }
+    }
+}
+
+/// An episode the agent failed may have failed because the backend died under it (a killed
+/// inference server makes every request fail, and the agent with them). Those are not the
+/// episode's fault: when the worker has failed, or its backend does not answer its readiness
+/// probe right after, the rejection becomes [`RejectReason::Infra`], which the controller
+/// re-queues on another worker.
+async fn blame(
+    outcome: EpisodeOutcome,
+    backend: &BackendProbe,
+    failed: &Arc<Mutex<Option<FleetError>>>,
+    http: &Client,
+) -> EpisodeOutcome {
+    let reason = match &outcome {
+        EpisodeOutcome::Rejected(
+            r @ (RejectReason::AgentFailed(_)
+            | RejectReason::AgentTimeout(_)
+            | RejectReason::AgentGarbage(_)
+            | RejectReason::Proxy(_)),
+        ) => r.clone(),
+        _ => return outcome,
+    };
+    if let Some(e) = lock(failed).clone() {
+        return EpisodeOutcome::Rejected(RejectReason::Infra(format!(
+            "{e} (the episode: {reason})"
+        )));
+    }
+    match backend.check(http).await {
+        Ok(()) => outcome,
+        Err(why) => EpisodeOutcome::Rejected(RejectReason::Infra(format!(
+            "{why} (the episode: {reason})"
+        ))),
+    }
+}
+
 /// The worker's state.
 pub struct State {
     args: RolloutArgs,
     backend: Option<ActorRef<WorkerMsg>>,
     proxy_actor: ActorRef<WorkerMsg>,
     proxy: ProxyClient,
+    backend_probe: BackendProbe,
+    /// When the attached URL backend first failed its probe (for the warning), if it did.
+    url_unreachable_since: Option<Instant>,
     agent: AgentSpec,
     rust_agent: Option<Arc<dyn Agent>>,
     ready: bool,
@@ -152,6 +227,20 @@ impl State {
                 what: format!("worker {}", self.args.worker),
                 detail: format!("its proxy is not ready: {e}"),
             })?;
+        if self.backend.is_none() {
+            // An attached URL: it must answer before the worker is ready.
+            if let Err(why) = self.backend_probe.check(&self.args.client).await {
+                let since = *self.url_unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(3) {
+                    tracing::warn!(worker = %self.args.worker, backend = %self.backend_probe.base, error = %why, "the backend URL does not answer; waiting for it");
+                    self.url_unreachable_since = Some(Instant::now() + Duration::from_secs(27));
+                }
+                return Err(FleetError::Unavailable {
+                    what: format!("worker {}", self.args.worker),
+                    detail: format!("its backend {why}"),
+                });
+            }
+        }
         self.ready = true;
         tracing::info!(worker = %self.args.worker, proxy = %self.proxy.base, "rollout worker ready");
         Ok(())
@@ -201,10 +290,13 @@ impl State {
                 let proxy = self.proxy.clone();
                 let agent = self.agent.clone();
                 let rust_agent = self.rust_agent.clone();
+                let backend = self.backend_probe.clone();
+                let failed = self.failed.clone();
                 tokio::spawn(async move {
                     let _permit = slots.acquire_owned().await;
                     let t = Instant::now();
                     let outcome = episode::run(&proxy, &agent, rust_agent, &ep, slot, rx).await;
+                    let outcome = blame(outcome, &backend, &failed, &proxy.http).await;
                     lock(&episodes).remove(&ep.episode_id);
                     done.fetch_add(1, Ordering::Relaxed);
                     let result = EpisodeResult {
@@ -242,7 +334,7 @@ impl State {
                         .await
                         .map_err(|e| FleetError::Unavailable {
                             what: format!("the proxy of {worker}"),
-                            detail: e,
+                            detail: e.to_string(),
                         });
                     reply(port, r.and_then(|prev| Payload::encode(codec, &prev)));
                 });
@@ -287,7 +379,12 @@ fn proxy_spec(
         .into_iter()
         .map(|a| a.replace("{backend}", backend_url))
         .collect::<Vec<_>>();
-    Ok(HttpServiceSpec::new(argv).env("FLEET_ADMIN_KEY", admin_key))
+    // The proxy's readiness is its own liveness: its `/health` answers 503 while the backend
+    // is unreachable, which for a real model lasts minutes; the worker waits for the backend
+    // through the backend's own readiness (and its `ready_timeout`) instead.
+    Ok(HttpServiceSpec::new(argv)
+        .env("FLEET_ADMIN_KEY", admin_key)
+        .ready_when("/health/live", 200))
 }
 
 impl Actor for RolloutWorker {
@@ -328,6 +425,10 @@ impl Actor for RolloutWorker {
                 max_in_flight: 1024,
                 client: args.client.clone(),
             };
+        let probe_path = match &args.spec.backend {
+            Backend::Command(spec) => spec.readiness.path.clone(),
+            Backend::Url(_) => "/health".to_string(),
+        };
         let (backend, backend_url) = match &args.spec.backend {
             Backend::Url(u) => (None, u.trim_end_matches('/').to_string()),
             Backend::Command(spec) => {
@@ -388,6 +489,11 @@ impl Actor for RolloutWorker {
         }
         tracing::info!(worker = %args.worker, backend = %backend_url, proxy_port = args.ports[1], "rollout worker starting its backend and proxy");
         Ok(State {
+            backend_probe: BackendProbe {
+                base: backend_url.clone(),
+                path: probe_path,
+            },
+            url_unreachable_since: None,
             proxy: ProxyClient {
                 base: format!("http://127.0.0.1:{}", args.ports[1]),
                 admin_key,
@@ -510,6 +616,10 @@ impl Actor for RolloutWorker {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        // However the worker stops (destroyed, failed, fenced), its agents stop with it.
+        for (_, (tx, _)) in lock(&state.episodes).iter() {
+            let _ = tx.send(true);
+        }
         state.proxy_actor.stop(None);
         if let Some(b) = &state.backend {
             b.stop(None);

@@ -1,0 +1,690 @@
+//! Running a [`RolloutJob`]: the asynchronous rollout loop, durable output, interrupts, fail-fast
+//! and the report.
+//!
+//! Admission never waits for a batch to finish. A submitter admits episodes as fast as the
+//! controller's staleness bound and concurrency allow; a trainer (today a simulated one: it
+//! consumes `batch_size` accepted episodes, takes `[trainer] step_time`, and moves the policy
+//! version) runs beside it, so the version advances while episodes are running and the
+//! staleness bound is what paces admission, as in AReaL. A version move that some worker misses
+//! does not stop the job (the controller holds that worker back until it has the version).
+//!
+//! Every accepted episode is appended to the output as it completes ([`super::output`]); the
+//! output is synced at every version and at the end. A stop request ([`Stop`]) first stops
+//! admission and lets the episodes in flight finish within a grace period, then cancels them;
+//! an immediate stop cancels at once. Either way the workers are deleted before `run` returns.
+//! When the first episodes all fail the same way, or every worker has failed, the job stops
+//! with that error instead of repeating it.
+
+use super::controller::{Episode, RolloutController, RolloutStats};
+use super::job::RolloutJob;
+use super::output::{EpisodeKey, Output};
+use crate::scheduler::{Scheduler, WorkerState};
+use fleet_actors::{FleetError, Job, SchedulingSpec};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// How many of the first finished episodes must fail the same way (with none accepted) for the
+/// job to stop with that error.
+pub const FAIL_FAST_AFTER: usize = 4;
+
+/// The signal that asked a job to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGINT (Ctrl-C): exit code 130.
+    Interrupt,
+    /// SIGTERM: exit code 143.
+    Terminate,
+}
+
+impl StopSignal {
+    /// The conventional exit code (128 + the signal number).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+}
+
+/// What the driver wants the running job to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Stop {
+    /// Go on.
+    #[default]
+    Run,
+    /// Admit nothing more; let the episodes in flight finish within the grace period.
+    Graceful(StopSignal),
+    /// Cancel the episodes in flight now.
+    Now(StopSignal),
+}
+
+/// What a progress display is told.
+#[derive(Clone, Debug, Default)]
+pub struct ProgressState {
+    /// Episodes this run is to do (skipped ones excluded).
+    pub total: u64,
+    /// Accepted so far.
+    pub accepted: u64,
+    /// Rejected so far.
+    pub rejected: u64,
+    /// Admitted and not ended.
+    pub in_flight: u64,
+    /// The policy version.
+    pub version: u64,
+    /// Seconds since the first episode was admitted.
+    pub elapsed_s: f64,
+    /// Whether admission stopped (interrupt).
+    pub stopping: bool,
+}
+
+/// A progress display: a bar on a terminal, plain lines in a log, nothing under `--quiet`.
+pub trait Progress: Send + Sync {
+    /// The counts changed.
+    fn update(&self, state: &ProgressState);
+    /// A message for the user (never on the bar's line).
+    fn message(&self, line: &str);
+    /// The job is over; clear or finish the display.
+    fn finish(&self, state: &ProgressState);
+}
+
+/// A display that shows nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn update(&self, _: &ProgressState) {}
+    fn message(&self, _: &str) {}
+    fn finish(&self, _: &ProgressState) {}
+}
+
+/// How to run a job.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Continue from the output file: its episodes are skipped, versions continue.
+    pub resume: bool,
+    /// Replace an existing output instead of refusing it.
+    pub overwrite: bool,
+    /// Stop requests.
+    pub stop: watch::Receiver<Stop>,
+    /// The display.
+    pub progress: Arc<dyn Progress>,
+    /// Called with every finished episode (accepted or rejected), after it was written.
+    pub observe: Option<Observer>,
+}
+
+/// A callback for each finished episode.
+pub type Observer = Arc<dyn Fn(EpisodeKey, &Episode) + Send + Sync>;
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            resume: false,
+            overwrite: true,
+            stop: watch::channel(Stop::Run).1,
+            progress: Arc::new(NoProgress),
+            observe: None,
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ending {
+    /// Every episode ran (accepted or rejected).
+    Completed,
+    /// A stop signal ended it early.
+    Interrupted(StopSignal),
+    /// It stopped itself with an error (fail-fast, or nothing left that can serve).
+    Aborted(String),
+}
+
+/// One kind of rejection: how many, and the first message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejections {
+    /// Episodes rejected this way.
+    pub count: u64,
+    /// The first one's message.
+    pub first: String,
+}
+
+/// The summary of a job.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    /// Episodes the job file asks for (`episodes`, rounded up to whole groups).
+    pub planned: u64,
+    /// Of which already in the output when the run began (`--resume`).
+    pub skipped: u64,
+    /// Accepted (and written) by this run.
+    pub accepted: u64,
+    /// Rejected by this run, by kind.
+    pub rejected: BTreeMap<String, Rejections>,
+    /// Turns in the accepted episodes.
+    pub turns: u64,
+    /// Accepted per worker.
+    pub per_worker: BTreeMap<String, u64>,
+    /// Accepted per admitted policy version.
+    pub per_version: BTreeMap<u64, u64>,
+    /// Episodes re-dispatched after infrastructure failures.
+    pub requeued: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Where the trajectories went.
+    pub output: PathBuf,
+    /// The controller's final statistics (when it started).
+    pub stats: Option<RolloutStats>,
+    /// How it ended.
+    pub ending: Ending,
+}
+
+impl JobReport {
+    /// Rejected episodes of every kind.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().map(|r| r.count).sum()
+    }
+
+    /// Episodes in the output now (this run's and the skipped ones).
+    pub fn in_output(&self) -> u64 {
+        self.skipped + self.accepted
+    }
+}
+
+/// A rejection message with numbers masked, so that the same failure is recognised across
+/// episodes (pids, ports, ids differ).
+fn shape(why: &str) -> String {
+    let mut out = String::with_capacity(why.len());
+    let mut in_digits = false;
+    for c in why.chars() {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('#');
+            }
+            in_digits = true;
+        } else {
+            in_digits = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+enum Event {
+    Done(EpisodeKey, Episode),
+    /// An episode task ended without a result (it cannot, short of a panic).
+    Lost(EpisodeKey, String),
+    Trained(u64),
+}
+
+impl RolloutJob {
+    /// Runs the job on `scheduler`'s cluster: checks the job and its output, creates the
+    /// rollout workers, waits for them (their backends' `ready_timeout`), runs the asynchronous
+    /// loop, appends every accepted episode to the output, deletes the workers and reports.
+    /// `fleet` is the fleet executable for `fleet` in commands.
+    pub async fn run(
+        &self,
+        scheduler: &Scheduler,
+        fleet: &str,
+        mut opts: RunOptions,
+    ) -> Result<JobReport, FleetError> {
+        let bad = |e: String| FleetError::bad_request("the rollout job", e);
+        let kinds = self.worker_kind(fleet).map_err(bad)?;
+        let tasks = self.tasks().map_err(bad)?;
+        let config = self.config().map_err(bad)?;
+        let step_time = self.trainer_step_time().map_err(bad)?;
+        let grace = self.interrupt_grace().map_err(bad)?;
+        let ready_within = self.ready_timeout().map_err(bad)? + Duration::from_secs(30);
+        let group = self.group_size.max(1);
+        // The output first: a bad path is found before anything starts.
+        let (mut output, resumed) = Output::open(&self.output, opts.resume, opts.overwrite)
+            .map_err(|e| FleetError::bad_request("the rollout job's output", e))?;
+        if resumed.torn_bytes > 0 {
+            opts.progress.message(&format!(
+                "the output's last line was torn ({} bytes, the job died while writing it); it was cut off and that episode runs again",
+                resumed.torn_bytes
+            ));
+        }
+        let mut pending: Vec<(EpisodeKey, Value)> = Vec::new();
+        for (i, t) in tasks.iter().enumerate() {
+            for s in 0..group {
+                let key = (i as u64, s);
+                if !resumed.done.contains(&key) {
+                    pending.push((key, t.clone()));
+                }
+            }
+        }
+        let planned = tasks.len() as u64 * group as u64;
+        let skipped = planned - pending.len() as u64;
+        let start_version = resumed.last_version.map_or(0, |v| v + 1);
+        let t0 = Instant::now();
+        let mut report = JobReport {
+            planned,
+            skipped,
+            accepted: 0,
+            rejected: BTreeMap::new(),
+            turns: 0,
+            per_worker: BTreeMap::new(),
+            per_version: BTreeMap::new(),
+            requeued: 0,
+            elapsed: Duration::ZERO,
+            output: self.output.clone(),
+            stats: None,
+            ending: Ending::Completed,
+        };
+        if pending.is_empty() {
+            opts.progress.message(&format!(
+                "nothing to do: all {planned} episodes are already in {}",
+                self.output.display()
+            ));
+            return Ok(report);
+        }
+        if skipped > 0 {
+            opts.progress.message(&format!(
+                "resuming: {skipped} of {planned} episodes are already in {}; running the other {} from policy version {start_version}",
+                self.output.display(),
+                pending.len()
+            ));
+        }
+
+        let spec = SchedulingSpec::default()
+            .cpu(self.workers.cpu)
+            .gpu(self.workers.gpu)
+            .ports(2);
+        let job = Job::new(self.role.clone(), self.workers.replicas)
+            .kind(kinds)
+            .spec(spec);
+        scheduler.create_workers(job).await?;
+        let result = async {
+            if let Some(stop) = wait_ready(scheduler, &self.role, ready_within, &mut opts).await? {
+                report.ending = Ending::Interrupted(stop);
+                return Ok(());
+            }
+            let ctl = RolloutController::starting_at(
+                scheduler.clone(),
+                &self.role,
+                config.clone(),
+                Duration::from_secs(30),
+                start_version,
+            )
+            .await?;
+            let r = drive(
+                &ctl,
+                pending,
+                config.batch_size,
+                step_time,
+                grace,
+                &mut output,
+                &mut report,
+                &mut opts,
+            )
+            .await;
+            report.stats = Some(ctl.stats());
+            report.requeued = ctl.stats().requeued.values().sum();
+            r
+        }
+        .await;
+        let synced = output.sync();
+        let deleted = scheduler.delete_workers(Some(&self.role), false).await;
+        report.elapsed = t0.elapsed();
+        result?;
+        synced.map_err(|e| FleetError::bad_request("the rollout job's output", e))?;
+        deleted?;
+        Ok(report)
+    }
+}
+
+/// Waits for every worker of `role` to be ready, telling the user what it waits for (a real
+/// model loads for minutes). Returns the stop signal if one came first.
+async fn wait_ready(
+    scheduler: &Scheduler,
+    role: &str,
+    within: Duration,
+    opts: &mut RunOptions,
+) -> Result<Option<StopSignal>, FleetError> {
+    let t0 = Instant::now();
+    let deadline = t0 + within;
+    let mut last_note = t0;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let workers = scheduler.workers(role).await?;
+        let mut waiting = Vec::new();
+        for w in &workers {
+            match &w.state {
+                WorkerState::Failed(e) => return Err(e.clone()),
+                WorkerState::Starting => waiting.push((w.id.to_string(), "starting".to_string())),
+                WorkerState::Running => {
+                    if let Err(e) = scheduler.ping(&w.id, Duration::from_secs(2)).await {
+                        if let FleetError::WorkerFailed { .. } = e {
+                            return Err(e);
+                        }
+                        waiting.push((w.id.to_string(), e.to_string()));
+                    }
+                }
+            }
+        }
+        if waiting.is_empty() {
+            if t0.elapsed() > Duration::from_secs(3) {
+                opts.progress.message(&format!(
+                    "{} rollout workers ready after {:.0?}",
+                    workers.len(),
+                    t0.elapsed()
+                ));
+            }
+            return Ok(None);
+        }
+        // A worker that stopped answering may be failing right now: its failure (exit status,
+        // last output) reaches the scheduler a moment later. Look again before giving up.
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(FleetError::timeout(
+                format!(
+                    "the rollout workers of role {role:?} to become ready (raise [backend] ready_timeout if the model needs longer to load); waiting for: {}",
+                    waiting
+                        .iter()
+                        .map(|(w, why)| format!("{w}: {why}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                within,
+            ));
+        }
+        if now.duration_since(last_note) >= Duration::from_secs(5) {
+            last_note = now;
+            opts.progress.message(&format!(
+                "waiting for {} of {} rollout workers ({:.0?} so far, up to {:.0?}): {}",
+                waiting.len(),
+                workers.len(),
+                t0.elapsed(),
+                within,
+                waiting
+                    .iter()
+                    .take(3)
+                    .map(|(w, why)| format!("{w}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            r = opts.stop.changed() => {
+                if r.is_ok() {
+                    if let Stop::Graceful(s) | Stop::Now(s) = *opts.stop.borrow() {
+                        return Ok(Some(s));
+                    }
+                }
+            }
+        }
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// The loop's bookkeeping of one run.
+struct Tally<'a> {
+    output: &'a mut Output,
+    report: &'a mut JobReport,
+    /// The shapes of the first finished episodes (`""` for an accepted one), for fail-fast.
+    first: Vec<String>,
+}
+
+impl Tally<'_> {
+    fn done(
+        &mut self,
+        key: EpisodeKey,
+        ep: &Episode,
+        progress: &dyn Progress,
+    ) -> Result<(), FleetError> {
+        match &ep.rejected {
+            None => {
+                self.output
+                    .append(key, ep)
+                    .map_err(|e| FleetError::bad_request("the rollout job's output", e))?;
+                let r = &mut *self.report;
+                r.accepted += 1;
+                *r.per_worker.entry(ep.worker.clone()).or_default() += 1;
+                *r.per_version.entry(ep.admitted_version).or_default() += 1;
+                r.turns += ep
+                    .trajectory
+                    .as_ref()
+                    .and_then(|t| t.get("turns"))
+                    .and_then(Value::as_array)
+                    .map_or(0, |t| t.len() as u64);
+                self.first.push(String::new());
+            }
+            Some(why) => {
+                let kind = ep
+                    .rejected_kind
+                    .clone()
+                    .unwrap_or_else(|| "rejected".into());
+                let entry =
+                    self.report
+                        .rejected
+                        .entry(kind.clone())
+                        .or_insert_with(|| Rejections {
+                            count: 0,
+                            first: why.clone(),
+                        });
+                entry.count += 1;
+                if entry.count == 1 && kind != "cancelled" {
+                    progress.message(&format!(
+                        "episode {} (task {}) rejected ({kind}): {why} [repeats of this kind are counted in the summary]",
+                        ep.episode_id, key.0
+                    ));
+                }
+                self.first.push(format!("{kind}: {}", shape(why)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The fail-fast verdict once the first episodes are in.
+    fn fail_fast(&self, total: u64) -> Option<String> {
+        let n = FAIL_FAST_AFTER.min(total as usize);
+        if n < 2 || self.first.len() != n || self.report.accepted > 0 {
+            return None;
+        }
+        let same = self.first.windows(2).all(|w| w[0] == w[1]) && !self.first[0].is_empty();
+        if !same || self.first[0].starts_with("cancelled") {
+            return None;
+        }
+        let (kind, r) = self.report.rejected.iter().next()?;
+        Some(format!(
+            "the first {n} episodes all failed the same way ({kind}), so the job stopped instead of repeating it: {}",
+            r.first
+        ))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    ctl: &RolloutController,
+    pending: Vec<(EpisodeKey, Value)>,
+    batch_size: u64,
+    step_time: Duration,
+    grace: Duration,
+    output: &mut Output,
+    report: &mut JobReport,
+    opts: &mut RunOptions,
+) -> Result<(), FleetError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let total = pending.len() as u64;
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let (admit_stop_tx, admit_stop) = watch::channel(false);
+    let admitted = Arc::new(AtomicU64::new(0));
+    // The submitter: admission as fast as the controller allows, in task order.
+    let mut submitter = Some({
+        let ctl = ctl.clone();
+        let tx = events_tx.clone();
+        let mut stop = admit_stop.clone();
+        let admitted = admitted.clone();
+        tokio::spawn(async move {
+            for (key, task) in pending {
+                let ticket = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    t = ctl.submit(task) => t?,
+                };
+                admitted.fetch_add(1, Ordering::SeqCst);
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let ev = match ticket.result().await {
+                        Ok(ep) => Event::Done(key, ep),
+                        Err(e) => Event::Lost(key, e.to_string()),
+                    };
+                    let _ = tx.send(ev);
+                });
+            }
+            Ok::<(), FleetError>(())
+        })
+    });
+    let started = Instant::now();
+    let mut state = ProgressState {
+        total,
+        version: ctl.stats().version,
+        ..Default::default()
+    };
+    let mut tally = Tally {
+        output,
+        report,
+        first: Vec::new(),
+    };
+    let mut ended = 0u64;
+    let mut untrained = 0u64;
+    let mut training = false;
+    let mut grace_until: Option<tokio::time::Instant> = None;
+    let mut cancelled = false;
+    let mut aborted: Option<String> = None;
+    let mut stop_watch = opts.stop.clone();
+    let mut interrupted: Option<StopSignal> = None;
+    loop {
+        if submitter.is_none() && ended >= admitted.load(Ordering::SeqCst) {
+            break;
+        }
+        let grace_sleep = async {
+            match grace_until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let submitter_done = async {
+            match submitter.as_mut() {
+                Some(h) => h.await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut cancel_now = false;
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    Event::Trained(v) => {
+                        training = false;
+                        state.version = v;
+                        tally.output.sync().map_err(|e| FleetError::bad_request("the rollout job's output", e))?;
+                        if let Err(e) = ctl.set_version(v).await {
+                            opts.progress.message(&format!("the policy version could not move to {v}: {e}"));
+                        }
+                    }
+                    Event::Lost(key, why) => {
+                        ended += 1;
+                        tally.report.rejected.entry("internal".into()).or_insert_with(|| Rejections { count: 0, first: why.clone() }).count += 1;
+                        opts.progress.message(&format!("episode of task {} lost: {why}", key.0));
+                    }
+                    Event::Done(key, ep) => {
+                        ended += 1;
+                        tally.done(key, &ep, opts.progress.as_ref())?;
+                        if let Some(f) = &opts.observe {
+                            f(key, &ep);
+                        }
+                        if ep.trajectory.is_some() {
+                            untrained += 1;
+                        }
+                        if aborted.is_none() {
+                            aborted = tally.fail_fast(total).or_else(|| ctl.fatal().map(|e| e.to_string()));
+                            cancel_now = aborted.is_some();
+                        }
+                        // The simulated trainer: one step per batch of accepted episodes.
+                        let more = !*admit_stop.borrow() && ended < total;
+                        if !training && untrained >= batch_size && more {
+                            untrained -= batch_size;
+                            training = true;
+                            let v = state.version + 1;
+                            let tx = events_tx.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(step_time).await;
+                                let _ = tx.send(Event::Trained(v));
+                            });
+                        }
+                    }
+                }
+            }
+            r = submitter_done => {
+                submitter = None;
+                let err = match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(e) => Some(FleetError::internal(e)),
+                };
+                if let Some(e) = err {
+                    if aborted.is_none() && interrupted.is_none() {
+                        aborted = Some(ctl.fatal().unwrap_or(e).to_string());
+                        cancel_now = true;
+                    }
+                }
+            }
+            r = stop_watch.changed() => {
+                if r.is_err() {
+                    // The driver dropped its stop sender: nothing will ask again.
+                    stop_watch = watch::channel(Stop::Run).1;
+                    continue;
+                }
+                let stop = *stop_watch.borrow();
+                match stop {
+                    Stop::Run => {}
+                    Stop::Graceful(sig) => {
+                        interrupted = Some(sig);
+                        let _ = admit_stop_tx.send(true);
+                        state.stopping = true;
+                        grace_until = Some(tokio::time::Instant::now() + grace);
+                        opts.progress.message(&format!(
+                            "stopping: no new episodes; waiting up to {grace:?} for the {} in flight (Ctrl-C again cancels them now)",
+                            ctl.stats().running
+                        ));
+                    }
+                    Stop::Now(sig) => {
+                        interrupted = Some(sig);
+                        state.stopping = true;
+                        cancel_now = true;
+                    }
+                }
+            }
+            _ = grace_sleep => {
+                grace_until = None;
+                if !cancelled {
+                    opts.progress.message("the grace period is over: cancelling the episodes in flight");
+                }
+                cancel_now = true;
+            }
+        }
+        if cancel_now && !cancelled {
+            cancelled = true;
+            let _ = admit_stop_tx.send(true);
+            ctl.cancel_all().await;
+        }
+        let st = ctl.stats();
+        state.accepted = tally.report.accepted;
+        state.rejected = tally.report.rejected_total();
+        state.in_flight = st.running;
+        state.elapsed_s = started.elapsed().as_secs_f64();
+        opts.progress.update(&state);
+    }
+    state.in_flight = ctl.stats().running;
+    opts.progress.finish(&state);
+    if let Some(sig) = interrupted {
+        tally.report.ending = Ending::Interrupted(sig);
+    } else if let Some(why) = aborted {
+        tally.report.ending = Ending::Aborted(why);
+    }
+    Ok(())
+}
