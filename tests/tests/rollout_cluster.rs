@@ -44,3 +44,89 @@ async fn episodes_run_on_rollout_workers_spread_over_two_nodes() {
         "the job deleted its workers: {text}"
     );
 }
+
+/// A node SIGKILLed mid-job: its worker's episodes in flight fail with `NodeLost` and run again
+/// on the other node; the job completes with every task exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_sigkilled_mid_job_loses_no_episode_and_runs_none_twice() {
+    use fleet_runtime::rollout::run::{Ending, RunOptions};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let cluster = TestCluster::builder()
+        .nodes(2)
+        .policy(Policy::Spread)
+        .start()
+        .await
+        .expect("head and two nodes up");
+    let dir = cluster.dir().to_path_buf();
+    let mut job = RolloutJob::demo();
+    job.episodes = 80;
+    job.batch_size = 10;
+    job.max_concurrent = 8;
+    job.tasks.turns = Some(2);
+    job.backend.command = Some(
+        [
+            "fleet",
+            "mock-llm",
+            "--port",
+            "{port}",
+            "--seed",
+            "{index}",
+            "--latency-ms",
+            "40",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    );
+    job.output = dir.join("trajectories.jsonl");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let opts = RunOptions {
+        observe: Some({
+            let a = accepted.clone();
+            Arc::new(move |_, e: &fleet_runtime::rollout::Episode| {
+                if e.trajectory.is_some() {
+                    a.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        }),
+        ..Default::default()
+    };
+    let run = {
+        let s = cluster.scheduler().clone();
+        let job = job.clone();
+        tokio::spawn(async move { job.run(&s, "fleet", opts).await })
+    };
+    fleet_tests::wait_until("10 episodes accepted", Duration::from_secs(60), || {
+        let a = accepted.clone();
+        async move { (a.load(Ordering::SeqCst) >= 10).then_some(()) }
+    })
+    .await
+    .unwrap();
+    cluster.kill_node(1);
+    let report = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the job finishes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.ending, Ending::Completed);
+    assert_eq!(report.accepted, 80, "rejections: {:?}", report.rejected);
+    assert!(
+        report.requeued > 0,
+        "episodes in flight on the lost node ran again elsewhere"
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&job.output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut seen = BTreeSet::new();
+    for l in &lines {
+        assert!(
+            seen.insert(l["task_index"].as_u64().unwrap()),
+            "a task twice: {l}"
+        );
+    }
+    assert_eq!(seen, (0..80).collect(), "every task exactly once");
+}
