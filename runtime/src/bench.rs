@@ -11,5 +11,6 @@ pub mod cluster;
 pub mod launcher;
 pub mod placement;
 pub mod rollout;
+pub mod rollout_async;
 pub mod spawn;
 pub mod stats;

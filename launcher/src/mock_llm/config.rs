@@ -38,6 +38,9 @@ pub struct MockConfig {
     pub seed: u64,
     /// Delay before the first token.
     pub latency: Duration,
+    /// If set, the delay before the first token is drawn per request, uniformly between
+    /// `latency` and this (a backend whose requests vary, as real ones do).
+    pub latency_max: Option<Duration>,
     /// Token rate; `None` generates instantly.
     pub tokens_per_s: Option<f64>,
     /// Probability in [0, 1] that a completion request fails.
@@ -60,6 +63,7 @@ impl Default for MockConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             seed: 0,
             latency: Duration::ZERO,
+            latency_max: None,
             tokens_per_s: None,
             fail_rate: 0.0,
             fail_mode: FailMode::Mixed,
@@ -92,6 +96,17 @@ impl MockConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Delay before the first token of one request.
+    pub(crate) fn first_token_delay(&self) -> Duration {
+        match self.latency_max {
+            Some(max) if max > self.latency => {
+                let (lo, hi) = (self.latency.as_micros() as u64, max.as_micros() as u64);
+                Duration::from_micros(rand::random_range(lo..=hi))
+            }
+            _ => self.latency,
+        }
     }
 
     /// Delay between two tokens.

@@ -217,7 +217,7 @@ async fn whole(mock: Arc<Mock>, p: Parsed, id: String) -> Response<Body> {
     let choices: Vec<_> = (0..p.n)
         .map(|c| sample(p.seed, &p.prompt_ids, c, p.max_tokens, top))
         .collect();
-    let wait = mock.config.latency + mock.config.token_delay() * p.max_tokens as u32;
+    let wait = mock.config.first_token_delay() + mock.config.token_delay() * p.max_tokens as u32;
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
@@ -261,7 +261,7 @@ async fn generate(
     if let Some(open) = chunks.opening() {
         send(tx, &open).await?;
     }
-    pause(tx, config.latency).await?;
+    pause(tx, config.first_token_delay()).await?;
     let delay = config.token_delay();
     let mut offset = 0;
     for (i, t) in tokens.iter().enumerate() {

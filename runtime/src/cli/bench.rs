@@ -46,6 +46,34 @@ enum Which {
         #[arg(long, default_value_t = 512)]
         episodes: u64,
     },
+    /// The asynchronous rollout loop (staleness 1) against lock-step (staleness 0), with a
+    /// backend whose latency varies per request and a simulated trainer step, interleaved.
+    RolloutAsync {
+        /// Episodes per run.
+        #[arg(long, default_value_t = 384)]
+        episodes: u64,
+        /// Accepted episodes per trainer step.
+        #[arg(long, default_value_t = 32)]
+        batch: u64,
+        /// Episodes at once.
+        #[arg(long, default_value_t = 32)]
+        concurrent: u64,
+        /// Fastest backend request, ms.
+        #[arg(long, default_value_t = 5)]
+        latency_min_ms: u64,
+        /// Slowest backend request, ms.
+        #[arg(long, default_value_t = 50)]
+        latency_max_ms: u64,
+        /// Trainer step, ms.
+        #[arg(long, default_value_t = 150)]
+        step_ms: u64,
+        /// Turns per episode.
+        #[arg(long, default_value_t = 3)]
+        turns: u64,
+        /// Runs of each loop (alternating).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// The proxy's overhead per chat completion against calling the mock backend directly.
     Proxy(super::bench_proxy::Args),
     /// Cross-node calls against raw ractor_cluster calls, calls/s across the link, and
@@ -129,6 +157,34 @@ async fn run_inner(args: Args) -> anyhow::Result<()> {
                 "### Rollout: episodes/s and controller overhead (zero-latency mock backend)\n"
             );
             println!("{}", bench::rollout::run(&need_fleet()?, episodes).await?);
+            return Ok(());
+        }
+        Which::RolloutAsync {
+            episodes,
+            batch,
+            concurrent,
+            latency_min_ms,
+            latency_max_ms,
+            step_ms,
+            turns,
+            rounds,
+        } => {
+            note_build();
+            println!("### Rollout: the asynchronous loop vs lock-step\n");
+            println!(
+                "{}",
+                bench::rollout_async::run(
+                    &need_fleet()?,
+                    episodes,
+                    batch,
+                    concurrent,
+                    (latency_min_ms, latency_max_ms),
+                    step_ms,
+                    turns,
+                    rounds
+                )
+                .await?
+            );
             return Ok(());
         }
         Which::ClusterPeer { join, name } => return Ok(bench::cluster::peer(join, name).await?),

@@ -28,6 +28,9 @@ pub struct Args {
     /// Milliseconds before the first token.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// With --latency-ms, draw each request's delay uniformly up to this many milliseconds.
+    #[arg(long)]
+    latency_max_ms: Option<u64>,
     /// Tokens per second (default: instant).
     #[arg(long)]
     tokens_per_s: Option<f64>,
@@ -51,6 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bind: std::net::SocketAddr::new(args.host, args.port),
         seed: args.seed,
         latency: Duration::from_millis(args.latency_ms),
+        latency_max: args.latency_max_ms.map(Duration::from_millis),
         tokens_per_s: args.tokens_per_s,
         fail_rate: args.fail_rate,
         fail_mode: args.fail_mode,

@@ -85,7 +85,7 @@ fn summary_line(s: &ProgressState) -> String {
     let done = s.accepted + s.rejected;
     let rate = done as f64 / s.elapsed_s.max(1e-3);
     format!(
-        "{} accepted, {} rejected, {} in flight, v{}, {rate:.1}/s, ETA {}{}",
+        "{} ok, {} rejected, {} running, v{}, {rate:.1}/s, ETA {}{}",
         s.accepted,
         s.rejected,
         s.in_flight,
@@ -126,7 +126,8 @@ impl Progress for Display {
         if let Some(b) = &self.bar {
             b.set_position(s.accepted + s.rejected);
             b.set_message(summary_line(s));
-            b.finish();
+            // Leave the bar where it stopped (an interrupted job is not at 100%).
+            b.abandon();
         }
         if let Ok(mut slot) = bar_slot().lock() {
             *slot = None;

@@ -728,6 +728,16 @@ impl RolloutController {
         errors
     }
 
+    /// Episodes admitted and not ended (cheap; [`stats`](Self::stats) sorts latencies).
+    pub fn running(&self) -> u64 {
+        lock(&self.inner.state).running
+    }
+
+    /// The current policy version.
+    pub fn version(&self) -> u64 {
+        lock(&self.inner.state).version
+    }
+
     /// Counters and latency percentiles.
     pub fn stats(&self) -> RolloutStats {
         let c = lock(&self.inner.state);

@@ -541,7 +541,7 @@ async fn drive(
     let started = Instant::now();
     let mut state = ProgressState {
         total,
-        version: ctl.stats().version,
+        version: ctl.version(),
         ..Default::default()
     };
     let mut tally = Tally {
@@ -649,7 +649,7 @@ async fn drive(
                         grace_until = Some(tokio::time::Instant::now() + grace);
                         opts.progress.message(&format!(
                             "stopping: no new episodes; waiting up to {grace:?} for the {} in flight (Ctrl-C again cancels them now)",
-                            ctl.stats().running
+                            ctl.running()
                         ));
                     }
                     Stop::Now(sig) => {
@@ -672,14 +672,13 @@ async fn drive(
             let _ = admit_stop_tx.send(true);
             ctl.cancel_all().await;
         }
-        let st = ctl.stats();
         state.accepted = tally.report.accepted;
         state.rejected = tally.report.rejected_total();
-        state.in_flight = st.running;
+        state.in_flight = ctl.running();
         state.elapsed_s = started.elapsed().as_secs_f64();
         opts.progress.update(&state);
     }
-    state.in_flight = ctl.stats().running;
+    state.in_flight = ctl.running();
     opts.progress.finish(&state);
     if let Some(sig) = interrupted {
         tally.report.ending = Ending::Interrupted(sig);
