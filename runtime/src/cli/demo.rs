@@ -12,8 +12,8 @@ use std::process::ExitCode;
 /// Starts a local node and 2 rollout workers. Each worker gets its own inference backend
 /// (`fleet mock-llm`, a test double of an OpenAI-compatible inference server) and its own
 /// OpenAI-compatible proxy (`fleet proxy`), both forked through the HTTP launcher. It then runs
-/// 64 episodes of the built-in multi-turn agent, 32 per policy version (the version moves
-/// halfway, as a trainer would move it), writes every turn (token ids, logprobs, policy
+/// 64 episodes of the built-in multi-turn agent while a simulated trainer moves the policy
+/// version every 8 accepted episodes (admission goes on under the staleness bound 1), writes every turn (token ids, logprobs, policy
 /// version, reward) to `trajectories.jsonl`, and prints a summary.
 ///
 /// Ctrl-C stops it as it stops `fleet run` (episodes in flight finish, every accepted one is
@@ -41,14 +41,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("cannot find the fleet executable; set FLEET_BIN"))?;
     let mut job = RolloutJob::demo();
     job.episodes = args.episodes;
-    job.batch_size = args.episodes.div_ceil(2).max(1);
+    job.batch_size = args.episodes.div_ceil(8).max(1);
     job.workers.replicas = args.workers;
     job.output = args.output;
     job.preflight(&fleet).map_err(|e| anyhow::anyhow!(e))?;
     let stop = super::job_stop_signals();
     let cluster = Cluster::local().start().await?;
     eprintln!(
-        "fleet demo: node {} with {} rollout workers (mock-llm backend + proxy each), {} episodes, {} per policy version",
+        "fleet demo: node {} with {} rollout workers (mock-llm backend + proxy each), {} episodes, a policy version every {} accepted",
         cluster.node_id(),
         job.workers.replicas,
         job.episodes,

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 /// running), the agent (the built-in `multi-turn`, or a command in any language that talks to
 /// `OPENAI_BASE_URL` with `OPENAI_API_KEY`, reads its task as JSON on stdin and prints
 /// `{"reward": r}`), the tasks, the number of episodes, the staleness bound and the output
-/// path. See `examples/*.toml` and the module docs of `fleet_runtime::rollout::job` for every
-/// key. In commands, `fleet` means the fleet executable of the node that runs the command, and
+/// path. Every key with its default: docs/job-file.md (and `examples/*.toml`). In commands, `fleet` means the fleet executable of the node that runs the command, and
 /// `{port}`/`{index}` are filled per worker.
 ///
 /// Episodes run asynchronously: admission goes on under the staleness bound while a simulated

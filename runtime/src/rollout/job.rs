@@ -203,7 +203,7 @@ pub struct RolloutJob {
     /// The simulated trainer.
     #[serde(default)]
     pub trainer: TrainerSection,
-    /// Episodes per policy version.
+    /// Accepted episodes per trainer step (per policy version).
     #[serde(default = "default_batch")]
     pub batch_size: u64,
     /// Staleness bound.
@@ -244,7 +244,7 @@ fn default_role() -> String {
 
 impl RolloutJob {
     /// The built-in demo: 2 workers with a `fleet mock-llm` backend each, 64 episodes of the
-    /// `multi-turn` agent, 32 per version.
+    /// `multi-turn` agent, a version every 32 accepted.
     pub fn demo() -> Self {
         toml::from_str("").unwrap_or_else(|_| unreachable!("the empty job parses"))
     }
