@@ -638,3 +638,42 @@ turns = 2
     }
     cluster.shutdown().await.unwrap();
 }
+
+/// Newcomer F7: a backend that exits at once sometimes failed its worker with a bare "it
+/// stopped while handling health" (the ping raced the failure report).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_exits_before_ready_always_reports_its_exit_status_and_last_output() {
+    let dir = temp_dir("exits");
+    let cluster = Cluster::local()
+        .port_range(47620, 47639)
+        .start()
+        .await
+        .unwrap();
+    let job = job_file(
+        &dir,
+        &format!(
+            r#"
+episodes = 2
+role = "exits"
+output = "{}"
+[workers]
+replicas = 2
+[backend]
+command = ["sh", "-c", "echo loading; echo ValueError: no such model >&2; exit 3"]
+"#,
+            dir.join("out.jsonl").display()
+        ),
+    );
+    for round in 0..5 {
+        let e = job
+            .run(cluster.scheduler(), &fleet(), Default::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("exited with code 3") && e.contains("ValueError: no such model"),
+            "round {round}: {e}"
+        );
+    }
+    cluster.shutdown().await.unwrap();
+}

@@ -79,7 +79,10 @@ pub struct Args {
     security: SecurityArgs,
 }
 
-async fn start_cluster(args: &Args) -> anyhow::Result<Cluster> {
+async fn start_cluster(
+    args: &Args,
+    stop: &mut tokio::sync::watch::Receiver<crate::rollout::run::Stop>,
+) -> anyhow::Result<Cluster> {
     let Some(listen) = args.listen else {
         return Ok(Cluster::local().start().await?);
     };
@@ -107,7 +110,14 @@ async fn start_cluster(args: &Args) -> anyhow::Result<Cluster> {
     let mut joined = 0;
     while joined < args.nodes {
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, events.recv()).await {
+        let next = tokio::select! {
+            e = tokio::time::timeout(left, events.recv()) => e,
+            _ = stop.changed() => {
+                let _ = cluster.shutdown().await;
+                anyhow::bail!("interrupted while waiting for nodes to join ({joined} of {} joined)", args.nodes);
+            }
+        };
+        match next {
             Ok(Ok(MemberEvent::Joined { node, .. })) => {
                 joined += 1;
                 eprintln!("node {node} joined ({joined}/{})", args.nodes);
@@ -151,8 +161,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(_) => job.preflight_keys(),
     };
     checked.map_err(|e| anyhow::anyhow!("{}: {e}", args.job.display()))?;
-    let stop = super::job_stop_signals();
-    let cluster = start_cluster(&args).await?;
+    let mut stop = super::job_stop_signals();
+    let cluster = start_cluster(&args, &mut stop).await?;
     let display = Display::new(args.quiet);
     if !args.quiet {
         eprintln!(

@@ -357,7 +357,7 @@ async fn wait_ready(
                 WorkerState::Running => {
                     if let Err(e) = scheduler.ping(&w.id, Duration::from_secs(2)).await {
                         if let FleetError::WorkerFailed { .. } = e {
-                            return Err(e);
+                            return Err(failure_reason(scheduler, role, &w.id, e).await);
                         }
                         waiting.push((w.id.to_string(), e.to_string()));
                     }
@@ -494,6 +494,29 @@ impl Tally<'_> {
             r.first
         ))
     }
+}
+
+/// A worker that stopped under a ping is being reported failed at this moment: its node's
+/// report (exit status, last output of its backend) reaches the scheduler a moment after the
+/// actor stops. Wait briefly for it and prefer it to the ping's bare "it stopped".
+async fn failure_reason(
+    scheduler: &Scheduler,
+    role: &str,
+    worker: &fleet_actors::WorkerId,
+    ping_error: FleetError,
+) -> FleetError {
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        if let Ok(ws) = scheduler.workers(role).await {
+            if let Some(WorkerState::Failed(e)) =
+                ws.iter().find(|w| &w.id == worker).map(|w| &w.state)
+            {
+                return e.clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    ping_error
 }
 
 #[allow(clippy::too_many_arguments)]
