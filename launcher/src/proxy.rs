@@ -39,6 +39,7 @@ mod export;
 mod forward;
 pub(crate) mod listener;
 mod openai;
+mod rawjson;
 mod routes;
 mod server;
 mod sessions;
@@ -48,8 +49,9 @@ mod upstream;
 pub mod bench;
 
 pub use config::{ProxyConfig, MIN_REMOTE_KEY_LEN};
+pub use errors::BACKEND_ERROR_HEADER;
 pub use errors::{ApiError, ProxyError};
 pub use export::{discount_rewards, Trajectory, TurnExport};
-pub use forward::INTERACTION_HEADER;
+pub use forward::{INTERACTION_HEADER, INTERACTION_IDS_HEADER};
 pub use server::{serve, ProxyHandle};
 pub use sessions::{Endpoint, TurnRecord, TurnStatus};
