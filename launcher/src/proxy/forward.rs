@@ -75,6 +75,7 @@ pub(crate) async fn completion(
         let Some(refused) = refused else {
             return Err(err);
         };
+        let status = err.status().as_u16();
         for (gone, what) in [
             (refused.token_ids, "`return_token_ids`"),
             (refused.logprobs, "`logprobs`"),
@@ -82,7 +83,7 @@ pub(crate) async fn completion(
         ] {
             if gone {
                 notes.push(format!(
-                    "the backend refused {what}, which the proxy adds; sent without it ({err})"
+                    "the backend refused {what} ({status}), which the proxy adds; sent without it"
                 ));
             }
         }
