@@ -203,6 +203,73 @@ fn export_turn(t: Turn, reward: f64) -> TurnExport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::sessions::TurnRecord;
+
+    fn turn(output_ids: Option<Vec<u32>>, lps: Option<Vec<Option<f64>>>) -> Turn {
+        Turn {
+            seq: 0,
+            choice: 0,
+            id: "s-0".into(),
+            parent: None,
+            version: 3,
+            reward: None,
+            fingerprint: 0,
+            record: TurnRecord {
+                endpoint: Endpoint::ChatCompletions,
+                request: Value::Null,
+                response: Value::Null,
+                prompt_ids: Some(vec![1, 2]),
+                output_ids,
+                output_logprobs: lps,
+                completion_tokens: None,
+                logprobs_declined: false,
+                choice_index: 0,
+                n_choices: 1,
+                finish_reason: None,
+                model: None,
+                status: TurnStatus::Complete,
+                notes: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn arrays_line_up_with_the_tokens_and_unknown_logprobs_are_null_never_zero() {
+        let t = export_turn(
+            turn(
+                Some(vec![7, 8, 9]),
+                Some(vec![Some(-0.5), None, Some(-1.0)]),
+            ),
+            0.0,
+        );
+        assert_eq!(t.loss_mask, vec![0, 0, 1, 1, 1]);
+        assert_eq!(t.logprobs, vec![None, None, Some(-0.5), None, Some(-1.0)]);
+        assert_eq!(t.versions, vec![-1, -1, 3, 3, 3]);
+        assert!(!t.complete && t.incomplete[0].contains("1 of 3 logprobs are null"));
+
+        // Fewer logprobs than ids: positions cannot be matched, so none is claimed.
+        let t = export_turn(
+            turn(Some(vec![7, 8, 9]), Some(vec![Some(-0.5), Some(-0.1)])),
+            0.0,
+        );
+        assert_eq!(t.logprobs, vec![None; 5]);
+        assert_eq!(t.output_logprobs.len(), 2, "the raw list is kept");
+        assert!(t
+            .incomplete
+            .iter()
+            .any(|g| g.contains("2 logprobs for 3 output tokens")));
+
+        // No ids: the sequence is the prompt alone, and the arrays follow it.
+        let t = export_turn(turn(None, Some(vec![Some(-0.5)])), 0.0);
+        assert_eq!(
+            (t.loss_mask.len(), t.logprobs.len(), t.versions.len()),
+            (2, 2, 2)
+        );
+        assert_eq!(t.missing, vec!["output_token_ids"]);
+
+        let t = export_turn(turn(Some(vec![7]), Some(vec![Some(-0.5)])), 0.0);
+        assert!(t.complete, "{:?}", t.incomplete);
+    }
 
     #[test]
     fn discount_runs_from_the_last_turn_back() {

@@ -811,6 +811,9 @@ mod tests {
         let sglang = r#"{"object":"error","message":"return_token_ids is not supported with streaming on /v1/chat/completions.","type":"BadRequest","param":null,"code":400}"#;
         let r = refused_additions(&p, sglang).unwrap();
         assert!(r.token_ids && !r.logprobs && !r.usage);
+        let llama = r#"{"error":{"code":400,"message":"logprobs is not supported with tools + stream","type":"invalid_request_error"}}"#;
+        let r = refused_additions(&p, llama).unwrap();
+        assert!(r.logprobs && !r.token_ids);
         assert!(refused_additions(&p, r#"{"error":{"message":"context too long"}}"#).is_none());
     }
 }
