@@ -2,7 +2,7 @@
 //!
 //! An agent program, in any language and with any OpenAI client, talks to the proxy as if it
 //! were OpenAI, using a per-session API key; the proxy forwards each request to the worker's
-//! inference backend (vLLM, SGLang, or `fleet mock-llm` in tests) and records every turn for
+//! inference backend (vLLM, SGLang, llama.cpp, or `fleet mock-llm` in tests) and records every turn for
 //! training: the request, the answer, prompt and output token ids, per-token logprobs, the
 //! policy version current when the generation started, the reward, and the parent turn. The
 //! rollout controller drives it with the admin key: it grants capacity (the staleness gate),

@@ -70,6 +70,9 @@ pub(crate) async fn completion(
             ApiError::BackendRejected { body, .. } => {
                 openai::refused_additions(&prepared, &String::from_utf8_lossy(body))
             }
+            ApiError::BackendStatus { status, body } if status.is_client_error() => {
+                openai::refused_additions(&prepared, body)
+            }
             _ => None,
         };
         let Some(refused) = refused else {
