@@ -701,3 +701,34 @@ async fn a_request_resent_after_a_client_timeout_leaves_one_turn() {
     assert_eq!(turns[2]["messages"][0]["content"], "And 3+3?");
     assert_eq!(rig.stats().await["duplicate_turns_replaced"], 2);
 }
+
+#[tokio::test]
+async fn an_error_event_mid_stream_reaches_the_agent_and_fails_the_turn() {
+    let rig = Rig::start(Script {
+        stream: Some(fixture("vllm/chat_stream_error.sse")),
+        ..Script::default()
+    })
+    .await;
+    let (sid, key) = rig.session().await;
+    let r = rig.chat(&key, ask(true)).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text.contains("EngineDeadError"),
+        "the agent sees the backend's error: {}",
+        r.text
+    );
+    let t = rig.export(&sid, &key).await;
+    let turn = &t["turns"][0];
+    assert_eq!(turn["status"], "failed", "{turn}");
+    assert_eq!(turn["complete"], false);
+    assert!(
+        turn["incomplete"].to_string().contains("EngineDeadError"),
+        "{turn}"
+    );
+    assert_eq!(
+        u32s(&turn["output_token_ids"]),
+        vec![785, 4226],
+        "what was generated is kept"
+    );
+    assert_aligned(turn);
+}

@@ -282,6 +282,9 @@ pub(crate) struct Accumulator {
     model: Option<String>,
     completion_tokens: Option<u64>,
     choices: BTreeMap<u32, ChoiceAcc>,
+    /// A stream event carried an `error` object (vLLM and SGLang report a failure mid-stream
+    /// that way, then end the stream normally).
+    backend_error: Option<String>,
 }
 
 impl Accumulator {
@@ -311,6 +314,14 @@ impl Accumulator {
     /// Reads one stream chunk.
     pub(crate) fn push_chunk(&mut self, endpoint: Endpoint, v: &Value) {
         self.read_common(v);
+        if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+            let msg = e
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string());
+            self.backend_error.get_or_insert(msg);
+        }
         for (idx, choice) in choices(v) {
             let c = self.choices.entry(idx).or_default();
             c.read_ids(choice);
@@ -380,6 +391,18 @@ impl Accumulator {
         // The backend's count covers all choices; it checks a choice only when there is one.
         let completion_tokens = self.completion_tokens.filter(|_| n_choices == 1);
         let endpoint = prepared.endpoint;
+        let mut notes = prepared.notes.clone();
+        let status = match &self.backend_error {
+            Some(e) => {
+                notes.push(format!("the backend reported an error in the stream: {e}"));
+                if status == TurnStatus::Complete {
+                    TurnStatus::Failed
+                } else {
+                    status
+                }
+            }
+            None => status,
+        };
         let mut out = Vec::with_capacity(self.choices.len());
         for (idx, c) in self.choices.into_iter().take(MAX_CHOICES as usize) {
             let (response, output_ids, output_logprobs, finish_reason, prompt_ids) =
@@ -402,7 +425,7 @@ impl Accumulator {
                 finish_reason,
                 model: self.model.clone(),
                 status,
-                notes: prepared.notes.clone(),
+                notes: notes.clone(),
             });
         }
         out
@@ -783,6 +806,24 @@ mod tests {
         );
         assert_eq!(r.response["tool_calls"][0]["id"], "c1");
         assert!(r.gaps().is_empty(), "{:?}", r.gaps());
+    }
+
+    #[test]
+    fn an_error_event_in_a_stream_fails_the_turn() {
+        let mut acc = Accumulator::default();
+        let ep = Endpoint::ChatCompletions;
+        acc.push_chunk(
+            ep,
+            &json!({"choices": [{"index": 0, "delta": {"content": "he"}, "token_ids": [3]}]}),
+        );
+        acc.push_chunk(ep, &json!({"error": {"message": "engine died", "type": "InternalServerError", "code": 500}}));
+        let r = one(acc.into_records(&prepared(ep), TurnStatus::Complete));
+        assert_eq!(r.status, TurnStatus::Failed);
+        assert!(
+            r.gaps().iter().any(|g| g.contains("engine died")),
+            "{:?}",
+            r.gaps()
+        );
     }
 
     #[test]
