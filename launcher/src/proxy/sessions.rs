@@ -165,6 +165,21 @@ struct Session {
     progress: watch::Sender<Progress>,
     /// An incomplete turn was already warned about (once per session).
     warned_incomplete: bool,
+    /// Interaction ids of turns replaced by a re-send, to the id of the turn kept, so that a
+    /// reward sent with the old id still lands.
+    aliases: HashMap<String, String>,
+}
+
+impl Session {
+    /// Records that `old` was replaced by `new` (and so was everything that pointed at `old`).
+    fn alias(&mut self, old: String, new: String) {
+        for target in self.aliases.values_mut() {
+            if *target == old {
+                *target = new.clone();
+            }
+        }
+        self.aliases.insert(old, new);
+    }
 }
 
 impl Session {
@@ -340,6 +355,7 @@ impl Store {
                 last_activity: Instant::now(),
                 progress,
                 warned_incomplete: false,
+                aliases: HashMap::new(),
             },
         );
         Ok(NewSession {
@@ -420,10 +436,18 @@ impl Store {
             return;
         };
         let base = std::mem::take(&mut guard.id);
-        if s.turns
+        let later = s
+            .turns
             .iter()
-            .any(|t| t.fingerprint == guard.fingerprint && t.seq > guard.seq)
-        {
+            .find(|t| t.fingerprint == guard.fingerprint && t.seq > guard.seq)
+            .map(|t| format!("{}-{}", guard.session, t.seq));
+        if let Some(later) = later {
+            for r in &records {
+                s.alias(
+                    choice_id(&base, r.choice_index),
+                    choice_id(&later, r.choice_index),
+                );
+            }
             // A later copy of this request already finished: the agent read that one's answer.
             self.duplicate_turns_replaced
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -436,26 +460,29 @@ impl Store {
         }
         let mut parent = guard.parent.take();
         let before = s.turns.len();
-        let mut dropped: Vec<(String, Option<String>)> = Vec::new();
+        let mut dropped: Vec<(String, Option<String>, u32)> = Vec::new();
         s.turns.retain(|t| {
             let dup = t.fingerprint == guard.fingerprint && t.seq < guard.seq;
             if dup {
-                dropped.push((t.id.clone(), t.parent.clone()));
+                dropped.push((t.id.clone(), t.parent.clone(), t.choice));
             }
             !dup
         });
+        for (id, _, choice) in &dropped {
+            s.alias(id.clone(), choice_id(&base, *choice));
+        }
         if !dropped.is_empty() {
             let n = before - s.turns.len();
             self.duplicate_turns_replaced
                 .fetch_add(n as u64, Ordering::Relaxed);
             tracing::info!(session = %s.id, interaction = %base, replaced = n,
                 "identical request sent again in the session; keeping the later one");
-            let is_dropped = |id: &str| dropped.iter().any(|(d, _)| d == id);
+            let is_dropped = |id: &str| dropped.iter().any(|(d, _, _)| d == id);
             if parent.as_deref().is_some_and(is_dropped) {
                 parent = dropped
                     .iter()
-                    .find(|(d, _)| Some(d) == parent.as_ref())
-                    .and_then(|(_, p)| p.clone());
+                    .find(|(d, _, _)| Some(d) == parent.as_ref())
+                    .and_then(|(_, p, _)| p.clone());
             }
             for t in s.turns.iter_mut() {
                 if t.parent.as_deref().is_some_and(is_dropped) {
@@ -513,12 +540,15 @@ impl Store {
         }
         s.last_activity = Instant::now();
         let turn = match (interaction, turn_index) {
-            (Some(id), _) => s.turns.iter_mut().find(|t| t.id == id).ok_or_else(|| {
-                ApiError::UnknownInteraction {
-                    session: session.to_string(),
-                    interaction: id.to_string(),
-                }
-            })?,
+            (Some(id), _) => {
+                let kept = s.aliases.get(id).cloned().unwrap_or_else(|| id.to_string());
+                s.turns.iter_mut().find(|t| t.id == kept).ok_or_else(|| {
+                    ApiError::UnknownInteraction {
+                        session: session.to_string(),
+                        interaction: id.to_string(),
+                    }
+                })?
+            }
             (None, Some(i)) => {
                 let mut order: Vec<&mut _> = s.turns.iter_mut().filter(|t| t.choice == 0).collect();
                 order.sort_by_key(|t| t.seq);
@@ -751,6 +781,7 @@ mod tests {
         s.finish_turn(first, vec![record()]);
         // The orphan: the SDK timed out waiting for it and sent the same request again.
         let orphan = s.begin_turn(&sid, 20).unwrap();
+        let orphan_id = orphan.id.clone();
         s.finish_turn(orphan, vec![record()]);
         let retry = s.begin_turn(&sid, 20).unwrap();
         let retry_id = retry.id.clone();
@@ -758,6 +789,11 @@ mod tests {
         let next = s.begin_turn(&sid, 30).unwrap();
         s.finish_turn(next, vec![record()]);
         assert_eq!(s.stats().duplicate_turns_replaced, 1);
+        assert_eq!(
+            s.set_reward(&sid, Some(&orphan_id), None, 1.0).unwrap(),
+            retry_id,
+            "a reward sent with the replaced turn's id lands on the kept one"
+        );
         s.end_session(&sid).unwrap();
         let t = s.export(&sid, 1.0, Duration::from_secs(1)).await.unwrap();
         let ids: Vec<_> = t.turns.iter().map(|t| t.interaction_id.clone()).collect();
@@ -765,6 +801,28 @@ mod tests {
         assert_eq!(ids[1], retry_id);
         assert_eq!(t.turns[1].parent_id.as_deref(), Some(first_id.as_str()));
         assert_eq!(t.turns[2].parent_id.as_deref(), Some(retry_id.as_str()));
+    }
+
+    #[tokio::test]
+    async fn an_orphan_that_finishes_after_its_resend_is_not_recorded() {
+        let s = store(8);
+        s.grant_capacity(1);
+        let sid = s.start_session(Value::Null).unwrap().session_id;
+        let orphan = s.begin_turn(&sid, 7).unwrap();
+        let orphan_id = orphan.id.clone();
+        let retry = s.begin_turn(&sid, 7).unwrap();
+        let retry_id = retry.id.clone();
+        s.finish_turn(retry, vec![record()]);
+        s.finish_turn(orphan, vec![record()]);
+        assert_eq!(
+            s.set_reward(&sid, Some(&orphan_id), None, 0.5).unwrap(),
+            retry_id
+        );
+        s.end_session(&sid).unwrap();
+        let t = s.export(&sid, 1.0, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(t.turns.len(), 1);
+        assert_eq!(t.turns[0].interaction_id, retry_id);
+        assert_eq!(t.turns[0].raw_reward, Some(0.5));
     }
 
     #[tokio::test]
