@@ -2,7 +2,7 @@
 //!
 //! An agent program, in any language and with any OpenAI client, talks to the proxy as if it
 //! were OpenAI, using a per-session API key; the proxy forwards each request to the worker's
-//! inference backend (vLLM, SGLang, or `fleet mock-llm` in tests) and records every turn for
+//! inference backend (vLLM, SGLang, llama.cpp, or `fleet mock-llm` in tests) and records every turn for
 //! training: the request, the answer, prompt and output token ids, per-token logprobs, the
 //! policy version current when the generation started, the reward, and the parent turn. The
 //! rollout controller drives it with the admin key: it grants capacity (the staleness gate),
@@ -39,6 +39,7 @@ mod export;
 mod forward;
 pub(crate) mod listener;
 mod openai;
+mod rawjson;
 mod routes;
 mod server;
 mod sessions;
@@ -48,8 +49,9 @@ mod upstream;
 pub mod bench;
 
 pub use config::{ProxyConfig, MIN_REMOTE_KEY_LEN};
+pub use errors::BACKEND_ERROR_HEADER;
 pub use errors::{ApiError, ProxyError};
 pub use export::{discount_rewards, Trajectory, TurnExport};
-pub use forward::INTERACTION_HEADER;
+pub use forward::{INTERACTION_HEADER, INTERACTION_IDS_HEADER};
 pub use server::{serve, ProxyHandle};
 pub use sessions::{Endpoint, TurnRecord, TurnStatus};

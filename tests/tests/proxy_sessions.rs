@@ -132,17 +132,28 @@ async fn turns_are_recorded_with_token_ids_logprobs_versions_and_rewards() {
         assert!(versions[prompt.len()..]
             .iter()
             .all(|v| *v == turn["version"].as_i64().unwrap()));
-        assert_eq!(&floats(&turn["logprobs"])[prompt.len()..], &lps[..]);
+        let aligned = turn["logprobs"].as_array().unwrap();
+        assert_eq!(aligned.len(), mask.len(), "one logprob entry per token");
+        assert!(
+            aligned[..prompt.len()].iter().all(Value::is_null),
+            "prompt positions have no logprob, and none is invented"
+        );
+        assert_eq!(
+            &floats(&Value::Array(aligned[prompt.len()..].to_vec()))[..],
+            &lps[..]
+        );
+        assert_eq!(turn["complete"], true, "{turn}");
+        assert_eq!(turn["incomplete"], json!([]));
     }
 
     // What was recorded is what the backend generated: ask the mock directly for the same
-    // request with token ids and logprobs.
+    // request with the fields the proxy adds (token ids, logprobs with one top logprob).
     let direct = TestHttp::new()
         .post(
             &format!("http://{}/v1/chat/completions", rig.mock_addr),
             None,
             &json!({"model": "policy", "messages": [{"role": "user", "content": "what is the answer"}],
-                    "max_tokens": 5, "logprobs": true, "return_token_ids": true}),
+                    "max_tokens": 5, "logprobs": true, "top_logprobs": 1, "return_token_ids": true}),
         )
         .await;
     assert_eq!(

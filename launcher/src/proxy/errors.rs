@@ -14,6 +14,9 @@ use serde_json::json;
 
 use super::body::{json_response, Body};
 
+/// Response header set on an error answer that is the backend's own, passed on unchanged.
+pub const BACKEND_ERROR_HEADER: &str = "x-fleet-backend-error";
+
 /// An error answered to an HTTP client, with its status and OpenAI-style type.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -105,6 +108,19 @@ pub enum ApiError {
         /// The start of the backend's body.
         body: String,
     },
+    /// The backend refused the request with a 4xx and a JSON body: the body is passed on to the
+    /// agent byte for byte with the backend's status, so `error.code` (e.g.
+    /// `context_length_exceeded`), `type`, `param` and the message reach its OpenAI library.
+    #[error(
+        "inference backend answered {status}: {}",
+        String::from_utf8_lossy(body)
+    )]
+    BackendRejected {
+        /// The backend's status (4xx).
+        status: StatusCode,
+        /// The backend's whole error body.
+        body: bytes::Bytes,
+    },
     /// The backend answered something that is not the JSON an OpenAI server sends.
     #[error("inference backend sent an invalid response: {0}")]
     BackendInvalid(String),
@@ -137,6 +153,7 @@ impl ApiError {
             NoCapacity | TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
             BackendUnreachable { .. } | BackendInvalid(_) => StatusCode::BAD_GATEWAY,
             BackendStatus { status, .. } if status.is_client_error() => *status,
+            BackendRejected { status, .. } => *status,
             BackendStatus { .. } => StatusCode::BAD_GATEWAY,
             BackendTimeout(_) | ExportTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -155,7 +172,10 @@ impl ApiError {
             NoCapacity => "no_capacity",
             TooManySessions { .. } => "too_many_sessions",
             TooManyTurns { .. } => "turn_limit_reached",
-            BackendUnreachable { .. } | BackendStatus { .. } | BackendInvalid(_) => "backend_error",
+            BackendUnreachable { .. }
+            | BackendStatus { .. }
+            | BackendRejected { .. }
+            | BackendInvalid(_) => "backend_error",
             BackendTimeout(_) => "backend_timeout",
             ExportTimeout { .. } => "export_timeout",
         }
@@ -168,7 +188,17 @@ impl ApiError {
 
     /// The error as an HTTP response.
     pub fn into_response(self) -> Response<Body> {
-        json_response(self.status(), &self.to_json())
+        match self {
+            ApiError::BackendRejected { status, body } => {
+                let mut r = super::body::json_bytes_response(status, body);
+                r.headers_mut().insert(
+                    BACKEND_ERROR_HEADER,
+                    hyper::header::HeaderValue::from_static("1"),
+                );
+                r
+            }
+            e => json_response(e.status(), &e.to_json()),
+        }
     }
 }
 

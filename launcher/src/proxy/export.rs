@@ -1,12 +1,25 @@
 //! Turning a finished session into training records.
 //!
-//! Each turn becomes one record whose sequence is `prompt_token_ids ++ output_token_ids`;
-//! `loss_mask`, `logprobs` and `versions` are aligned with that sequence (prompt positions get
-//! mask 0, logprob 0.0 and version -1; output positions get mask 1, the backend's logprob and
-//! the policy version read when the generation started). Rewards are discounted backwards over
-//! the turns in the order they were started: `r[i] += discount * r[i+1]`, a turn without a
-//! reward counting as 0. What the backend did not return is listed in `missing` instead of
-//! being invented.
+//! Each turn (one per choice of a request: with `n > 1` the choices are sibling turns that
+//! share a `group_id`, which is what a GRPO-style trainer groups by) becomes one record whose
+//! token sequence is `prompt_token_ids ++ output_token_ids`. `loss_mask`, `logprobs` and
+//! `versions` always have exactly one entry per token of that sequence:
+//!
+//! - prompt positions: mask 0, logprob `null` (never computed), version -1;
+//! - output positions: mask 1, the backend's logprob for that token, the policy version read
+//!   when the generation started.
+//!
+//! Nothing is invented: a logprob the backend did not give is `null` (never 0.0, which would
+//! claim probability 1); when the backend gave a different number of logprobs than output ids,
+//! the positions cannot be matched and every output logprob is `null` (the raw list stays in
+//! `output_logprobs`); ids the backend did not return make the sequence shorter, never padded.
+//! A turn that is not a complete training record has `complete: false` and says why in
+//! `incomplete`; the trajectory counts them in `incomplete_turns`.
+//!
+//! Rewards are discounted backwards over the session's requests in the order they started
+//! (choice 0 of each, the line the agent continued): `r[i] += discount * r[i+1]`, a turn without
+//! a reward counting as 0. A sibling choice (`choice_index > 0`) keeps its own reward: the
+//! episode did not continue from it.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -24,33 +37,48 @@ pub struct Trajectory {
     pub end_reason: &'static str,
     /// The discount applied.
     pub discount: f64,
-    /// One record per turn, in the order the turns started.
+    /// How many turns are not complete training records (see [`TurnExport::incomplete`]).
+    pub incomplete_turns: usize,
+    /// One record per turn, in the order the requests started, choices in order.
     pub turns: Vec<TurnExport>,
 }
 
 /// One exported turn.
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnExport {
-    /// The interaction id (the `x-fleet-interaction-id` response header).
+    /// The interaction id (the `x-fleet-interaction-id` response header; choice `i > 0` of a
+    /// request is `<id>-c<i>`, listed in `x-fleet-interaction-ids`).
     pub interaction_id: String,
+    /// The request's interaction id, shared by the choices of one request.
+    pub group_id: String,
+    /// Which choice of the request this is.
+    pub choice_index: u32,
+    /// How many choices the request produced.
+    pub n_choices: u32,
     /// The turn finished last before this one started, if any.
     pub parent_id: Option<String>,
     /// Which endpoint generated it.
     pub endpoint: Endpoint,
     /// How it ended.
     pub status: TurnStatus,
+    /// Whether this is a complete training record: every id and logprob present and consistent.
+    pub complete: bool,
+    /// Why it is not (empty when complete).
+    pub incomplete: Vec<String>,
     /// The policy version current when the generation started.
     pub version: u64,
     /// Prompt token ids (empty if the backend did not return them).
     pub prompt_token_ids: Vec<u32>,
     /// Output token ids (empty if the backend did not return them).
     pub output_token_ids: Vec<u32>,
-    /// One logprob per output token (empty if the backend did not return them).
-    pub output_logprobs: Vec<f64>,
+    /// The logprobs the backend returned for the output, in order (`null`: an entry without a
+    /// number); one per output token when the turn is complete.
+    pub output_logprobs: Vec<Option<f64>>,
     /// 0 for prompt positions, 1 for output positions.
     pub loss_mask: Vec<u8>,
-    /// Aligned with prompt ++ output: 0.0 for the prompt, the output logprobs after it.
-    pub logprobs: Vec<f64>,
+    /// Aligned with prompt ++ output: `null` for the prompt and for any output token whose
+    /// logprob is not known, the backend's logprob otherwise.
+    pub logprobs: Vec<Option<f64>>,
     /// Aligned with prompt ++ output: -1 for the prompt, the turn's version for the output.
     pub versions: Vec<i64>,
     /// The discounted reward.
@@ -86,24 +114,36 @@ pub(crate) fn build(
     discount: f64,
     mut turns: Vec<Turn>,
 ) -> Trajectory {
-    turns.sort_by_key(|t| t.seq);
-    let raw: Vec<f64> = turns.iter().map(|t| t.reward.unwrap_or(0.0)).collect();
-    let discounted = discount_rewards(&raw, discount);
-    let turns = turns
+    turns.sort_by_key(|t| (t.seq, t.choice));
+    let main: Vec<f64> = turns
+        .iter()
+        .filter(|t| t.choice == 0)
+        .map(|t| t.reward.unwrap_or(0.0))
+        .collect();
+    let mut discounted = discount_rewards(&main, discount).into_iter();
+    let turns: Vec<TurnExport> = turns
         .into_iter()
-        .zip(discounted)
-        .map(|(t, reward)| export_turn(t, reward))
+        .map(|t| {
+            let reward = if t.choice == 0 {
+                discounted.next().unwrap_or(0.0)
+            } else {
+                t.reward.unwrap_or(0.0)
+            };
+            export_turn(t, reward)
+        })
         .collect();
     Trajectory {
         session_id,
         task_id,
         end_reason,
         discount,
+        incomplete_turns: turns.iter().filter(|t| !t.complete).count(),
         turns,
     }
 }
 
 fn export_turn(t: Turn, reward: f64) -> TurnExport {
+    let incomplete = t.record.gaps();
     let rec = t.record;
     let mut missing = Vec::new();
     let prompt = rec.prompt_ids.unwrap_or_else(|| {
@@ -118,19 +158,31 @@ fn export_turn(t: Turn, reward: f64) -> TurnExport {
         missing.push("logprobs");
         Vec::new()
     });
-    let n_out = output.len().max(out_lp.len());
+    let n_out = output.len();
     let mut loss_mask = vec![0u8; prompt.len()];
     loss_mask.extend(std::iter::repeat_n(1u8, n_out));
-    let mut logprobs = vec![0.0; prompt.len()];
-    logprobs.extend(out_lp.iter().copied());
-    logprobs.resize(prompt.len() + n_out, 0.0);
+    let mut logprobs: Vec<Option<f64>> = vec![None; prompt.len()];
+    if out_lp.len() == n_out {
+        logprobs.extend(out_lp.iter().copied());
+    } else {
+        logprobs.extend(std::iter::repeat_n(None, n_out));
+    }
     let mut versions = vec![-1i64; prompt.len()];
     versions.extend(std::iter::repeat_n(t.version as i64, n_out));
+    let group_id = match t.id.rsplit_once("-c") {
+        Some((base, _)) if t.choice > 0 => base.to_string(),
+        _ => t.id.clone(),
+    };
     TurnExport {
         interaction_id: t.id,
+        group_id,
+        choice_index: t.choice,
+        n_choices: rec.n_choices,
         parent_id: t.parent,
         endpoint: rec.endpoint,
         status: rec.status,
+        complete: incomplete.is_empty(),
+        incomplete,
         version: t.version,
         prompt_token_ids: prompt,
         output_token_ids: output,
@@ -151,6 +203,73 @@ fn export_turn(t: Turn, reward: f64) -> TurnExport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::sessions::TurnRecord;
+
+    fn turn(output_ids: Option<Vec<u32>>, lps: Option<Vec<Option<f64>>>) -> Turn {
+        Turn {
+            seq: 0,
+            choice: 0,
+            id: "s-0".into(),
+            parent: None,
+            version: 3,
+            reward: None,
+            fingerprint: 0,
+            record: TurnRecord {
+                endpoint: Endpoint::ChatCompletions,
+                request: Value::Null,
+                response: Value::Null,
+                prompt_ids: Some(vec![1, 2]),
+                output_ids,
+                output_logprobs: lps,
+                completion_tokens: None,
+                logprobs_declined: false,
+                choice_index: 0,
+                n_choices: 1,
+                finish_reason: None,
+                model: None,
+                status: TurnStatus::Complete,
+                notes: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn arrays_line_up_with_the_tokens_and_unknown_logprobs_are_null_never_zero() {
+        let t = export_turn(
+            turn(
+                Some(vec![7, 8, 9]),
+                Some(vec![Some(-0.5), None, Some(-1.0)]),
+            ),
+            0.0,
+        );
+        assert_eq!(t.loss_mask, vec![0, 0, 1, 1, 1]);
+        assert_eq!(t.logprobs, vec![None, None, Some(-0.5), None, Some(-1.0)]);
+        assert_eq!(t.versions, vec![-1, -1, 3, 3, 3]);
+        assert!(!t.complete && t.incomplete[0].contains("1 of 3 logprobs are null"));
+
+        // Fewer logprobs than ids: positions cannot be matched, so none is claimed.
+        let t = export_turn(
+            turn(Some(vec![7, 8, 9]), Some(vec![Some(-0.5), Some(-0.1)])),
+            0.0,
+        );
+        assert_eq!(t.logprobs, vec![None; 5]);
+        assert_eq!(t.output_logprobs.len(), 2, "the raw list is kept");
+        assert!(t
+            .incomplete
+            .iter()
+            .any(|g| g.contains("2 logprobs for 3 output tokens")));
+
+        // No ids: the sequence is the prompt alone, and the arrays follow it.
+        let t = export_turn(turn(None, Some(vec![Some(-0.5)])), 0.0);
+        assert_eq!(
+            (t.loss_mask.len(), t.logprobs.len(), t.versions.len()),
+            (2, 2, 2)
+        );
+        assert_eq!(t.missing, vec!["output_token_ids"]);
+
+        let t = export_turn(turn(Some(vec![7]), Some(vec![Some(-0.5)])), 0.0);
+        assert!(t.complete, "{:?}", t.incomplete);
+    }
 
     #[test]
     fn discount_runs_from_the_last_turn_back() {

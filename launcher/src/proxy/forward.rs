@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::body::{json_bytes_response, sse_response, Body};
 use super::errors::ApiError;
-use super::openai::{self, Accumulator, Prepared};
+use super::openai::{self, Accumulator, Additions, Prepared, Stripped};
 use super::server::State;
 use super::sessions::{Endpoint, TurnGuard, TurnStatus};
 use super::sse;
@@ -35,6 +35,10 @@ const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 /// Events buffered between the backend reader and a slow client.
 const STREAM_BUFFER: usize = 32;
 
+/// Response header listing the interaction ids of every choice when `n > 1`, comma-separated
+/// in choice order (choice 0 first; it is also the `x-fleet-interaction-id`).
+pub const INTERACTION_IDS_HEADER: &str = "x-fleet-interaction-ids";
+
 /// Forwards one completion request of `session` and records it.
 pub(crate) async fn completion(
     state: &Arc<State>,
@@ -42,21 +46,72 @@ pub(crate) async fn completion(
     endpoint: Endpoint,
     body: Bytes,
 ) -> Result<Response<Body>, ApiError> {
-    let prepared = openai::prepare(endpoint, &body, state.config.request_token_ids)?;
-    let turn = state.store.begin_turn(session)?;
-    let resp = state
-        .upstream
-        .post_json(endpoint.path(), prepared.body.clone())
-        .await?;
-    if !resp.status().is_success() {
-        return Err(state.upstream.error_from(resp).await);
-    }
+    let mut add = Additions {
+        logprobs: true,
+        token_ids: state.config.request_token_ids,
+        usage: true,
+    };
+    let mut prepared = openai::prepare(endpoint, &body, add)?;
+    let turn = state.store.begin_turn(session, prepared.fingerprint)?;
+    let mut notes = Vec::new();
+    // A backend may refuse a field the proxy added (SGLang: `return_token_ids` on a stream;
+    // llama.cpp: logprobs with tools on a stream): send the agent's request again without it,
+    // at most once per kind of field, and say so on the turn.
+    let resp = loop {
+        let resp = state
+            .upstream
+            .post_json(endpoint.path(), prepared.body.clone())
+            .await?;
+        if resp.status().is_success() {
+            break resp;
+        }
+        let err = state.upstream.error_from(resp).await;
+        let refused = match &err {
+            ApiError::BackendRejected { body, .. } => {
+                openai::refused_additions(&prepared, &String::from_utf8_lossy(body))
+            }
+            ApiError::BackendStatus { status, body } if status.is_client_error() => {
+                openai::refused_additions(&prepared, body)
+            }
+            _ => None,
+        };
+        let Some(refused) = refused else {
+            return Err(err);
+        };
+        let status = err.status().as_u16();
+        for (gone, what) in [
+            (refused.token_ids, "`return_token_ids`"),
+            (refused.logprobs, "`logprobs`"),
+            (refused.usage, "`stream_options.include_usage`"),
+        ] {
+            if gone {
+                notes.push(format!(
+                    "the backend refused {what} ({status}), which the proxy adds; sent without it"
+                ));
+            }
+        }
+        tracing::info!(interaction = %turn.id, error = %err,
+            "backend refused a field the proxy added; sending the request without it");
+        add.token_ids &= !refused.token_ids;
+        add.logprobs &= !refused.logprobs;
+        add.usage &= !refused.usage;
+        prepared = openai::prepare(endpoint, &body, add)?;
+    };
+    prepared.notes = notes;
     let is_sse = resp
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let interaction = HeaderValue::from_str(&turn.id).ok();
+    let all_ids = (prepared.n > 1)
+        .then(|| {
+            let ids: Vec<String> = (0..prepared.n.min(openai::MAX_CHOICES))
+                .map(|i| turn.choice_id(i))
+                .collect();
+            HeaderValue::from_str(&ids.join(",")).ok()
+        })
+        .flatten();
     let mut out = if prepared.stream && is_sse {
         stream(state, prepared, turn, resp.into_body())
     } else {
@@ -64,6 +119,9 @@ pub(crate) async fn completion(
     };
     if let Some(id) = interaction {
         out.headers_mut().insert(INTERACTION_HEADER, id);
+    }
+    if let Some(ids) = all_ids {
+        out.headers_mut().insert(INTERACTION_IDS_HEADER, ids);
     }
     Ok(out)
 }
@@ -80,14 +138,11 @@ async fn whole(
             "the answer is not JSON ({e}); is --backend an OpenAI-compatible server?"
         ))
     })?;
-    let record = Accumulator::from_response(prepared.endpoint, &value).into_record(
-        prepared.endpoint,
-        prepared.request.clone(),
-        TurnStatus::Complete,
-    );
-    state.store.finish_turn(turn, record);
+    let records = Accumulator::from_response(prepared.endpoint, &value)
+        .into_records(&prepared, TurnStatus::Complete);
+    state.store.finish_turn(turn, records);
     let bytes = if prepared.rewrites() {
-        openai::strip_added(&prepared, &mut value);
+        let _ = openai::strip_added(&prepared, &mut value);
         Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
     } else {
         bytes
@@ -162,23 +217,21 @@ async fn pump(
             let out = match ev.data.as_deref() {
                 Some("[DONE]") => {
                     if let Some(t) = turn.take() {
-                        let rec = std::mem::take(&mut acc).into_record(
-                            endpoint,
-                            prepared.request.clone(),
-                            TurnStatus::Complete,
-                        );
-                        state.store.finish_turn(t, rec);
+                        let recs =
+                            std::mem::take(&mut acc).into_records(&prepared, TurnStatus::Complete);
+                        state.store.finish_turn(t, recs);
                     }
                     ev.raw
                 }
                 Some(data) => match serde_json::from_str::<Value>(data) {
                     Ok(mut v) => {
                         acc.push_chunk(endpoint, &v);
-                        if prepared.rewrites() {
-                            openai::strip_added(&prepared, &mut v);
-                            sse::data_event(&serde_json::to_vec(&v).unwrap_or_default())
-                        } else {
+                        if !prepared.rewrites() {
                             ev.raw
+                        } else if let Stripped::Drop = openai::strip_added(&prepared, &mut v) {
+                            continue;
+                        } else {
+                            sse::data_event(&serde_json::to_vec(&v).unwrap_or_default())
                         }
                     }
                     // Not JSON: pass it on untouched, the client may understand it.
@@ -208,8 +261,8 @@ async fn pump(
         }
     };
     if acc.has_output() {
-        let rec = acc.into_record(endpoint, prepared.request.clone(), status);
-        state.store.finish_turn(t, rec);
+        let recs = acc.into_records(&prepared, status);
+        state.store.finish_turn(t, recs);
     }
     if let Ending::Broken(e) = ending {
         let payload = serde_json::to_vec(&e.to_json()).unwrap_or_default();

@@ -4,6 +4,7 @@
 //! | --- | --- | --- | --- |
 //! | `GET /health` | none | | 200 (503 if the backend is unreachable) `{status, admin_key_configured, backend, version, sessions, ...}` |
 //! | `GET /health/live` | none | | 200 `{status: "ok"}` while the proxy serves (its readiness as a forked worker) |
+//! | `GET /stats` | any | | `{sessions, ..., turns_recorded, turns_incomplete, turns_missing_token_ids, duplicate_turns_replaced}` |
 //! | `POST /grant_capacity` | admin | `{n}` (default 1) | `{capacity}` |
 //! | `POST /rl/start_session` | admin | `{task_id}` (any JSON, optional) | `{session_id, api_key}`; 429 without capacity |
 //! | `POST /export_trajectories` | admin | `{session_id, discount = 1.0, timeout_secs?}` | the trajectory (see `export`) |
@@ -62,6 +63,12 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::GET, "/health") | (&Method::GET, "") => Ok(health(state).await),
         // Liveness: the proxy itself serves, whatever the backend's state.
         (&Method::GET, "/health/live") => Ok(ok(json!({ "status": "ok" }))),
+        (&Method::GET, "/stats") => {
+            caller(state, &req)?;
+            let v = serde_json::to_value(state.store.stats())
+                .map_err(|e| ApiError::BadRequest(format!("cannot encode the stats: {e}")))?;
+            Ok(ok(v))
+        }
         (&Method::POST, "/grant_capacity") => {
             admin(state, &req, "/grant_capacity")?;
             let b: GrantCapacity = json_body(state, req, true).await?;

@@ -46,7 +46,7 @@ pub enum TurnStatus {
     Failed,
 }
 
-/// What the forwarding code learned about one generation.
+/// What the forwarding code learned about one generation (one choice of it).
 #[derive(Debug, Clone)]
 pub struct TurnRecord {
     /// The endpoint used.
@@ -59,25 +59,85 @@ pub struct TurnRecord {
     pub prompt_ids: Option<Vec<u32>>,
     /// Output token ids, if the backend returned them.
     pub output_ids: Option<Vec<u32>>,
-    /// One logprob per output token, if the backend returned them.
-    pub output_logprobs: Option<Vec<f64>>,
+    /// The logprobs the backend returned for the output tokens, in order (`None` entries: the
+    /// backend sent an entry without a number).
+    pub output_logprobs: Option<Vec<Option<f64>>>,
+    /// The backend's count of generated tokens (`usage.completion_tokens`), when it covers
+    /// this choice alone.
+    pub completion_tokens: Option<u64>,
+    /// The agent sent `"logprobs": false`, so none were asked for.
+    pub logprobs_declined: bool,
+    /// Which choice of the request this is (`n > 1`).
+    pub choice_index: u32,
+    /// How many choices the request produced.
+    pub n_choices: u32,
     /// The backend's finish reason.
     pub finish_reason: Option<String>,
     /// The model the backend reported.
     pub model: Option<String>,
     /// How the turn ended.
     pub status: TurnStatus,
+    /// What the recording lacks because of how the request had to be sent.
+    pub notes: Vec<String>,
+}
+
+impl TurnRecord {
+    /// Whether the backend returned no output token ids or no prompt token ids.
+    pub fn lacks_token_ids(&self) -> bool {
+        self.prompt_ids.is_none() || self.output_ids.is_none()
+    }
+
+    /// Why this turn is not a complete training record; empty when it is.
+    pub fn gaps(&self) -> Vec<String> {
+        let mut gaps = self.notes.clone();
+        if self.prompt_ids.is_none() {
+            gaps.push("no prompt token ids from the backend".into());
+        }
+        let n_ids = self.output_ids.as_ref().map(Vec::len);
+        if n_ids.is_none() {
+            gaps.push("no output token ids from the backend".into());
+        }
+        match (&self.output_logprobs, self.logprobs_declined) {
+            (_, true) => gaps.push("no logprobs: the agent sent \"logprobs\": false".into()),
+            (None, false) => gaps.push("no logprobs from the backend".into()),
+            (Some(lps), false) => {
+                let nulls = lps.iter().filter(|l| l.is_none()).count();
+                if nulls > 0 {
+                    gaps.push(format!("{nulls} of {} logprobs are null", lps.len()));
+                }
+                if let Some(n) = n_ids.filter(|n| *n != lps.len()) {
+                    gaps.push(format!("{} logprobs for {n} output tokens", lps.len()));
+                }
+            }
+        }
+        if let Some(c) = self.completion_tokens {
+            let recorded = n_ids.or(self.output_logprobs.as_ref().map(Vec::len));
+            if let Some(r) = recorded.filter(|r| *r as u64 != c) {
+                gaps.push(format!(
+                    "the backend counted {c} completion tokens; {r} were recorded"
+                ));
+            }
+        }
+        if self.status != TurnStatus::Complete {
+            gaps.push(format!("the generation did not finish ({:?})", self.status).to_lowercase());
+        }
+        gaps
+    }
 }
 
 /// One recorded turn.
 #[derive(Debug, Clone)]
 pub(crate) struct Turn {
     pub(crate) seq: u64,
+    /// Which choice of its request (0 unless `n > 1`).
+    pub(crate) choice: u32,
     pub(crate) id: String,
     pub(crate) parent: Option<String>,
     pub(crate) version: u64,
     pub(crate) reward: Option<f64>,
     pub(crate) record: TurnRecord,
+    /// The request's fingerprint (see `openai::Prepared::fingerprint`).
+    pub(crate) fingerprint: u64,
 }
 
 /// What an export waits on.
@@ -103,6 +163,23 @@ struct Session {
     inflight: usize,
     last_activity: Instant,
     progress: watch::Sender<Progress>,
+    /// An incomplete turn was already warned about (once per session).
+    warned_incomplete: bool,
+    /// Interaction ids of turns replaced by a re-send, to the id of the turn kept, so that a
+    /// reward sent with the old id still lands.
+    aliases: HashMap<String, String>,
+}
+
+impl Session {
+    /// Records that `old` was replaced by `new` (and so was everything that pointed at `old`).
+    fn alias(&mut self, old: String, new: String) {
+        for target in self.aliases.values_mut() {
+            if *target == old {
+                *target = new.clone();
+            }
+        }
+        self.aliases.insert(old, new);
+    }
 }
 
 impl Session {
@@ -148,6 +225,14 @@ pub(crate) struct StoreStats {
     pub(crate) capacity: u64,
     pub(crate) exports_waiting: usize,
     pub(crate) version: u64,
+    /// Turns recorded since the proxy started (one per choice).
+    pub(crate) turns_recorded: u64,
+    /// Of those, turns that are not complete training records (see `TurnRecord::gaps`).
+    pub(crate) turns_incomplete: u64,
+    /// Of those, turns without prompt or output token ids.
+    pub(crate) turns_missing_token_ids: u64,
+    /// Earlier turns replaced by a re-sent identical request.
+    pub(crate) duplicate_turns_replaced: u64,
 }
 
 /// The proxy's state.
@@ -156,6 +241,10 @@ pub(crate) struct Store {
     limits: Limits,
     version: AtomicU64,
     exports_waiting: AtomicUsize,
+    turns_recorded: AtomicU64,
+    turns_incomplete: AtomicU64,
+    turns_missing_token_ids: AtomicU64,
+    duplicate_turns_replaced: AtomicU64,
 }
 
 /// A turn in flight. Finish it with [`Store::finish_turn`]; dropping it unfinished only
@@ -167,7 +256,24 @@ pub(crate) struct TurnGuard {
     pub(crate) id: String,
     parent: Option<String>,
     pub(crate) version: u64,
+    fingerprint: u64,
     finished: bool,
+}
+
+impl TurnGuard {
+    /// The interaction id of choice `choice` of this request.
+    pub(crate) fn choice_id(&self, choice: u32) -> String {
+        choice_id(&self.id, choice)
+    }
+}
+
+/// Choice 0 has the request's id; choice `i > 0` has `<id>-c<i>`.
+fn choice_id(base: &str, choice: u32) -> String {
+    if choice == 0 {
+        base.to_string()
+    } else {
+        format!("{base}-c{choice}")
+    }
 }
 
 impl Drop for TurnGuard {
@@ -190,6 +296,10 @@ impl Store {
             limits,
             version: AtomicU64::new(version),
             exports_waiting: AtomicUsize::new(0),
+            turns_recorded: AtomicU64::new(0),
+            turns_incomplete: AtomicU64::new(0),
+            turns_missing_token_ids: AtomicU64::new(0),
+            duplicate_turns_replaced: AtomicU64::new(0),
         }
     }
 
@@ -244,6 +354,8 @@ impl Store {
                 inflight: 0,
                 last_activity: Instant::now(),
                 progress,
+                warned_incomplete: false,
+                aliases: HashMap::new(),
             },
         );
         Ok(NewSession {
@@ -261,8 +373,13 @@ impl Store {
         auth::secret_eq(&s.secret, secret).then(|| s.id.clone())
     }
 
-    /// Begins a turn in `session`, reading the policy version now.
-    pub(crate) fn begin_turn(self: &Arc<Self>, session: &str) -> Result<TurnGuard, ApiError> {
+    /// Begins a turn in `session`, reading the policy version now. `fingerprint` identifies
+    /// the request, to recognise a re-send.
+    pub(crate) fn begin_turn(
+        self: &Arc<Self>,
+        session: &str,
+        fingerprint: u64,
+    ) -> Result<TurnGuard, ApiError> {
         let mut inner = self.lock();
         let s = inner
             .sessions
@@ -282,7 +399,12 @@ impl Store {
         s.inflight += 1;
         s.last_activity = Instant::now();
         s.publish_inflight();
-        let parent = s.turns.iter().max_by_key(|t| t.seq).map(|t| t.id.clone());
+        let parent = s
+            .turns
+            .iter()
+            .filter(|t| t.choice == 0)
+            .max_by_key(|t| t.seq)
+            .map(|t| t.id.clone());
         Ok(TurnGuard {
             store: Arc::clone(self),
             session: session.to_string(),
@@ -290,34 +412,114 @@ impl Store {
             id: format!("{session}-{seq}"),
             parent,
             version: self.version(),
+            fingerprint,
             finished: false,
         })
     }
 
-    /// Records a finished turn (also into a session that ended meanwhile: the generation
-    /// started while it was live).
-    pub(crate) fn finish_turn(&self, mut guard: TurnGuard, record: TurnRecord) {
+    /// Records a finished request, one turn per choice (also into a session that ended
+    /// meanwhile: the generation started while it was live).
+    ///
+    /// A request identical to an earlier one of the session (same fingerprint: messages and
+    /// every parameter) is a re-send, typically an SDK that timed out and tried again: the
+    /// earlier turns are dropped and the one sent last, the one whose answer the agent read, is
+    /// kept, whichever finishes first. A turn that named a dropped one as its parent is
+    /// re-pointed.
+    pub(crate) fn finish_turn(&self, mut guard: TurnGuard, records: Vec<TurnRecord>) {
         guard.finished = true;
         let mut inner = self.lock();
-        match inner.sessions.get_mut(&guard.session) {
-            Some(s) => {
-                s.turns.push(Turn {
-                    seq: guard.seq,
-                    id: std::mem::take(&mut guard.id),
-                    parent: guard.parent.take(),
-                    version: guard.version,
-                    reward: None,
-                    record,
-                });
-                s.inflight = s.inflight.saturating_sub(1);
-                s.last_activity = Instant::now();
-                s.publish_inflight();
-            }
-            None => tracing::warn!(
+        let Some(s) = inner.sessions.get_mut(&guard.session) else {
+            tracing::warn!(
                 session = %guard.session,
                 "turn finished after its session was forgotten; dropping it"
-            ),
+            );
+            return;
+        };
+        let base = std::mem::take(&mut guard.id);
+        let later = s
+            .turns
+            .iter()
+            .find(|t| t.fingerprint == guard.fingerprint && t.seq > guard.seq)
+            .map(|t| format!("{}-{}", guard.session, t.seq));
+        if let Some(later) = later {
+            for r in &records {
+                s.alias(
+                    choice_id(&base, r.choice_index),
+                    choice_id(&later, r.choice_index),
+                );
+            }
+            // A later copy of this request already finished: the agent read that one's answer.
+            self.duplicate_turns_replaced
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            tracing::info!(session = %s.id, interaction = %base,
+                "a request the agent had already sent again finished late; not recorded");
+            s.inflight = s.inflight.saturating_sub(1);
+            s.last_activity = Instant::now();
+            s.publish_inflight();
+            return;
         }
+        let mut parent = guard.parent.take();
+        let before = s.turns.len();
+        let mut dropped: Vec<(String, Option<String>, u32)> = Vec::new();
+        s.turns.retain(|t| {
+            let dup = t.fingerprint == guard.fingerprint && t.seq < guard.seq;
+            if dup {
+                dropped.push((t.id.clone(), t.parent.clone(), t.choice));
+            }
+            !dup
+        });
+        for (id, _, choice) in &dropped {
+            s.alias(id.clone(), choice_id(&base, *choice));
+        }
+        if !dropped.is_empty() {
+            let n = before - s.turns.len();
+            self.duplicate_turns_replaced
+                .fetch_add(n as u64, Ordering::Relaxed);
+            tracing::info!(session = %s.id, interaction = %base, replaced = n,
+                "identical request sent again in the session; keeping the later one");
+            let is_dropped = |id: &str| dropped.iter().any(|(d, _, _)| d == id);
+            if parent.as_deref().is_some_and(is_dropped) {
+                parent = dropped
+                    .iter()
+                    .find(|(d, _, _)| Some(d) == parent.as_ref())
+                    .and_then(|(_, p, _)| p.clone());
+            }
+            for t in s.turns.iter_mut() {
+                if t.parent.as_deref().is_some_and(is_dropped) {
+                    t.parent = Some(base.clone());
+                }
+            }
+        }
+        for record in records {
+            let gaps = record.gaps();
+            self.turns_recorded.fetch_add(1, Ordering::Relaxed);
+            if record.lacks_token_ids() {
+                self.turns_missing_token_ids.fetch_add(1, Ordering::Relaxed);
+            }
+            let id = choice_id(&base, record.choice_index);
+            if !gaps.is_empty() {
+                self.turns_incomplete.fetch_add(1, Ordering::Relaxed);
+                if !s.warned_incomplete {
+                    s.warned_incomplete = true;
+                    tracing::warn!(session = %s.id, interaction = %id, gaps = ?gaps,
+                        "turn recorded incomplete for training (later ones in this session are \
+                         counted in /stats, not logged)");
+                }
+            }
+            s.turns.push(Turn {
+                seq: guard.seq,
+                choice: record.choice_index,
+                id,
+                parent: parent.clone(),
+                version: guard.version,
+                reward: None,
+                record,
+                fingerprint: guard.fingerprint,
+            });
+        }
+        s.inflight = s.inflight.saturating_sub(1);
+        s.last_activity = Instant::now();
+        s.publish_inflight();
     }
 
     /// Sets the reward of a turn, or of the last finished turn when `interaction` is `None`.
@@ -338,14 +540,17 @@ impl Store {
         }
         s.last_activity = Instant::now();
         let turn = match (interaction, turn_index) {
-            (Some(id), _) => s.turns.iter_mut().find(|t| t.id == id).ok_or_else(|| {
-                ApiError::UnknownInteraction {
-                    session: session.to_string(),
-                    interaction: id.to_string(),
-                }
-            })?,
+            (Some(id), _) => {
+                let kept = s.aliases.get(id).cloned().unwrap_or_else(|| id.to_string());
+                s.turns.iter_mut().find(|t| t.id == kept).ok_or_else(|| {
+                    ApiError::UnknownInteraction {
+                        session: session.to_string(),
+                        interaction: id.to_string(),
+                    }
+                })?
+            }
             (None, Some(i)) => {
-                let mut order: Vec<&mut _> = s.turns.iter_mut().collect();
+                let mut order: Vec<&mut _> = s.turns.iter_mut().filter(|t| t.choice == 0).collect();
                 order.sort_by_key(|t| t.seq);
                 let n = order.len();
                 order
@@ -359,6 +564,7 @@ impl Store {
             (None, None) => s
                 .turns
                 .iter_mut()
+                .filter(|t| t.choice == 0)
                 .max_by_key(|t| t.seq)
                 .ok_or_else(|| ApiError::NoTurnYet(session.to_string()))?,
         };
@@ -467,6 +673,10 @@ impl Store {
             capacity: inner.capacity,
             exports_waiting: self.exports_waiting.load(Ordering::SeqCst),
             version: self.version(),
+            turns_recorded: self.turns_recorded.load(Ordering::Relaxed),
+            turns_incomplete: self.turns_incomplete.load(Ordering::Relaxed),
+            turns_missing_token_ids: self.turns_missing_token_ids.load(Ordering::Relaxed),
+            duplicate_turns_replaced: self.duplicate_turns_replaced.load(Ordering::Relaxed),
         }
     }
 }
@@ -509,10 +719,15 @@ mod tests {
             response: Value::Null,
             prompt_ids: Some(vec![1]),
             output_ids: Some(vec![2]),
-            output_logprobs: Some(vec![-0.5]),
+            output_logprobs: Some(vec![Some(-0.5)]),
+            completion_tokens: Some(1),
+            logprobs_declined: false,
+            choice_index: 0,
+            n_choices: 1,
             finish_reason: None,
             model: None,
             status: TurnStatus::Complete,
+            notes: Vec::new(),
         }
     }
 
@@ -539,20 +754,75 @@ mod tests {
         let new = s.start_session(Value::Null).unwrap();
         assert_eq!(s.authenticate(&new.api_key), Some(new.session_id.clone()));
         assert_eq!(s.authenticate(&format!("{}x", new.api_key)), None);
-        let t0 = s.begin_turn(&new.session_id).unwrap();
+        let t0 = s.begin_turn(&new.session_id, 1).unwrap();
         let t0_id = t0.id.clone();
-        s.finish_turn(t0, record());
+        s.finish_turn(t0, vec![record()]);
         s.set_version(8);
-        let t1 = s.begin_turn(&new.session_id).unwrap();
+        let t1 = s.begin_turn(&new.session_id, 2).unwrap();
         assert_eq!(t1.parent.as_deref(), Some(t0_id.as_str()));
         assert_eq!(t1.version, 8);
         assert!(matches!(
-            s.begin_turn(&new.session_id),
+            s.begin_turn(&new.session_id, 3),
             Err(ApiError::TooManyTurns { max: 2, .. })
         ));
         drop(t1);
         // The dropped turn freed its slot.
-        assert!(s.begin_turn(&new.session_id).is_ok());
+        assert!(s.begin_turn(&new.session_id, 3).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_resent_identical_request_replaces_the_earlier_turn_and_keeps_the_chain() {
+        let s = store(8);
+        s.grant_capacity(1);
+        let new = s.start_session(Value::Null).unwrap();
+        let sid = new.session_id.clone();
+        let first = s.begin_turn(&sid, 10).unwrap();
+        let first_id = first.id.clone();
+        s.finish_turn(first, vec![record()]);
+        // The orphan: the SDK timed out waiting for it and sent the same request again.
+        let orphan = s.begin_turn(&sid, 20).unwrap();
+        let orphan_id = orphan.id.clone();
+        s.finish_turn(orphan, vec![record()]);
+        let retry = s.begin_turn(&sid, 20).unwrap();
+        let retry_id = retry.id.clone();
+        s.finish_turn(retry, vec![record()]);
+        let next = s.begin_turn(&sid, 30).unwrap();
+        s.finish_turn(next, vec![record()]);
+        assert_eq!(s.stats().duplicate_turns_replaced, 1);
+        assert_eq!(
+            s.set_reward(&sid, Some(&orphan_id), None, 1.0).unwrap(),
+            retry_id,
+            "a reward sent with the replaced turn's id lands on the kept one"
+        );
+        s.end_session(&sid).unwrap();
+        let t = s.export(&sid, 1.0, Duration::from_secs(1)).await.unwrap();
+        let ids: Vec<_> = t.turns.iter().map(|t| t.interaction_id.clone()).collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert_eq!(ids[1], retry_id);
+        assert_eq!(t.turns[1].parent_id.as_deref(), Some(first_id.as_str()));
+        assert_eq!(t.turns[2].parent_id.as_deref(), Some(retry_id.as_str()));
+    }
+
+    #[tokio::test]
+    async fn an_orphan_that_finishes_after_its_resend_is_not_recorded() {
+        let s = store(8);
+        s.grant_capacity(1);
+        let sid = s.start_session(Value::Null).unwrap().session_id;
+        let orphan = s.begin_turn(&sid, 7).unwrap();
+        let orphan_id = orphan.id.clone();
+        let retry = s.begin_turn(&sid, 7).unwrap();
+        let retry_id = retry.id.clone();
+        s.finish_turn(retry, vec![record()]);
+        s.finish_turn(orphan, vec![record()]);
+        assert_eq!(
+            s.set_reward(&sid, Some(&orphan_id), None, 0.5).unwrap(),
+            retry_id
+        );
+        s.end_session(&sid).unwrap();
+        let t = s.export(&sid, 1.0, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(t.turns.len(), 1);
+        assert_eq!(t.turns[0].interaction_id, retry_id);
+        assert_eq!(t.turns[0].raw_reward, Some(0.5));
     }
 
     #[tokio::test]
@@ -563,7 +833,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(61);
         assert_eq!(s.reap(later), (1, 0));
         assert!(matches!(
-            s.begin_turn(&new.session_id),
+            s.begin_turn(&new.session_id, 1),
             Err(ApiError::SessionEnded(_))
         ));
         assert_eq!(s.reap(later + Duration::from_secs(61)), (0, 1));

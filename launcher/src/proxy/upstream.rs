@@ -132,23 +132,38 @@ impl Upstream {
         }
     }
 
-    /// Turns a backend's error answer into the proxy's error, quoting the backend's body.
+    /// Turns a backend's error answer into the proxy's error: a 4xx with a JSON body is kept
+    /// whole (to pass on unchanged); anything else is quoted in the proxy's own error.
     pub(crate) async fn error_from(&self, resp: Response<Incoming>) -> ApiError {
         let status = resp.status();
-        let body = match tokio::time::timeout(
+        let bytes = match tokio::time::timeout(
             Duration::from_secs(5).min(self.timeout),
             Limited::new(resp.into_body(), 64 * 1024).collect(),
         )
         .await
         {
-            Ok(Ok(c)) => {
-                let b = c.to_bytes();
-                let text = String::from_utf8_lossy(&b[..b.len().min(ERROR_BODY_QUOTE)]);
-                text.trim().to_string()
-            }
-            _ => "<body unreadable>".to_string(),
+            Ok(Ok(c)) => Some(c.to_bytes()),
+            _ => None,
         };
-        ApiError::BackendStatus { status, body }
+        match bytes {
+            Some(b)
+                if status.is_client_error()
+                    && serde_json::from_slice::<serde_json::Value>(&b).is_ok() =>
+            {
+                ApiError::BackendRejected { status, body: b }
+            }
+            Some(b) => {
+                let text = String::from_utf8_lossy(&b[..b.len().min(ERROR_BODY_QUOTE)]);
+                ApiError::BackendStatus {
+                    status,
+                    body: text.trim().to_string(),
+                }
+            }
+            None => ApiError::BackendStatus {
+                status,
+                body: "<body unreadable>".to_string(),
+            },
+        }
     }
 }
 
