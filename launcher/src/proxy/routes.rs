@@ -6,12 +6,12 @@
 //! | `GET /health/live` | none | | 200 `{status: "ok"}` while the proxy serves (its readiness as a forked worker) |
 //! | `GET /stats` | any | | `{sessions, ..., turns_recorded, turns_incomplete, turns_missing_token_ids, duplicate_turns_replaced}` |
 //! | `POST /grant_capacity` | admin | `{n}` (default 1) | `{capacity}` |
-//! | `POST /rl/start_session` | admin | `{task_id}` (any JSON, optional) | `{session_id, api_key}`; 429 without capacity |
-//! | `POST /export_trajectories` | admin | `{session_id, discount = 1.0, timeout_secs?}` | the trajectory (see `export`) |
+//! | `POST /rl/start_session` | admin | `{task_id}` (any JSON, optional), `grant: true` to grant one unit of capacity first | `{session_id, api_key}`; 429 without capacity |
+//! | `POST /export_trajectories` | admin | `{session_id, discount = 1.0, timeout_secs?, end?}` (`end: true` ends the session first) | the trajectory (see `export`) |
 //! | `POST /set_version` | admin | `{version}` | `{version, previous}` |
 //! | `POST /v1/chat/completions`, `POST /v1/completions` | session | OpenAI request | OpenAI answer + `x-fleet-interaction-id` header |
 //! | `GET /v1/models` | any | | the backend's answer |
-//! | `POST /rl/set_reward` | session | `{interaction_id? or turn?, reward}` (neither: the last turn) | `{interaction_id, reward}` |
+//! | `POST /rl/set_reward` | session | `{interaction_id? or turn?, reward}` (neither: the last turn), or `{rewards: [r0, r1, ...]}` one per turn | `{interaction_id, reward}` or `{interaction_ids, rewards}` |
 //! | `POST /rl/end_session` | session | | `{session_id, turns}`; 410 afterwards |
 //!
 //! The key is checked before the body is read, so an unauthenticated client cannot make the
@@ -85,6 +85,11 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/rl/start_session") => {
             admin(state, &req, "/rl/start_session")?;
             let b: StartSession = json_body(state, req, true).await?;
+            if b.grant == Some(true) {
+                // The caller (the rollout controller) is the admission gate: grant and start in
+                // one round trip.
+                state.store.grant_capacity(1);
+            }
             let s = state
                 .store
                 .start_session(b.task_id.unwrap_or(Value::Null))?;
@@ -101,6 +106,13 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 return Err(ApiError::BadRequest(
                     "`discount` must be a number between 0 and 1".into(),
                 ));
+            }
+            if b.end == Some(true) {
+                // End and export in one round trip; a session already ended is fine.
+                match state.store.end_session(&b.session_id) {
+                    Ok(_) | Err(ApiError::SessionEnded(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
             let wait = match b.timeout_secs {
                 Some(t) if !(t.is_finite() && t >= 0.0) => {
@@ -147,16 +159,38 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/rl/set_reward") => {
             let session = session(state, &req, "/rl/set_reward")?;
             let b: SetReward = json_body(state, req, false).await?;
-            if !b.reward.is_finite() {
-                return Err(ApiError::BadRequest(
-                    "`reward` must be a finite number".into(),
-                ));
+            match (b.reward, b.rewards) {
+                (Some(reward), None) => {
+                    if !reward.is_finite() {
+                        return Err(ApiError::BadRequest(
+                            "`reward` must be a finite number".into(),
+                        ));
+                    }
+                    let id = state.store.set_reward(
+                        &session,
+                        b.interaction_id.as_deref(),
+                        b.turn,
+                        reward,
+                    )?;
+                    Ok(ok(json!({ "interaction_id": id, "reward": reward })))
+                }
+                (None, Some(rewards)) if b.turn.is_none() && b.interaction_id.is_none() => {
+                    // One reward per turn, in order, in one round trip.
+                    if rewards.is_empty() || rewards.iter().any(|r| !r.is_finite()) {
+                        return Err(ApiError::BadRequest(
+                            "`rewards` must be a non-empty list of finite numbers".into(),
+                        ));
+                    }
+                    let mut ids = Vec::with_capacity(rewards.len());
+                    for (i, r) in rewards.iter().enumerate() {
+                        ids.push(state.store.set_reward(&session, None, Some(i), *r)?);
+                    }
+                    Ok(ok(json!({ "interaction_ids": ids, "rewards": rewards })))
+                }
+                _ => Err(ApiError::BadRequest(
+                    "give `reward` (with `interaction_id` or `turn` optionally), or `rewards` (one per turn, in order) alone".into(),
+                )),
             }
-            let id =
-                state
-                    .store
-                    .set_reward(&session, b.interaction_id.as_deref(), b.turn, b.reward)?;
-            Ok(ok(json!({ "interaction_id": id, "reward": b.reward })))
         }
         (&Method::POST, "/rl/end_session") => {
             let session = session(state, &req, "/rl/end_session")?;
@@ -277,6 +311,8 @@ struct GrantCapacity {
 #[derive(Deserialize)]
 struct StartSession {
     task_id: Option<Value>,
+    /// Grant one unit of capacity first (the caller is the admission gate).
+    grant: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +321,8 @@ struct Export {
     session_id: String,
     discount: Option<f64>,
     timeout_secs: Option<f64>,
+    /// End the session first (end and export in one round trip).
+    end: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -300,5 +338,7 @@ struct SetReward {
     /// The turn's position in the session (0 = first), for agents that report one reward per
     /// turn without tracking interaction ids.
     turn: Option<usize>,
-    reward: f64,
+    reward: Option<f64>,
+    /// One reward per turn, in order (instead of `reward`).
+    rewards: Option<Vec<f64>>,
 }

@@ -224,6 +224,19 @@ enum Attempt {
     },
 }
 
+/// Output tokens of a trajectory: the `output_token_ids` of its turns.
+fn output_tokens(t: &Value) -> u64 {
+    t.get("turns")
+        .and_then(Value::as_array)
+        .map(|ts| {
+            ts.iter()
+                .filter_map(|t| t.get("output_token_ids").and_then(Value::as_array))
+                .map(|a| a.len() as u64)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Whether a failed call to a rollout worker says nothing about the episode itself.
 fn infra_error(e: &FleetError) -> bool {
     !matches!(
@@ -437,16 +450,17 @@ impl RolloutController {
             Ok(EpisodeResult {
                 outcome:
                     EpisodeOutcome::Accepted {
-                        trajectory_json,
-                        output_tokens,
-                        ..
+                        trajectory_json, ..
                     },
                 ..
             }) => match serde_json::from_str::<Value>(&trajectory_json) {
-                Ok(v) => Attempt::Accepted {
-                    trajectory: v,
-                    tokens: output_tokens,
-                },
+                Ok(v) => {
+                    let tokens = output_tokens(&v);
+                    Attempt::Accepted {
+                        trajectory: v,
+                        tokens,
+                    }
+                }
                 Err(e) => Attempt::Rejected {
                     key: "proxy".into(),
                     why: format!("trajectory is not JSON: {e}"),

@@ -1,5 +1,6 @@
-//! One episode against a worker's proxy: grant capacity, start a session, run the agent, set
-//! the reward(s), end the session, export the trajectory.
+//! One episode against a worker's proxy, in three round trips besides the agent's own: start a
+//! session (with its capacity grant: the controller is the admission gate), run the agent, set
+//! the reward(s) in one call, end the session and export the trajectory in one call.
 
 use super::agent::{Agent, AgentContext, AgentOutcome};
 use super::command;
@@ -52,6 +53,25 @@ impl ProxyClient {
         body: Value,
         deadline: Duration,
     ) -> Result<Value, ProxyError> {
+        let bytes = self.post_raw(path, key, body, deadline).await?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ProxyError {
+            status: None,
+            message: format!("{path}: answer is not JSON: {e}"),
+        })
+    }
+
+    /// The answer's body as it came (a trajectory is passed on unparsed: the controller parses
+    /// it once).
+    async fn post_raw(
+        &self,
+        path: &str,
+        key: &str,
+        body: Value,
+        deadline: Duration,
+    ) -> Result<bytes::Bytes, ProxyError> {
         let req = HttpRequest::post(path, body.to_string())
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {key}"));
@@ -72,13 +92,7 @@ impl ProxyClient {
             status: e.last_status,
             message: format!("{path}: {e}"),
         })?;
-        if r.body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&r.body).map_err(|e| ProxyError {
-            status: None,
-            message: format!("{path}: answer is not JSON: {e}"),
-        })
+        Ok(r.body)
     }
 
     /// Sets the policy version recorded from now on; returns the previous one.
@@ -126,15 +140,12 @@ async fn run_inner(
     let t = Duration::from_secs(30);
     let task: Value =
         serde_json::from_str(&req.task_json).unwrap_or(Value::String(req.task_json.clone()));
-    proxy
-        .post("/grant_capacity", admin, json!({"n": 1}), t)
-        .await
-        .map_err(|e| RejectReason::Proxy(e.message))?;
+    // The controller is the admission gate: the session starts with its own grant.
     let s = proxy
         .post(
             "/rl/start_session",
             admin,
-            json!({"task_id": task.get("id").cloned().unwrap_or(json!(req.episode_id))}),
+            json!({"task_id": task.get("id").cloned().unwrap_or(json!(req.episode_id)), "grant": true}),
             t,
         )
         .await
@@ -193,13 +204,13 @@ async fn run_inner(
     };
 
     // End and forget the session either way, so the proxy holds nothing for it.
+    // End and export in one round trip.
     let finish = || async {
-        let _ = proxy.post("/rl/end_session", &key, json!({}), t).await;
         let export = proxy
-            .post(
+            .post_raw(
                 "/export_trajectories",
                 admin,
-                json!({"session_id": sid, "discount": req.discount}),
+                json!({"session_id": sid, "discount": req.discount, "end": true}),
                 t,
             )
             .await;
@@ -219,19 +230,11 @@ async fn run_inner(
             .post("/rl/set_reward", &key, json!({"reward": r}), t)
             .await
             .map(|_| ()),
-        AgentOutcome::PerTurn(rs) => {
-            let mut r = Ok(());
-            for (i, x) in rs.iter().enumerate() {
-                if let Err(e) = proxy
-                    .post("/rl/set_reward", &key, json!({"turn": i, "reward": x}), t)
-                    .await
-                {
-                    r = Err(e);
-                    break;
-                }
-            }
-            r
-        }
+        // Every turn's reward in one round trip.
+        AgentOutcome::PerTurn(rs) => proxy
+            .post("/rl/set_reward", &key, json!({ "rewards": rs }), t)
+            .await
+            .map(|_| ()),
     };
     if let Err(e) = reward_result {
         // A refusal (4xx: no turn to reward, a turn index out of range) is the agent's doing;
@@ -248,45 +251,21 @@ async fn run_inner(
     }
     let export = finish().await;
     let trajectory = export.map_err(|e| RejectReason::Proxy(e.message))?;
-    let turns = trajectory
-        .get("turns")
-        .and_then(Value::as_array)
-        .map(|t| t.len())
-        .unwrap_or(0);
-    let output_tokens: u64 = trajectory
-        .get("turns")
-        .and_then(Value::as_array)
-        .map(|ts| {
-            ts.iter()
-                .map(|t| {
-                    t.get("output_token_ids")
-                        .and_then(Value::as_array)
-                        .map(|a| a.len() as u64)
-                        .unwrap_or(0)
-                })
-                .sum()
-        })
-        .unwrap_or(0);
-    Ok(EpisodeOutcome::Accepted {
-        trajectory_json: trajectory.to_string(),
-        turns: turns as u32,
-        output_tokens,
-    })
+    let trajectory_json = String::from_utf8(trajectory.to_vec())
+        .map_err(|_| RejectReason::Proxy("the exported trajectory is not UTF-8".into()))?;
+    Ok(EpisodeOutcome::Accepted { trajectory_json })
 }
 
 /// Ends a cancelled episode's session (best effort): the proxy then refuses the agent's further
 /// requests with 410.
 pub async fn end_session(proxy: &ProxyClient, slot: &SessionSlot) {
     let held = slot.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Some((sid, key)) = held {
+    if let Some((sid, _key)) = held {
         let _ = proxy
-            .post("/rl/end_session", &key, json!({}), Duration::from_secs(5))
-            .await;
-        let _ = proxy
-            .post(
+            .post_raw(
                 "/export_trajectories",
                 &proxy.admin_key,
-                json!({"session_id": sid, "discount": 1.0}),
+                json!({"session_id": sid, "discount": 1.0, "end": true}),
                 Duration::from_secs(5),
             )
             .await;

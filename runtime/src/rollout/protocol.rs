@@ -81,12 +81,8 @@ impl std::fmt::Display for RejectReason {
 pub enum EpisodeOutcome {
     /// The exported trajectory (the proxy's export JSON, as text).
     Accepted {
-        /// The trajectory JSON.
+        /// The trajectory JSON, as the proxy exported it (parsed once, by the controller).
         trajectory_json: String,
-        /// Turns recorded.
-        turns: u32,
-        /// Output tokens generated.
-        output_tokens: u64,
     },
     /// No trajectory, and why.
     Rejected(RejectReason),
