@@ -20,6 +20,16 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     }
 }
 
+/// The length of `value` encoded by [`encode`], counted without building the bytes.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::serde::encode_into_writer(value, &mut size, bincode::config::standard()) {
+        Ok(()) => size.bytes_written,
+        // Cannot be encoded: it could not be sent either, so it counts as too large.
+        Err(_) => usize::MAX,
+    }
+}
+
 /// Decodes with bincode's standard configuration, rejecting trailing bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let (v, used) = bincode::serde::decode_from_slice::<T, _>(bytes, bincode::config::standard())

@@ -1,7 +1,7 @@
 //! The engine queue of an in-process RpcServer: its thread parks while idle (no polling), and
 //! work nobody waits for any more is dropped before it runs.
 
-use fleet_actors::{CallOptions, Job, WorkerId};
+use fleet_actors::{CallOptions, FleetError, Job, WorkerId};
 use fleet_runtime::Cluster;
 use std::time::{Duration, Instant};
 
@@ -90,3 +90,41 @@ async fn the_engine_thread_parks_between_calls_instead_of_spinning() {
     cluster.shutdown().await.unwrap();
 }
 
+/// A timeout storm used to leave the engine working through calls nobody waited for, so every
+/// later call timed out behind them (congestion collapse). Now a queued call whose caller gave
+/// up, or whose deadline passed, is dropped before it runs: after 20 abandoned 200 ms calls,
+/// a call with a 1 s deadline waits at most for the one call already running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_calls_whose_callers_gave_up_are_dropped_before_they_run() {
+    let cluster = Cluster::local().start().await.unwrap();
+    let s = cluster.scheduler().clone();
+    s.create_workers(Job::new("storm", 1)).await.unwrap();
+    let w = WorkerId::new("storm", 0);
+    s.create_engine(&w, "e", "sleep", &()).await.unwrap();
+    let short = CallOptions::default().timeout(Duration::from_millis(100));
+    let storm: Vec<_> = (0..20)
+        .map(|_| {
+            let (s, w, short) = (s.clone(), w.clone(), short.clone());
+            tokio::spawn(async move { s.call::<_, u64>(&w, "e", "sleep", &200u64, &short).await })
+        })
+        .collect();
+    for call in storm {
+        let r = call.await.unwrap();
+        assert!(matches!(r, Err(FleetError::Timeout { .. })), "{r:?}");
+    }
+    let r: Result<u64, _> = s
+        .call(
+            &w,
+            "e",
+            "sleep",
+            &200u64,
+            &CallOptions::default().timeout(Duration::from_secs(1)),
+        )
+        .await;
+    assert_eq!(r, Ok(200));
+    // At most the call that was already running when its caller gave up, plus this one, ran.
+    let st = s.status(&w, Duration::from_secs(5)).await.unwrap();
+    assert!(st.calls_done <= 2, "{} calls ran", st.calls_done);
+    assert_eq!(st.queued, 0);
+    cluster.shutdown().await.unwrap();
+}

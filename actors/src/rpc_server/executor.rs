@@ -52,10 +52,10 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(super) fn new(dedupe_capacity: usize) -> Self {
+    pub(super) fn new(dedupe_capacity: usize, dedupe_bytes: usize) -> Self {
         Shared {
             engines: Mutex::new(BTreeMap::new()),
-            dedupe: Mutex::new(Dedupe::new(dedupe_capacity)),
+            dedupe: Mutex::new(Dedupe::new(dedupe_capacity, dedupe_bytes)),
             in_flight: Mutex::new(None),
             queued: AtomicU64::new(0),
             calls_done: AtomicU64::new(0),
@@ -75,6 +75,8 @@ pub(super) enum Job {
     Call {
         req: CallRequest,
         reply: RpcReplyPort<CallReply>,
+        /// When the caller stops waiting, and the budget that deadline came from.
+        deadline: Option<(Instant, std::time::Duration)>,
     },
     Configure {
         cfg: Configure,
@@ -146,7 +148,11 @@ impl Executor {
                     let r = self.create(&name, &type_name, &factory, args);
                     let _ = reply.send(r);
                 }
-                Job::Call { req, reply } => self.call(req, reply),
+                Job::Call {
+                    req,
+                    reply,
+                    deadline,
+                } => self.call(req, reply, deadline),
                 Job::Configure { cfg, reply } => {
                     let r = self.configure(cfg);
                     let _ = reply.send(r);
@@ -219,8 +225,45 @@ impl Executor {
         result
     }
 
-    fn call(&mut self, req: CallRequest, reply: RpcReplyPort<CallReply>) {
+    fn call(
+        &mut self,
+        req: CallRequest,
+        reply: RpcReplyPort<CallReply>,
+        deadline: Option<(Instant, std::time::Duration)>,
+    ) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        // Work nobody waits for any more is dropped before it runs: its deadline passed (the
+        // caller, and anyone who joined it by request id, get a `Timeout`), or its caller went
+        // away and no one joined it.
+        if let Some((_, budget)) = deadline.filter(|(at, _)| Instant::now() >= *at) {
+            let timeout = CallReply(Err(FleetError::timeout(
+                format!(
+                    "{}.{} on {} (dropped from the engine queue unrun: its deadline passed while it waited behind other calls)",
+                    req.engine, req.method, self.worker
+                ),
+                budget,
+            )));
+            let waiters = match &req.request_id {
+                Some(id) => lock(&self.shared.dedupe).abandon(id),
+                None => Vec::new(),
+            };
+            tracing::debug!(worker = %self.worker, engine = %req.engine, method = %req.method, "expired call dropped before it ran");
+            for w in waiters {
+                let _ = w.send(timeout.clone());
+            }
+            let _ = reply.send(timeout);
+            return;
+        }
+        if reply.is_closed() {
+            let abandoned = match &req.request_id {
+                Some(id) => lock(&self.shared.dedupe).abandon_if_unwatched(id),
+                None => true,
+            };
+            if abandoned {
+                tracing::debug!(worker = %self.worker, engine = %req.engine, method = %req.method, "call whose caller went away dropped before it ran");
+                return;
+            }
+        }
         let result = match self.run_call(&req) {
             // A result too large to send back in one message is refused here, so it can never
             // become a frame that would drop a cluster session.

@@ -11,8 +11,13 @@ use std::collections::BTreeMap;
 /// One engine call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallRequest {
-    /// Overall deadline of the call in milliseconds (0: none given), for forwarders that
-    /// retry.
+    /// The call's remaining time budget in milliseconds *when this message was sent* (0: none
+    /// given). It is a budget, not a timeout restarted at every hop: whoever holds the request
+    /// before passing it on (a node agent, a launcher waiting for a permit, an HTTP hop)
+    /// subtracts the time it held it ([`CallRequest::set_budget`]); the worker turns it into a
+    /// local deadline on arrival and drops the call, unrun, if that deadline passes while the
+    /// call waits in its engine queue. Time spent in transit is not counted (no shared clock
+    /// is assumed); it is small next to the budgets of engine calls.
     pub deadline_ms: u64,
     /// Whether the caller declared the call idempotent.
     pub idempotent: bool,
@@ -122,6 +127,19 @@ pub struct WorkerStatus {
 pub const UNDECODABLE: &str = "<undecodable>";
 
 impl CallRequest {
+    /// The remaining budget, if the caller gave one.
+    pub fn budget(&self) -> Option<std::time::Duration> {
+        (self.deadline_ms > 0).then(|| std::time::Duration::from_millis(self.deadline_ms))
+    }
+
+    /// Sets the remaining budget before passing the request on (at least 1 ms, so that a
+    /// budget never turns into "none").
+    pub fn set_budget(&mut self, remaining: std::time::Duration) {
+        self.deadline_ms = u64::try_from(remaining.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+    }
+
     /// The request that stands for bytes that did not decode (`detail` says why).
     pub fn undecodable(detail: String) -> Self {
         CallRequest {

@@ -134,15 +134,19 @@ impl Scheduler {
         }
         let route = self.route(worker)?;
         let timeout = opts.timeout;
-        let req = CallRequest {
-            deadline_ms: timeout.as_millis() as u64,
+        let mut req = CallRequest {
+            deadline_ms: 0,
             idempotent: opts.idempotent,
             engine: engine.to_string(),
             method: method.to_string(),
             args,
             rpc_meta: opts.rpc_meta.clone(),
-            request_id: opts.effective_request_id(),
+            // Only the caller's own id: a generated one could never be repeated, so having the
+            // worker record its result would protect nothing.
+            request_id: opts.request_id.clone(),
         };
+        // The whole budget, at the moment of sending; each hop that holds it subtracts.
+        req.set_budget(timeout);
         let what = format!("{engine}.{method}");
         let reply: CallReply = match self.local_actor(&route) {
             Some(actor) => outcome(
