@@ -167,6 +167,45 @@ pub enum FleetError {
     },
 }
 
+/// The most bytes any one text field of a [`FleetError`] keeps once [bounded](FleetError::bounded):
+/// 64 KiB. Longer text (an engine's `format!("{tensor:?}")`, a huge method name) is cut, and
+/// the cut says how long the original was.
+pub const MAX_ERROR_TEXT_BYTES: usize = 64 * 1024;
+
+/// The most bytes of output lines a bounded [`FleetError::WorkerFailed`] keeps in its `tail`
+/// (the newest lines win): 64 KiB.
+pub const MAX_ERROR_TAIL_BYTES: usize = 64 * 1024;
+
+/// Cuts `s` to at most `max` bytes (on a character boundary), saying how long it was.
+fn cut(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let total = s.len();
+    let mut end = max.saturating_sub(48);
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(&format!("... (cut; {total} bytes in all)"));
+}
+
+/// Keeps the newest lines of `tail` within `max` bytes, each line cut to `max`.
+fn cut_tail(tail: &mut Vec<String>, max: usize) {
+    let mut budget = max;
+    let mut kept = Vec::new();
+    for line in tail.iter_mut().rev() {
+        cut(line, budget.min(MAX_ERROR_TEXT_BYTES));
+        if line.len() > budget {
+            break;
+        }
+        budget -= line.len();
+        kept.push(std::mem::take(line));
+    }
+    kept.reverse();
+    *tail = kept;
+}
+
 fn tail_suffix(tail: &[String]) -> String {
     if tail.is_empty() {
         String::new()
@@ -197,6 +236,99 @@ impl FleetError {
         FleetError::Internal {
             detail: detail.to_string(),
         }
+    }
+
+    /// The same error with every text field cut to [`MAX_ERROR_TEXT_BYTES`] and a worker's
+    /// output tail to [`MAX_ERROR_TAIL_BYTES`], so that it always fits in a message. Applied
+    /// where errors are made from outside text (engine messages, output lines) and on every
+    /// reply a node sends.
+    pub fn bounded(mut self) -> Self {
+        let m = MAX_ERROR_TEXT_BYTES;
+        match &mut self {
+            FleetError::WorkerNotFound { worker, detail } => {
+                cut(worker, m);
+                cut(detail, m);
+            }
+            FleetError::RoleNotFound { role, known } => {
+                cut(role, m);
+                cut(known, m);
+            }
+            FleetError::RoleExists { role } => cut(role, m),
+            FleetError::WorkerFailed {
+                worker,
+                node,
+                reason,
+                tail,
+            } => {
+                cut(worker, m);
+                cut(node, m);
+                cut(reason, m);
+                cut_tail(tail, MAX_ERROR_TAIL_BYTES);
+            }
+            FleetError::NodeLost { node, reason } => {
+                cut(node, m);
+                cut(reason, m);
+            }
+            FleetError::Timeout { what, .. } => cut(what, m),
+            FleetError::EngineNotFound {
+                worker,
+                engine,
+                known,
+            } => {
+                cut(worker, m);
+                cut(engine, m);
+                cut(known, m);
+            }
+            FleetError::EngineExists { worker, engine } => {
+                cut(worker, m);
+                cut(engine, m);
+            }
+            FleetError::EngineTypeUnknown {
+                type_name,
+                node,
+                known,
+            } => {
+                cut(type_name, m);
+                cut(node, m);
+                cut(known, m);
+            }
+            FleetError::MethodNotFound {
+                worker,
+                engine,
+                method,
+            } => {
+                cut(worker, m);
+                cut(engine, m);
+                cut(method, m);
+            }
+            FleetError::EngineFailed {
+                worker,
+                engine,
+                method,
+                message,
+            } => {
+                cut(worker, m);
+                cut(engine, m);
+                cut(method, m);
+                cut(message, m);
+            }
+            FleetError::InsufficientResources {
+                what,
+                resource,
+                detail,
+            } => {
+                cut(what, m);
+                cut(resource, m);
+                cut(detail, m);
+            }
+            FleetError::BadRequest { what, detail } | FleetError::Unavailable { what, detail } => {
+                cut(what, m);
+                cut(detail, m);
+            }
+            FleetError::PayloadTooLarge { what, .. } => cut(what, m),
+            FleetError::Protocol { detail } | FleetError::Internal { detail } => cut(detail, m),
+        }
+        self
     }
 
     /// Whether the same call may succeed if tried again (after a backoff). Timeouts are
@@ -271,6 +403,42 @@ mod tests {
             s.contains("gen/0") && s.contains("exit code 3") && s.contains("CUDA error"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn bounded_errors_cut_long_text_and_keep_the_newest_tail_lines() {
+        let e = FleetError::EngineFailed {
+            worker: "w/0".into(),
+            engine: "e".into(),
+            method: "m".into(),
+            message: "é".repeat(17 << 20),
+        }
+        .bounded();
+        let FleetError::EngineFailed { message, .. } = &e else {
+            unreachable!()
+        };
+        assert!(message.len() <= MAX_ERROR_TEXT_BYTES, "{}", message.len());
+        assert!(message.ends_with(&format!("cut; {} bytes in all)", 34 << 20)));
+
+        let tail: Vec<String> = (0..100)
+            .map(|i| format!("{i:>4}{}", "x".repeat(16 << 10)))
+            .collect();
+        let e = FleetError::WorkerFailed {
+            worker: "w/0".into(),
+            node: "n".into(),
+            reason: "exit 1".into(),
+            tail,
+        }
+        .bounded();
+        let FleetError::WorkerFailed { tail, .. } = &e else {
+            unreachable!()
+        };
+        assert!(tail.iter().map(String::len).sum::<usize>() <= MAX_ERROR_TAIL_BYTES);
+        assert!(
+            tail.last().is_some_and(|l| l.starts_with("  99")),
+            "newest line kept"
+        );
+        assert!(!tail.is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! bytes do not decode (usually a variant that the receiver answers with a typed
 //! [`FleetError::Protocol`](crate::FleetError) error), through the [`wire_type!`] macro.
 
+use crate::FleetError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -27,6 +28,43 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
         Ok(()) => size.bytes_written,
         // Cannot be encoded: it could not be sent either, so it counts as too large.
         Err(_) => usize::MAX,
+    }
+}
+
+/// The one size guard of fleet's messages: refuses `value` when its encoded length (exactly
+/// what would cross ractor_cluster) is over `limit`, with [`FleetError::PayloadTooLarge`]
+/// naming `what`. Every field counts (arguments, `rpc_meta`, method, path, headers, ...).
+/// ractor_cluster drops a whole peer session on a frame over its 16 MiB limit, so every send
+/// site on both sides checks its message with this before sending; `limit` is the node's
+/// message limit (8 MiB by default, half the frame limit, which leaves room for the envelope).
+pub fn check_size<T: Serialize>(
+    value: &T,
+    limit: usize,
+    what: impl FnOnce() -> String,
+) -> Result<(), FleetError> {
+    let size = encoded_len(value);
+    if size > limit {
+        return Err(FleetError::PayloadTooLarge {
+            what: what(),
+            size: u64::try_from(size).unwrap_or(u64::MAX),
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+        }
+        .bounded());
+    }
+    Ok(())
+}
+
+/// Makes a reply fit under `limit` before it is sent: an error has its text
+/// [bounded](FleetError::bounded); a result whose encoded size is over the limit becomes
+/// [`FleetError::PayloadTooLarge`] naming `what` (the result of which call, on which worker).
+pub fn fit_reply<T: Serialize>(
+    reply: Result<T, FleetError>,
+    limit: usize,
+    what: impl FnOnce() -> String,
+) -> Result<T, FleetError> {
+    match reply {
+        Err(e) => Err(e.bounded()),
+        Ok(v) => check_size(&v, limit, what).map(|()| v),
     }
 }
 

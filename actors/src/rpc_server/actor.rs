@@ -349,7 +349,8 @@ impl RpcServer {
                                 engine: "*".into(),
                                 method: "<destroy>".into(),
                                 message: errors.join("; "),
-                            }),
+                            }
+                            .bounded()),
                             Ok(Err(_)) => Ok(ControlOk::Done),
                             Err(_) => Err(FleetError::timeout(
                                 format!("destroy hooks of worker {worker} (an engine call may still be running; the worker is stopped anyway)"),

@@ -146,7 +146,7 @@ impl Executor {
                     reply,
                 } => {
                     let r = self.create(&name, &type_name, &factory, args);
-                    let _ = reply.send(r);
+                    let _ = reply.send(r.map_err(FleetError::bounded));
                 }
                 Job::Call {
                     req,
@@ -155,7 +155,7 @@ impl Executor {
                 } => self.call(req, reply, deadline),
                 Job::Configure { cfg, reply } => {
                     let r = self.configure(cfg);
-                    let _ = reply.send(r);
+                    let _ = reply.send(r.map_err(FleetError::bounded));
                 }
                 Job::SetEnv(vars) => self.env.extend(vars),
                 Job::Destroy { reply } => {
@@ -264,19 +264,14 @@ impl Executor {
                 return;
             }
         }
-        let result = match self.run_call(&req) {
-            // A result too large to send back in one message is refused here, so it can never
-            // become a frame that would drop a cluster session.
-            Ok(p) if p.len() > self.max_result => Err(FleetError::PayloadTooLarge {
-                what: format!(
-                    "the result of {}.{} on {}",
-                    req.engine, req.method, self.worker
-                ),
-                size: p.len() as u64,
-                limit: self.max_result as u64,
-            }),
-            other => other,
-        };
+        // A result too large to send back in one message is refused here, and an error's text
+        // is bounded, so the reply can never become a frame that would drop a cluster session.
+        let result = crate::wire::fit_reply(self.run_call(&req), self.max_result, || {
+            format!(
+                "the result of {}.{} on {}",
+                req.engine, req.method, self.worker
+            )
+        });
         self.shared.calls_done.fetch_add(1, Ordering::Relaxed);
         let reply_value = CallReply(result);
         if let Some(id) = &req.request_id {

@@ -125,14 +125,6 @@ impl Scheduler {
         args: Payload,
         opts: &CallOptions,
     ) -> Result<Payload, FleetError> {
-        if args.len() > self.inner.config.max_payload {
-            return Err(FleetError::PayloadTooLarge {
-                what: format!("the arguments of {engine}.{method} for {worker}"),
-                size: args.len() as u64,
-                limit: self.inner.config.max_payload as u64,
-            });
-        }
-        let route = self.route(worker)?;
         let timeout = opts.timeout;
         let mut req = CallRequest {
             deadline_ms: 0,
@@ -147,6 +139,14 @@ impl Scheduler {
         };
         // The whole budget, at the moment of sending; each hop that holds it subtracts.
         req.set_budget(timeout);
+        // The whole encoded message counts (arguments, rpc_meta, names), not only the arguments:
+        // one over ractor_cluster's frame limit would drop the node's session.
+        fleet_actors::wire::check_size(&req, self.inner.config.max_payload, || {
+            format!(
+                "the call {engine:.200}.{method:.200} for {worker} (arguments, rpc_meta and names)"
+            )
+        })?;
+        let route = self.route(worker)?;
         let what = format!("{engine}.{method}");
         let reply: CallReply = match self.local_actor(&route) {
             Some(actor) => outcome(
