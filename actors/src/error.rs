@@ -152,6 +152,19 @@ pub enum FleetError {
         /// Why.
         detail: String,
     },
+    /// The outcome is unknown: the request may have run. The connection failed after it was
+    /// sent, or an attempt timed out, or a gateway answered 502/504, and it was not sent again
+    /// because running it twice is not known to be harmless.
+    #[error("outcome unknown: {what} may have run ({detail}); check the service before repeating it, or make it safe to repeat (idempotent, or a request id the service deduplicates)")]
+    Indeterminate {
+        /// The call (worker, method and path or engine.method).
+        what: String,
+        /// What happened (the transport error, the timeout, the last status).
+        detail: String,
+        /// Whether repeating the call is harmless (it is idempotent or carries a request id the
+        /// server deduplicates); only then is it [`retryable`](FleetError::retryable).
+        resend_safe: bool,
+    },
     /// A message could not be decoded: the two sides speak different protocol versions or the
     /// bytes are corrupt.
     #[error("protocol error: {detail}; check that every node runs the same fleet version")]
@@ -321,7 +334,9 @@ impl FleetError {
                 cut(resource, m);
                 cut(detail, m);
             }
-            FleetError::BadRequest { what, detail } | FleetError::Unavailable { what, detail } => {
+            FleetError::BadRequest { what, detail }
+            | FleetError::Unavailable { what, detail }
+            | FleetError::Indeterminate { what, detail, .. } => {
                 cut(what, m);
                 cut(detail, m);
             }
@@ -332,12 +347,15 @@ impl FleetError {
     }
 
     /// Whether the same call may succeed if tried again (after a backoff). Timeouts are
-    /// retryable only for idempotent calls: the caller decides that.
+    /// retryable only for idempotent calls: the caller decides that. An
+    /// [`Indeterminate`](FleetError::Indeterminate) outcome (it may have run) is retryable only
+    /// when repeating it is known to be harmless.
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            FleetError::Timeout { .. } | FleetError::Unavailable { .. }
-        )
+        match self {
+            FleetError::Timeout { .. } | FleetError::Unavailable { .. } => true,
+            FleetError::Indeterminate { resend_safe, .. } => *resend_safe,
+            _ => false,
+        }
     }
 
     /// A stable short name for the variant (the `kind` of the HTTP error shape).
@@ -358,6 +376,7 @@ impl FleetError {
             FleetError::BadRequest { .. } => "bad_request",
             FleetError::PayloadTooLarge { .. } => "payload_too_large",
             FleetError::Unavailable { .. } => "unavailable",
+            FleetError::Indeterminate { .. } => "indeterminate",
             FleetError::Protocol { .. } => "protocol",
             FleetError::Internal { .. } => "internal",
         }
@@ -378,7 +397,9 @@ impl FleetError {
             FleetError::PayloadTooLarge { .. } => 413,
             FleetError::Unavailable { .. } | FleetError::InsufficientResources { .. } => 503,
             FleetError::Timeout { .. } => 504,
-            FleetError::NodeLost { .. } | FleetError::WorkerFailed { .. } => 502,
+            FleetError::NodeLost { .. }
+            | FleetError::WorkerFailed { .. }
+            | FleetError::Indeterminate { .. } => 502,
             FleetError::EngineFailed { .. } | FleetError::Internal { .. } => 500,
         }
     }
@@ -445,5 +466,13 @@ mod tests {
     fn only_transient_errors_are_retryable() {
         assert!(FleetError::timeout("x", std::time::Duration::from_secs(1)).retryable());
         assert!(!FleetError::bad_request("x", "y").retryable());
+        let maybe_ran = |resend_safe| FleetError::Indeterminate {
+            what: "POST /train".into(),
+            detail: "connection reset after sending".into(),
+            resend_safe,
+        };
+        assert!(!maybe_ran(false).retryable());
+        assert!(maybe_ran(true).retryable());
+        assert_eq!(maybe_ran(false).kind(), "indeterminate");
     }
 }
