@@ -31,6 +31,41 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
     }
 }
 
+/// The bytes bincode's standard (varint) configuration uses for a length `n`.
+fn varint_len(n: usize) -> usize {
+    match n as u64 {
+        0..=250 => 1,
+        251..=0xFFFF => 3,
+        0x1_0000..=0xFFFF_FFFF => 5,
+        _ => 9,
+    }
+}
+
+/// The encoded length of `payload`, counted from its length instead of walking its bytes
+/// (the same number [`encoded_len`] gives, in constant time).
+pub fn payload_len(payload: &crate::Payload) -> usize {
+    encoded_len(&payload.codec)
+        .saturating_add(varint_len(payload.bytes.len()))
+        .saturating_add(payload.bytes.len())
+}
+
+/// [`check_size`] for a size already measured.
+pub fn check_len(
+    size: usize,
+    limit: usize,
+    what: impl FnOnce() -> String,
+) -> Result<(), FleetError> {
+    if size > limit {
+        return Err(FleetError::PayloadTooLarge {
+            what: what(),
+            size: u64::try_from(size).unwrap_or(u64::MAX),
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+        }
+        .bounded());
+    }
+    Ok(())
+}
+
 /// The one size guard of fleet's messages: refuses `value` when its encoded length (exactly
 /// what would cross ractor_cluster) is over `limit`, with [`FleetError::PayloadTooLarge`]
 /// naming `what`. Every field counts (arguments, `rpc_meta`, method, path, headers, ...).
@@ -42,16 +77,7 @@ pub fn check_size<T: Serialize>(
     limit: usize,
     what: impl FnOnce() -> String,
 ) -> Result<(), FleetError> {
-    let size = encoded_len(value);
-    if size > limit {
-        return Err(FleetError::PayloadTooLarge {
-            what: what(),
-            size: u64::try_from(size).unwrap_or(u64::MAX),
-            limit: u64::try_from(limit).unwrap_or(u64::MAX),
-        }
-        .bounded());
-    }
-    Ok(())
+    check_len(encoded_len(value), limit, what)
 }
 
 /// Makes a reply fit under `limit` before it is sent: an error has its text

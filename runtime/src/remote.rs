@@ -40,12 +40,16 @@ where
         node: node.to_string(),
         reason: format!("the connection to it closed while {what} on {worker} was in flight"),
     };
+    let started = std::time::Instant::now();
+    let timed_out =
+        || FleetError::timeout(format!("{what} on worker {worker} (node {node})"), timeout);
     let map = |r: Result<CallResult<T>, MessagingErr<M>>| match r {
         Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err(FleetError::timeout(
-            format!("{what} on worker {worker} (node {node})"),
-            timeout,
-        )),
+        Ok(CallResult::Timeout) => Err(timed_out()),
+        // ractor_cluster's reply converter has a timer of its own, started a moment after
+        // ours: when it fires first it drops the reply port. At or past the deadline that is
+        // this call's timeout, not a closed connection.
+        Ok(CallResult::SenderError) if started.elapsed() >= timeout => Err(timed_out()),
         Ok(CallResult::SenderError) | Err(_) => Err(closed()),
     };
     let Some(mut lost) = liveness.watch(node) else {
@@ -114,9 +118,7 @@ pub(crate) fn forward_call_checked(
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let Ok(reply) = rx.await else { return };
-        let reply = CallReply(fleet_actors::wire::fit_reply(reply.0, limit, || {
-            format!("the result of {what} on {worker}")
-        }));
+        let reply = reply.fit(limit, || format!("the result of {what} on {worker}"));
         let _ = port.send(reply);
     });
     Ok(())

@@ -128,3 +128,46 @@ async fn queued_calls_whose_callers_gave_up_are_dropped_before_they_run() {
     assert_eq!(st.queued, 0);
     cluster.shutdown().await.unwrap();
 }
+
+/// The same over a real node process: the call's budget crosses the wire with it, so the node
+/// drops queued calls whose callers on the head gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_calls_on_a_remote_node_expire_with_their_budget() {
+    let cluster = fleet_tests::TestCluster::builder()
+        .nodes(1)
+        .start()
+        .await
+        .unwrap();
+    let s = cluster.scheduler().clone();
+    s.create_workers(Job::new("rstorm", 1)).await.unwrap();
+    let w = s
+        .get_workers("rstorm", Duration::from_secs(10))
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+    s.create_engine(&w, "e", "sleep", &()).await.unwrap();
+    let short = CallOptions::default().timeout(Duration::from_millis(100));
+    let storm: Vec<_> = (0..20)
+        .map(|_| {
+            let (s, w, short) = (s.clone(), w.clone(), short.clone());
+            tokio::spawn(async move { s.call::<_, u64>(&w, "e", "sleep", &200u64, &short).await })
+        })
+        .collect();
+    for call in storm {
+        let r = call.await.unwrap();
+        assert!(matches!(r, Err(FleetError::Timeout { .. })), "{r:?}");
+    }
+    let r: Result<u64, _> = s
+        .call(
+            &w,
+            "e",
+            "sleep",
+            &200u64,
+            &CallOptions::default().timeout(Duration::from_secs(2)),
+        )
+        .await;
+    assert_eq!(r, Ok(200));
+    let st = s.status(&w, Duration::from_secs(5)).await.unwrap();
+    assert!(st.calls_done <= 2, "{} calls ran", st.calls_done);
+}

@@ -64,7 +64,7 @@ pub struct Dedupe {
 
 /// The bytes a reply holds in the record (its encoded size, plus a little per entry).
 fn reply_bytes(reply: &CallReply) -> usize {
-    crate::wire::encoded_len(reply).saturating_add(64)
+    reply.encoded_len().saturating_add(64)
 }
 
 impl Dedupe {

@@ -266,12 +266,14 @@ impl Executor {
         }
         // A result too large to send back in one message is refused here, and an error's text
         // is bounded, so the reply can never become a frame that would drop a cluster session.
-        let result = crate::wire::fit_reply(self.run_call(&req), self.max_result, || {
-            format!(
-                "the result of {}.{} on {}",
-                req.engine, req.method, self.worker
-            )
-        });
+        let result = CallReply(self.run_call(&req))
+            .fit(self.max_result, || {
+                format!(
+                    "the result of {}.{} on {}",
+                    req.engine, req.method, self.worker
+                )
+            })
+            .0;
         self.shared.calls_done.fetch_add(1, Ordering::Relaxed);
         let reply_value = CallReply(result);
         if let Some(id) = &req.request_id {

@@ -150,7 +150,7 @@ impl Scheduler {
         req.set_budget(timeout);
         // The whole encoded message counts (arguments, rpc_meta, names), not only the arguments:
         // one over ractor_cluster's frame limit would drop the node's session.
-        fleet_actors::wire::check_size(&req, self.inner.config.max_payload, || {
+        fleet_actors::wire::check_len(req.encoded_len(), self.inner.config.max_payload, || {
             format!(
                 "the call {engine:.200}.{method:.200} for {worker} (arguments, rpc_meta and names)"
             )
