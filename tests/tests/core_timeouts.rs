@@ -95,8 +95,8 @@ async fn durations_from_callers_never_overflow_a_clock() {
         .await
         .unwrap();
     assert_eq!(total, 2);
-    let mut call = HttpCall::get("/anything");
-    call.timeout_ms = u64::MAX;
+    let call = HttpCall::get("/anything").timeout(Duration::MAX);
+    assert_eq!(call.timeout_ms, u64::MAX, "saturated, not wrapped");
     // An in-process worker has no HTTP endpoint: a typed answer, not a panic.
     let r = s.http(&w, call).await;
     assert!(matches!(r, Err(FleetError::BadRequest { .. })), "{r:?}");
