@@ -152,6 +152,19 @@ pub enum FleetError {
         /// Why.
         detail: String,
     },
+    /// The outcome is unknown: the request may have run. The connection failed after it was
+    /// sent, or an attempt timed out, or a gateway answered 502/504, and it was not sent again
+    /// because running it twice is not known to be harmless.
+    #[error("outcome unknown: {what} may have run ({detail}); check the service before repeating it, or make it safe to repeat (idempotent, or a request id the service deduplicates)")]
+    Indeterminate {
+        /// The call (worker, method and path or engine.method).
+        what: String,
+        /// What happened (the transport error, the timeout, the last status).
+        detail: String,
+        /// Whether repeating the call is harmless (it is idempotent or carries a request id the
+        /// server deduplicates); only then is it [`retryable`](FleetError::retryable).
+        resend_safe: bool,
+    },
     /// A message could not be decoded: the two sides speak different protocol versions or the
     /// bytes are corrupt.
     #[error("protocol error: {detail}; check that every node runs the same fleet version")]
@@ -165,6 +178,45 @@ pub enum FleetError {
         /// What happened.
         detail: String,
     },
+}
+
+/// The most bytes any one text field of a [`FleetError`] keeps once [bounded](FleetError::bounded):
+/// 64 KiB. Longer text (an engine's `format!("{tensor:?}")`, a huge method name) is cut, and
+/// the cut says how long the original was.
+pub const MAX_ERROR_TEXT_BYTES: usize = 64 * 1024;
+
+/// The most bytes of output lines a bounded [`FleetError::WorkerFailed`] keeps in its `tail`
+/// (the newest lines win): 64 KiB.
+pub const MAX_ERROR_TAIL_BYTES: usize = 64 * 1024;
+
+/// Cuts `s` to at most `max` bytes (on a character boundary), saying how long it was.
+fn cut(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let total = s.len();
+    let mut end = max.saturating_sub(48);
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(&format!("... (cut; {total} bytes in all)"));
+}
+
+/// Keeps the newest lines of `tail` within `max` bytes, each line cut to `max`.
+fn cut_tail(tail: &mut Vec<String>, max: usize) {
+    let mut budget = max;
+    let mut kept = Vec::new();
+    for line in tail.iter_mut().rev() {
+        cut(line, budget.min(MAX_ERROR_TEXT_BYTES));
+        if line.len() > budget {
+            break;
+        }
+        budget -= line.len();
+        kept.push(std::mem::take(line));
+    }
+    kept.reverse();
+    *tail = kept;
 }
 
 fn tail_suffix(tail: &[String]) -> String {
@@ -199,13 +251,111 @@ impl FleetError {
         }
     }
 
+    /// The same error with every text field cut to [`MAX_ERROR_TEXT_BYTES`] and a worker's
+    /// output tail to [`MAX_ERROR_TAIL_BYTES`], so that it always fits in a message. Applied
+    /// where errors are made from outside text (engine messages, output lines) and on every
+    /// reply a node sends.
+    pub fn bounded(mut self) -> Self {
+        let m = MAX_ERROR_TEXT_BYTES;
+        match &mut self {
+            FleetError::WorkerNotFound { worker, detail } => {
+                cut(worker, m);
+                cut(detail, m);
+            }
+            FleetError::RoleNotFound { role, known } => {
+                cut(role, m);
+                cut(known, m);
+            }
+            FleetError::RoleExists { role } => cut(role, m),
+            FleetError::WorkerFailed {
+                worker,
+                node,
+                reason,
+                tail,
+            } => {
+                cut(worker, m);
+                cut(node, m);
+                cut(reason, m);
+                cut_tail(tail, MAX_ERROR_TAIL_BYTES);
+            }
+            FleetError::NodeLost { node, reason } => {
+                cut(node, m);
+                cut(reason, m);
+            }
+            FleetError::Timeout { what, .. } => cut(what, m),
+            FleetError::EngineNotFound {
+                worker,
+                engine,
+                known,
+            } => {
+                cut(worker, m);
+                cut(engine, m);
+                cut(known, m);
+            }
+            FleetError::EngineExists { worker, engine } => {
+                cut(worker, m);
+                cut(engine, m);
+            }
+            FleetError::EngineTypeUnknown {
+                type_name,
+                node,
+                known,
+            } => {
+                cut(type_name, m);
+                cut(node, m);
+                cut(known, m);
+            }
+            FleetError::MethodNotFound {
+                worker,
+                engine,
+                method,
+            } => {
+                cut(worker, m);
+                cut(engine, m);
+                cut(method, m);
+            }
+            FleetError::EngineFailed {
+                worker,
+                engine,
+                method,
+                message,
+            } => {
+                cut(worker, m);
+                cut(engine, m);
+                cut(method, m);
+                cut(message, m);
+            }
+            FleetError::InsufficientResources {
+                what,
+                resource,
+                detail,
+            } => {
+                cut(what, m);
+                cut(resource, m);
+                cut(detail, m);
+            }
+            FleetError::BadRequest { what, detail }
+            | FleetError::Unavailable { what, detail }
+            | FleetError::Indeterminate { what, detail, .. } => {
+                cut(what, m);
+                cut(detail, m);
+            }
+            FleetError::PayloadTooLarge { what, .. } => cut(what, m),
+            FleetError::Protocol { detail } | FleetError::Internal { detail } => cut(detail, m),
+        }
+        self
+    }
+
     /// Whether the same call may succeed if tried again (after a backoff). Timeouts are
-    /// retryable only for idempotent calls: the caller decides that.
+    /// retryable only for idempotent calls: the caller decides that. An
+    /// [`Indeterminate`](FleetError::Indeterminate) outcome (it may have run) is retryable only
+    /// when repeating it is known to be harmless.
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            FleetError::Timeout { .. } | FleetError::Unavailable { .. }
-        )
+        match self {
+            FleetError::Timeout { .. } | FleetError::Unavailable { .. } => true,
+            FleetError::Indeterminate { resend_safe, .. } => *resend_safe,
+            _ => false,
+        }
     }
 
     /// A stable short name for the variant (the `kind` of the HTTP error shape).
@@ -226,6 +376,7 @@ impl FleetError {
             FleetError::BadRequest { .. } => "bad_request",
             FleetError::PayloadTooLarge { .. } => "payload_too_large",
             FleetError::Unavailable { .. } => "unavailable",
+            FleetError::Indeterminate { .. } => "indeterminate",
             FleetError::Protocol { .. } => "protocol",
             FleetError::Internal { .. } => "internal",
         }
@@ -246,7 +397,9 @@ impl FleetError {
             FleetError::PayloadTooLarge { .. } => 413,
             FleetError::Unavailable { .. } | FleetError::InsufficientResources { .. } => 503,
             FleetError::Timeout { .. } => 504,
-            FleetError::NodeLost { .. } | FleetError::WorkerFailed { .. } => 502,
+            FleetError::NodeLost { .. }
+            | FleetError::WorkerFailed { .. }
+            | FleetError::Indeterminate { .. } => 502,
             FleetError::EngineFailed { .. } | FleetError::Internal { .. } => 500,
         }
     }
@@ -274,8 +427,52 @@ mod tests {
     }
 
     #[test]
+    fn bounded_errors_cut_long_text_and_keep_the_newest_tail_lines() {
+        let e = FleetError::EngineFailed {
+            worker: "w/0".into(),
+            engine: "e".into(),
+            method: "m".into(),
+            message: "é".repeat(17 << 20),
+        }
+        .bounded();
+        let FleetError::EngineFailed { message, .. } = &e else {
+            unreachable!()
+        };
+        assert!(message.len() <= MAX_ERROR_TEXT_BYTES, "{}", message.len());
+        assert!(message.ends_with(&format!("cut; {} bytes in all)", 34 << 20)));
+
+        let tail: Vec<String> = (0..100)
+            .map(|i| format!("{i:>4}{}", "x".repeat(16 << 10)))
+            .collect();
+        let e = FleetError::WorkerFailed {
+            worker: "w/0".into(),
+            node: "n".into(),
+            reason: "exit 1".into(),
+            tail,
+        }
+        .bounded();
+        let FleetError::WorkerFailed { tail, .. } = &e else {
+            unreachable!()
+        };
+        assert!(tail.iter().map(String::len).sum::<usize>() <= MAX_ERROR_TAIL_BYTES);
+        assert!(
+            tail.last().is_some_and(|l| l.starts_with("  99")),
+            "newest line kept"
+        );
+        assert!(!tail.is_empty());
+    }
+
+    #[test]
     fn only_transient_errors_are_retryable() {
         assert!(FleetError::timeout("x", std::time::Duration::from_secs(1)).retryable());
         assert!(!FleetError::bad_request("x", "y").retryable());
+        let maybe_ran = |resend_safe| FleetError::Indeterminate {
+            what: "POST /train".into(),
+            detail: "connection reset after sending".into(),
+            resend_safe,
+        };
+        assert!(!maybe_ran(false).retryable());
+        assert!(maybe_ran(true).retryable());
+        assert_eq!(maybe_ran(false).kind(), "indeterminate");
     }
 }

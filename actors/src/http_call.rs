@@ -65,7 +65,8 @@ impl HttpCall {
     }
     /// Sets the deadline.
     pub fn timeout(mut self, d: std::time::Duration) -> Self {
-        self.timeout_ms = d.as_millis() as u64;
+        // Saturating: `Duration::MAX` is "no deadline", not a wrapped-around number.
+        self.timeout_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         self
     }
     /// Marks it idempotent (or not).

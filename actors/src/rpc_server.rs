@@ -6,10 +6,12 @@
 //! handed to an executor thread owned by the worker ([`executor`]), which replies straight to the
 //! caller's reply port. The actor never awaits an engine call.
 //!
-//! Non-idempotent calls carry a request id. The [`dedupe`] record keeps the results of the last
-//! [`DEFAULT_DEDUPE_CAPACITY`] completed ids per worker: a repeat of a completed id gets the
-//! recorded result, a repeat of an id still running waits for the same result, and in neither
-//! case does the method run again.
+//! A call may carry a request id (the caller's own). The [`dedupe`] record keeps, per worker, the
+//! results of the last [`DEFAULT_DEDUPE_CAPACITY`] completed ids and at most
+//! [`DEFAULT_DEDUPE_BYTES`] of replies, keyed by (engine, method, id): a repeat of a completed
+//! id gets the recorded result, a repeat of an id still running waits for the same result, and
+//! in neither case does the method run again; the same id for another engine or method is a
+//! `BadRequest`.
 
 mod actor;
 pub mod dedupe;
@@ -24,6 +26,9 @@ pub use messages::{
 
 /// How many completed request ids each worker remembers.
 pub const DEFAULT_DEDUPE_CAPACITY: usize = 4096;
+
+/// How many bytes of recorded replies (encoded size) each worker keeps at most: 64 MiB.
+pub const DEFAULT_DEDUPE_BYTES: usize = 64 << 20;
 
 /// The content type of fleet's binary RPC over HTTP: `POST /call` carries a bincode
 /// [`CallRequest`] and answers a bincode [`CallReply`]; `POST /control` carries a bincode

@@ -5,15 +5,15 @@
 //! actor and could run a timed-out `train_batch` twice. Here every retry decision goes through
 //! one pure function, [`classify`], tested as a table:
 //!
-//! | outcome | idempotent | non-idempotent |
-//! | --- | --- | --- |
-//! | connect failed (refused, unreachable) | retry | retry |
-//! | connection closed before the request was written | retry | retry |
-//! | 502, 503, 504 | retry (honour `Retry-After`) | retry (honour `Retry-After`) |
-//! | 429 | retry, after `Retry-After` (seconds or HTTP-date) | the same |
-//! | per-attempt timeout | retry | final (it may be running) |
-//! | error after the request may have been written | retry | final |
-//! | 1xx, 2xx, 3xx, other 4xx, 500, other 5xx | final | final |
+//! | outcome | idempotent | with a request id | neither |
+//! | --- | --- | --- | --- |
+//! | connect failed (refused, unreachable) | retry | retry | retry |
+//! | connection closed before the request was written | retry | retry | retry |
+//! | 502, 504 (a gateway may have forwarded it) | retry | retry | final |
+//! | 503, 429 | retry (honour `Retry-After`) | retry (honour `Retry-After`) | retry only with `Retry-After` (the server refused it before acting) |
+//! | per-attempt timeout | retry | final (it may be running) | final |
+//! | error after the request may have been written | retry | final | final |
+//! | 1xx, 2xx, 3xx, other 4xx, 500, other 5xx | final | final | final |
 //!
 //! Backoff ([`RetryPolicy`]) is exponential with full jitter, capped, and never sleeps past the
 //! call's overall deadline; it is a `tokio::time::sleep`, so an actor that runs the call in a
@@ -36,6 +36,8 @@ mod types;
 
 pub use client::{Client, ClientConfig};
 pub use error::{HttpError, HttpErrorKind, BODY_PREFIX_BYTES};
-pub use policy::{backoff_cap, classify, parse_retry_after, Decision, Outcome, RetryPolicy};
+pub use policy::{
+    backoff_cap, classify, parse_retry_after, Decision, Outcome, Resend, RetryPolicy,
+};
 pub use retry::{send_with_retry, send_with_retry_raw};
 pub use types::{HttpRequest, HttpResponse, REQUEST_ID_HEADER};

@@ -9,9 +9,11 @@
 //!   fails in-flight calls within the heartbeat timeout, not at their own deadline;
 //! * a reply port dropped by ractor_cluster means the session closed: that is a lost node,
 //!   not a failed worker;
-//! * user bytes (call arguments, engine constructor arguments, configuration, HTTP bodies,
-//!   and on the node side call results and HTTP response bodies) are checked against the limit
-//!   before sending and refused with [`FleetError::PayloadTooLarge`].
+//! * every message is checked by its *encoded* size, all fields counted, with the one guard
+//!   [`fleet_actors::wire::check_size`], before it is sent: requests on the caller's side
+//!   (engine calls, control requests, HTTP requests) and replies on the node's side (results,
+//!   HTTP responses; errors have their text bounded with `FleetError::bounded`). Too large is
+//!   [`FleetError::PayloadTooLarge`], and the session stays up.
 
 use crate::membership::scheduler_hooks::Liveness;
 use fleet_actors::rpc_server::{CallReply, CallRequest, Control, WorkerMsg};
@@ -38,12 +40,16 @@ where
         node: node.to_string(),
         reason: format!("the connection to it closed while {what} on {worker} was in flight"),
     };
+    let started = std::time::Instant::now();
+    let timed_out =
+        || FleetError::timeout(format!("{what} on worker {worker} (node {node})"), timeout);
     let map = |r: Result<CallResult<T>, MessagingErr<M>>| match r {
         Ok(CallResult::Success(v)) => Ok(v),
-        Ok(CallResult::Timeout) => Err(FleetError::timeout(
-            format!("{what} on worker {worker} (node {node})"),
-            timeout,
-        )),
+        Ok(CallResult::Timeout) => Err(timed_out()),
+        // ractor_cluster's reply converter has a timer of its own, started a moment after
+        // ours: when it fires first it drops the reply port. At or past the deadline that is
+        // this call's timeout, not a closed connection.
+        Ok(CallResult::SenderError) if started.elapsed() >= timeout => Err(timed_out()),
         Ok(CallResult::SenderError) | Err(_) => Err(closed()),
     };
     let Some(mut lost) = liveness.watch(node) else {
@@ -70,59 +76,29 @@ where
     }
 }
 
-fn too_large(what: String, size: usize, limit: usize) -> FleetError {
-    FleetError::PayloadTooLarge {
-        what,
-        size: size as u64,
-        limit: limit as u64,
-    }
-}
-
-/// Refuses a control request whose user bytes exceed `limit`.
+/// Refuses a control request whose encoded message exceeds `limit` (every field counts).
 pub(crate) fn check_control(
     control: &Control,
     worker: &WorkerId,
     limit: usize,
 ) -> Result<(), FleetError> {
-    let size = match control {
-        Control::CreateEngine { args, .. } => args.len(),
-        Control::Configure(c) => c.config.len(),
-        Control::SetEnv(env) => env.iter().map(|(k, v)| k.len() + v.len()).sum(),
-        _ => 0,
-    };
-    if size > limit {
-        return Err(too_large(
-            format!("the control request for {worker}"),
-            size,
-            limit,
-        ));
-    }
-    Ok(())
+    fleet_actors::wire::check_size(control, limit, || {
+        format!("the control request for {worker}")
+    })
 }
 
-/// Refuses an HTTP request whose body and headers exceed `limit`.
+/// Refuses an HTTP request whose encoded message exceeds `limit` (method, path, headers and
+/// body all count).
 pub(crate) fn check_http(
     call: &HttpCall,
     worker: &WorkerId,
     limit: usize,
 ) -> Result<(), FleetError> {
-    let size = call.body.len()
-        + call
-            .headers
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
-    if size > limit {
-        return Err(too_large(
-            format!(
-                "the HTTP request {} {} for {worker}",
-                call.method, call.path
-            ),
-            size,
-            limit,
-        ));
-    }
-    Ok(())
+    fleet_actors::wire::check_size(call, limit, || {
+        let mut path = call.path.clone();
+        path.truncate(200);
+        format!("the HTTP request {} {path} for {worker}", call.method)
+    })
 }
 
 /// Node side: hands an engine call to a local worker and answers the (remote) caller, replacing
@@ -136,20 +112,13 @@ pub(crate) fn forward_call_checked(
     limit: usize,
 ) -> Result<(), String> {
     let (tx, rx) = ractor::concurrency::oneshot();
-    let what = format!("{}.{}", req.engine, req.method);
+    let what = format!("{:.200}.{:.200}", req.engine, req.method);
     actor
         .send_message(WorkerMsg::Call(req, tx.into()))
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let Ok(reply) = rx.await else { return };
-        let reply = match reply {
-            CallReply(Ok(p)) if p.len() > limit => CallReply(Err(too_large(
-                format!("the result of {what} on {worker}"),
-                p.len(),
-                limit,
-            ))),
-            other => other,
-        };
+        let reply = reply.fit(limit, || format!("the result of {what} on {worker}"));
         let _ = port.send(reply);
     });
     Ok(())
@@ -164,20 +133,15 @@ pub(crate) fn forward_http_checked(
     limit: usize,
 ) -> Result<(), String> {
     let (tx, rx) = ractor::concurrency::oneshot();
-    let what = format!("{} {}", call.method, call.path);
+    let what = format!("{:.200} {:.200}", call.method, call.path);
     actor
         .send_message(WorkerMsg::Http(call, tx.into()))
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let Ok(reply) = rx.await else { return };
-        let reply = match reply {
-            HttpReply(Ok(r)) if r.body.len() > limit => HttpReply(Err(too_large(
-                format!("the response to {what} from {worker}"),
-                r.body.len(),
-                limit,
-            ))),
-            other => other,
-        };
+        let reply = HttpReply(fleet_actors::wire::fit_reply(reply.0, limit, || {
+            format!("the response to {what} from {worker}")
+        }));
         let _ = port.send(reply);
     });
     Ok(())

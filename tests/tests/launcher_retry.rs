@@ -77,13 +77,44 @@ async fn retry_never_resends_a_4xx_or_a_500() {
     }
 }
 
+/// A 502 or 504 comes from a gateway that may well have forwarded the request before it failed
+/// (fleet's own proxy answers 504 when the backend timed out after receiving it). So they are
+/// re-sent only for a request that is safe to repeat: idempotent, or carrying a request id the
+/// server deduplicates. A 503 is re-sent for any other request only with `Retry-After` (the
+/// server refused it before acting).
 #[tokio::test]
-async fn retry_resends_502_503_504_exactly_max_attempts_times() {
+async fn retry_resends_502_503_504_only_when_the_request_is_safe_to_repeat() {
     let (_server, base) = test_server("retry-5xx").await;
     let client = Client::new();
     for status in [502u16, 503, 504] {
+        // Idempotent, and non-idempotent with a request id: re-sent until attempts run out.
+        for (tag, req, policy) in [
+            (
+                "idem",
+                HttpRequest::get(format!("/status/{status}?t=idem")),
+                quick(true),
+            ),
+            (
+                "rid",
+                HttpRequest::post(format!("/status/{status}?t=rid"), "{}").request_id("r-1"),
+                quick(false),
+            ),
+        ] {
+            let err = send_with_retry(&client, &base, &req, &policy, std::future::pending())
+                .await
+                .expect_err("retries run out");
+            assert_eq!(err.kind, HttpErrorKind::RetriesExhausted, "{tag}: {err}");
+            assert_eq!(err.attempts, 4, "{tag}: {err}");
+            assert_eq!(err.last_status, Some(status));
+            assert!(err.retryable());
+        }
         let path = format!("/status/{status}");
-        // Even a non-idempotent call: the server refused it before doing anything.
+        assert_eq!(count(&client, &base, &path).await, 8, "{path}");
+    }
+    // A bare POST: each of 502, 503, 504 reaches the server once and is final.
+    let (_server, base) = test_server("retry-5xx-post").await;
+    for status in [502u16, 503, 504] {
+        let path = format!("/status/{status}");
         let err = send_with_retry(
             &client,
             &base,
@@ -92,13 +123,47 @@ async fn retry_resends_502_503_504_exactly_max_attempts_times() {
             std::future::pending(),
         )
         .await
-        .expect_err("retries run out");
-        assert_eq!(err.kind, HttpErrorKind::RetriesExhausted, "{err}");
-        assert_eq!(err.attempts, 4, "{err}");
-        assert_eq!(err.last_status, Some(status));
-        assert!(err.retryable());
-        assert_eq!(count(&client, &base, &path).await, 4, "{path}");
+        .expect_err("a final 5xx");
+        assert_eq!(
+            (err.kind.clone(), err.attempts),
+            (HttpErrorKind::Status, 1),
+            "{err}"
+        );
+        assert_eq!(count(&client, &base, &path).await, 1, "{path}");
     }
+    // ... unless the 503 says when to come back.
+    let err = send_with_retry(
+        &client,
+        &base,
+        &HttpRequest::post("/status/503?retry_after=0", "{}"),
+        &quick(false),
+        std::future::pending(),
+    )
+    .await
+    .expect_err("retries run out");
+    assert_eq!(err.attempts, 4, "{err}");
+    assert_eq!(count(&client, &base, "/status/503").await, 1 + 4);
+}
+
+/// The C7 regression over a real socket: a server that counts a POST and then answers 504 is
+/// reached exactly once by a non-idempotent call (it used to be reached `max_attempts` times).
+#[tokio::test]
+async fn retry_never_resends_a_504_for_a_post() {
+    let (_server, base) = test_server("retry-504-post").await;
+    let client = Client::new();
+    let err = send_with_retry(
+        &client,
+        &base,
+        &HttpRequest::post("/status/504", "{\"generate\": true}"),
+        &RetryPolicy::non_idempotent().backoff(Duration::from_millis(5), Duration::from_millis(20)),
+        std::future::pending(),
+    )
+    .await
+    .expect_err("504 is final for a POST");
+    assert_eq!(err.kind, HttpErrorKind::Status, "{err}");
+    assert_eq!(err.attempts, 1, "{err}");
+    assert!(!err.retryable());
+    assert_eq!(count(&client, &base, "/status/504").await, 1);
 }
 
 #[tokio::test]
@@ -407,7 +472,8 @@ async fn a_dying_child_aborts_an_in_flight_retrying_call_with_the_reason() {
             send_with_retry(
                 &client,
                 &base,
-                &HttpRequest::post("/status/503", "{}"),
+                // Retry-After: the server refused it, so even a POST is re-sent.
+                &HttpRequest::post("/status/503?retry_after=0", "{}"),
                 &policy,
                 abort,
             )

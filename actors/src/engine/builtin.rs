@@ -7,6 +7,7 @@
 //!   `len(()) -> u64` the byte length of the arguments.
 //! * `sleep`: `sleep(u64 ms) -> u64` blocks its engine thread, to show that health and status
 //!   are answered while an engine call is running; `fail(String)` returns that error;
+//!   `fail_long(u64 n)` returns an error message of `n` bytes (at most 64 MiB);
 //!   `panic(String)` panics (the worker survives and reports it).
 
 use super::{Engine, EngineCall, EngineError, EngineRegistry};
@@ -65,6 +66,12 @@ impl Engine for Sleeper {
             "fail" => {
                 let msg: String = call.decode()?;
                 Err(EngineError::Failed(msg))
+            }
+            "fail_long" => {
+                // An error of `n` bytes (at most 64 MiB), for tests of the size guard.
+                let n: u64 = call.decode()?;
+                let n = usize::try_from(n.min(64 << 20)).unwrap_or(0);
+                Err(EngineError::Failed("x".repeat(n)))
             }
             "panic" => {
                 let msg: String = call.decode()?;

@@ -6,7 +6,7 @@ use super::executor::{self, lock, Job, Shared, Slot};
 use super::messages::{
     CallReply, Control, ControlOk, ControlReply, EngineSummary, WorkerMsg, WorkerStatus,
 };
-use super::DEFAULT_DEDUPE_CAPACITY;
+use super::{DEFAULT_DEDUPE_BYTES, DEFAULT_DEDUPE_CAPACITY};
 use crate::engine::EngineRegistry;
 use crate::error::FleetError;
 use crate::ids::WorkerId;
@@ -34,6 +34,8 @@ pub struct RpcServerArgs {
     pub registry: EngineRegistry,
     /// Completed request ids remembered (default [`DEFAULT_DEDUPE_CAPACITY`]).
     pub dedupe_capacity: usize,
+    /// Bytes of recorded replies kept at most (default [`DEFAULT_DEDUPE_BYTES`]).
+    pub dedupe_bytes: usize,
     /// Largest engine result returned (bytes); a larger one is answered with
     /// `PayloadTooLarge` (default: no limit; a node sets its message limit).
     pub max_result: usize,
@@ -48,6 +50,7 @@ impl RpcServerArgs {
             env: BTreeMap::new(),
             registry,
             dedupe_capacity: DEFAULT_DEDUPE_CAPACITY,
+            dedupe_bytes: DEFAULT_DEDUPE_BYTES,
             max_result: usize::MAX,
         }
     }
@@ -137,7 +140,7 @@ impl Actor for RpcServer {
         _myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let shared = Arc::new(Shared::new(args.dedupe_capacity));
+        let shared = Arc::new(Shared::new(args.dedupe_capacity, args.dedupe_bytes));
         let jobs = executor::start(
             args.worker.clone(),
             args.env.clone(),
@@ -187,19 +190,37 @@ impl Actor for RpcServer {
                     return Ok(());
                 }
                 let port = match &req.request_id {
-                    Some(id) => match lock(&state.shared.dedupe).admit(id, port) {
-                        Admit::Run(port) => port,
-                        Admit::Done(reply, port) => {
-                            tracing::debug!(worker = %state.worker, request_id = %id, "repeat of a completed request answered from the record");
-                            let _ = port.send(reply);
-                            return Ok(());
+                    Some(id) => {
+                        match lock(&state.shared.dedupe).admit(id, &req.engine, &req.method, port) {
+                            Admit::Run(port) => port,
+                            Admit::Done(reply, port) => {
+                                tracing::debug!(worker = %state.worker, request_id = %id, "repeat of a completed request answered from the record");
+                                let _ = port.send(reply);
+                                return Ok(());
+                            }
+                            Admit::Joined => return Ok(()),
+                            Admit::Conflict(e, port) => {
+                                let _ = port.send(CallReply(Err(e)));
+                                return Ok(());
+                            }
                         }
-                        Admit::Joined => return Ok(()),
-                    },
+                    }
                     None => port,
                 };
+                // The caller's budget becomes a local deadline now; ractor_cluster also closes a
+                // remote caller's port at its timeout, so the earlier of the two counts.
+                let now = Instant::now();
+                let deadline = [req.budget(), port.get_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .and_then(|budget| Some((now.checked_add(budget)?, budget)));
                 state.shared.queued.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = state.send_job(Job::Call { req, reply: port }) {
+                if let Err(e) = state.send_job(Job::Call {
+                    req,
+                    reply: port,
+                    deadline,
+                }) {
                     // The port went with the job; the sender side only fails if the engine
                     // thread is gone, and then the caller sees its reply port dropped.
                     tracing::error!(worker = %state.worker, error = %e, "engine call not dispatched");
@@ -328,7 +349,8 @@ impl RpcServer {
                                 engine: "*".into(),
                                 method: "<destroy>".into(),
                                 message: errors.join("; "),
-                            }),
+                            }
+                            .bounded()),
                             Ok(Err(_)) => Ok(ControlOk::Done),
                             Err(_) => Err(FleetError::timeout(
                                 format!("destroy hooks of worker {worker} (an engine call may still be running; the worker is stopped anyway)"),

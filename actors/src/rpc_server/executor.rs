@@ -3,6 +3,7 @@
 //! It is a plain OS thread, not a tokio task, because engine code blocks (GPU kernels, a
 //! `thread::sleep`, a synchronous client) and must not stall the runtime's few worker threads.
 //! It replies straight to the caller's reply port, so the actor is never on the return path.
+//! While idle it blocks in `recv` (parked in the kernel): no polling, no CPU.
 
 use super::dedupe::Dedupe;
 use super::messages::{CallReply, CallRequest};
@@ -15,7 +16,7 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::oneshot;
 
 /// An engine's state as the actor sees it.
@@ -51,10 +52,10 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(super) fn new(dedupe_capacity: usize) -> Self {
+    pub(super) fn new(dedupe_capacity: usize, dedupe_bytes: usize) -> Self {
         Shared {
             engines: Mutex::new(BTreeMap::new()),
-            dedupe: Mutex::new(Dedupe::new(dedupe_capacity)),
+            dedupe: Mutex::new(Dedupe::new(dedupe_capacity, dedupe_bytes)),
             in_flight: Mutex::new(None),
             queued: AtomicU64::new(0),
             calls_done: AtomicU64::new(0),
@@ -74,6 +75,8 @@ pub(super) enum Job {
     Call {
         req: CallRequest,
         reply: RpcReplyPort<CallReply>,
+        /// When the caller stops waiting, and the budget that deadline came from.
+        deadline: Option<(Instant, std::time::Duration)>,
     },
     Configure {
         cfg: Configure,
@@ -83,84 +86,6 @@ pub(super) enum Job {
     Destroy {
         reply: oneshot::Sender<Vec<String>>,
     },
-}
-
-/// How long the engine thread keeps polling for its next job before it sleeps, at the least and
-/// at the most. Waking a parked OS thread costs tens of microseconds on an idle core; a caller
-/// that sends its next call soon after the last answer finds the thread still polling instead.
-const SPIN_MIN: Duration = Duration::from_micros(50);
-const SPIN_MAX: Duration = Duration::from_micros(250);
-
-/// Engine threads polling beyond [`SPIN_MIN`] right now, across the process.
-static LONG_POLLERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// At most this many engine threads poll beyond [`SPIN_MIN`] at once: half the cores (at least
-/// one), so busy workers never take the whole machine.
-fn max_long_pollers() -> usize {
-    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MAX.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map(|n| (n.get() / 2).max(1))
-            .unwrap_or(1)
-    })
-}
-
-/// Adaptive polling: while calls keep arriving within [`SPIN_MAX`] of each other, the thread polls
-/// for 1.5 times the recent gap between calls (so a steady caller always finds it awake); once
-/// they stop, it polls for [`SPIN_MIN`] and sleeps. An idle worker costs nothing; a busy one
-/// costs at most one core, only while calls arrive faster than every 250 µs.
-struct Poller {
-    /// Smoothed gap between the end of one job and the arrival of the next.
-    gap: Duration,
-}
-
-impl Poller {
-    fn new() -> Self {
-        Poller { gap: SPIN_MAX }
-    }
-
-    /// The next job, or `None` when the actor is gone.
-    fn next(&mut self, rx: &mpsc::Receiver<Job>) -> Option<Job> {
-        let start = Instant::now();
-        let wanted = if self.gap < SPIN_MAX {
-            (self.gap * 3 / 2).clamp(SPIN_MIN, SPIN_MAX)
-        } else {
-            SPIN_MIN
-        };
-        let long = wanted > SPIN_MIN
-            && LONG_POLLERS
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < max_long_pollers()).then_some(n + 1)
-                })
-                .is_ok();
-        let spin = if long { wanted } else { SPIN_MIN };
-        let job = loop {
-            match rx.try_recv() {
-                Ok(job) => break Some(job),
-                Err(mpsc::TryRecvError::Disconnected) => break None,
-                Err(mpsc::TryRecvError::Empty) if start.elapsed() < spin => std::hint::spin_loop(),
-                Err(mpsc::TryRecvError::Empty) => {
-                    if long {
-                        LONG_POLLERS.fetch_sub(1, Ordering::AcqRel);
-                    }
-                    let job = rx.recv().ok();
-                    self.observe(start.elapsed());
-                    return job;
-                }
-            }
-        };
-        if long {
-            LONG_POLLERS.fetch_sub(1, Ordering::AcqRel);
-        }
-        self.observe(start.elapsed());
-        job
-    }
-
-    /// Exponential smoothing of the gap, weight 1/4 on the newest (capped, so one long idle
-    /// spell does not take long to forget).
-    fn observe(&mut self, waited: Duration) {
-        self.gap = (self.gap * 3 + waited.min(SPIN_MAX * 4)) / 4;
-    }
 }
 
 /// Starts the engine thread for `worker`.
@@ -208,8 +133,10 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 
 impl Executor {
     fn run(mut self, rx: mpsc::Receiver<Job>) {
-        let mut poller = Poller::new();
-        while let Some(job) = poller.next(&rx) {
+        // A blocking receive: the thread parks in the kernel while there is no work, so an idle
+        // worker costs no CPU, and a busy one costs only the work it does. Waking a parked
+        // thread takes a few tens of microseconds, noise next to engine calls of milliseconds.
+        while let Ok(job) = rx.recv() {
             match job {
                 Job::Create {
                     name,
@@ -219,12 +146,16 @@ impl Executor {
                     reply,
                 } => {
                     let r = self.create(&name, &type_name, &factory, args);
-                    let _ = reply.send(r);
+                    let _ = reply.send(r.map_err(FleetError::bounded));
                 }
-                Job::Call { req, reply } => self.call(req, reply),
+                Job::Call {
+                    req,
+                    reply,
+                    deadline,
+                } => self.call(req, reply, deadline),
                 Job::Configure { cfg, reply } => {
                     let r = self.configure(cfg);
-                    let _ = reply.send(r);
+                    let _ = reply.send(r.map_err(FleetError::bounded));
                 }
                 Job::SetEnv(vars) => self.env.extend(vars),
                 Job::Destroy { reply } => {
@@ -294,21 +225,55 @@ impl Executor {
         result
     }
 
-    fn call(&mut self, req: CallRequest, reply: RpcReplyPort<CallReply>) {
+    fn call(
+        &mut self,
+        req: CallRequest,
+        reply: RpcReplyPort<CallReply>,
+        deadline: Option<(Instant, std::time::Duration)>,
+    ) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-        let result = match self.run_call(&req) {
-            // A result too large to send back in one message is refused here, so it can never
-            // become a frame that would drop a cluster session.
-            Ok(p) if p.len() > self.max_result => Err(FleetError::PayloadTooLarge {
-                what: format!(
-                    "the result of {}.{} on {}",
+        // Work nobody waits for any more is dropped before it runs: its deadline passed (the
+        // caller, and anyone who joined it by request id, get a `Timeout`), or its caller went
+        // away and no one joined it.
+        if let Some((_, budget)) = deadline.filter(|(at, _)| Instant::now() >= *at) {
+            let timeout = CallReply(Err(FleetError::timeout(
+                format!(
+                    "{}.{} on {} (dropped from the engine queue unrun: its deadline passed while it waited behind other calls)",
                     req.engine, req.method, self.worker
                 ),
-                size: p.len() as u64,
-                limit: self.max_result as u64,
-            }),
-            other => other,
-        };
+                budget,
+            )));
+            let waiters = match &req.request_id {
+                Some(id) => lock(&self.shared.dedupe).abandon(id),
+                None => Vec::new(),
+            };
+            tracing::debug!(worker = %self.worker, engine = %req.engine, method = %req.method, "expired call dropped before it ran");
+            for w in waiters {
+                let _ = w.send(timeout.clone());
+            }
+            let _ = reply.send(timeout);
+            return;
+        }
+        if reply.is_closed() {
+            let abandoned = match &req.request_id {
+                Some(id) => lock(&self.shared.dedupe).abandon_if_unwatched(id),
+                None => true,
+            };
+            if abandoned {
+                tracing::debug!(worker = %self.worker, engine = %req.engine, method = %req.method, "call whose caller went away dropped before it ran");
+                return;
+            }
+        }
+        // A result too large to send back in one message is refused here, and an error's text
+        // is bounded, so the reply can never become a frame that would drop a cluster session.
+        let result = CallReply(self.run_call(&req))
+            .fit(self.max_result, || {
+                format!(
+                    "the result of {}.{} on {}",
+                    req.engine, req.method, self.worker
+                )
+            })
+            .0;
         self.shared.calls_done.fetch_add(1, Ordering::Relaxed);
         let reply_value = CallReply(result);
         if let Some(id) = &req.request_id {

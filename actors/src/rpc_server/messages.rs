@@ -11,8 +11,13 @@ use std::collections::BTreeMap;
 /// One engine call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallRequest {
-    /// Overall deadline of the call in milliseconds (0: none given), for forwarders that
-    /// retry.
+    /// The call's remaining time budget in milliseconds *when this message was sent* (0: none
+    /// given). It is a budget, not a timeout restarted at every hop: whoever holds the request
+    /// before passing it on (a node agent, a launcher waiting for a permit, an HTTP hop)
+    /// subtracts the time it held it ([`CallRequest::set_budget`]); the worker turns it into a
+    /// local deadline on arrival and drops the call, unrun, if that deadline passes while the
+    /// call waits in its engine queue. Time spent in transit is not counted (no shared clock
+    /// is assumed); it is small next to the budgets of engine calls.
     pub deadline_ms: u64,
     /// Whether the caller declared the call idempotent.
     pub idempotent: bool,
@@ -31,6 +36,59 @@ pub struct CallRequest {
 /// The result of an engine call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallReply(pub Result<Payload, FleetError>);
+
+/// A [`CallRequest`] without its argument bytes, borrowed: encodes to exactly the bytes the
+/// request's other fields take (bincode has no per-struct overhead).
+#[derive(Serialize)]
+struct RequestShell<'a> {
+    deadline_ms: u64,
+    idempotent: bool,
+    engine: &'a str,
+    method: &'a str,
+    rpc_meta: &'a BTreeMap<String, String>,
+    request_id: &'a Option<RequestId>,
+}
+
+impl CallRequest {
+    /// The length of this request encoded with [`crate::wire::encode`], without walking the
+    /// argument bytes (the size guard runs on every call).
+    pub fn encoded_len(&self) -> usize {
+        let shell = RequestShell {
+            deadline_ms: self.deadline_ms,
+            idempotent: self.idempotent,
+            engine: &self.engine,
+            method: &self.method,
+            rpc_meta: &self.rpc_meta,
+            request_id: &self.request_id,
+        };
+        crate::wire::encoded_len(&shell).saturating_add(crate::wire::payload_len(&self.args))
+    }
+}
+
+impl CallReply {
+    /// The length of this reply encoded with [`crate::wire::encode`], without walking the
+    /// result bytes.
+    pub fn encoded_len(&self) -> usize {
+        // One byte of variant index, then the value.
+        1 + match &self.0 {
+            Ok(p) => crate::wire::payload_len(p),
+            Err(e) => crate::wire::encoded_len(e),
+        }
+    }
+
+    /// This reply made to fit under `limit` before it is sent (the size guard of replies): an
+    /// error has its text bounded; a result over the limit becomes `PayloadTooLarge` naming
+    /// `what`.
+    pub fn fit(self, limit: usize, what: impl FnOnce() -> String) -> CallReply {
+        match self.0 {
+            Err(e) => CallReply(Err(e.bounded())),
+            Ok(p) => {
+                let size = 1 + crate::wire::payload_len(&p);
+                CallReply(crate::wire::check_len(size, limit, what).map(|()| p))
+            }
+        }
+    }
+}
 
 crate::wire_type!(CallReply, |err| CallReply(Err(FleetError::Protocol {
     detail: err
@@ -122,6 +180,19 @@ pub struct WorkerStatus {
 pub const UNDECODABLE: &str = "<undecodable>";
 
 impl CallRequest {
+    /// The remaining budget, if the caller gave one.
+    pub fn budget(&self) -> Option<std::time::Duration> {
+        (self.deadline_ms > 0).then(|| std::time::Duration::from_millis(self.deadline_ms))
+    }
+
+    /// Sets the remaining budget before passing the request on (at least 1 ms, so that a
+    /// budget never turns into "none").
+    pub fn set_budget(&mut self, remaining: std::time::Duration) {
+        self.deadline_ms = u64::try_from(remaining.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+    }
+
     /// The request that stands for bytes that did not decode (`detail` says why).
     pub fn undecodable(detail: String) -> Self {
         CallRequest {
@@ -215,6 +286,34 @@ impl std::fmt::Debug for WorkerMsg {
             WorkerMsg::Control(c, _) => write!(f, "Control({c:?})"),
             WorkerMsg::Http(c, _) => write!(f, "Http({} {})", c.method, c.path),
             WorkerMsg::Lifecycle(l) => write!(f, "Lifecycle({l:?})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_encoded_lengths_equal_the_real_encoding() {
+        for n in [0usize, 1, 250, 251, 65_535, 65_536, 300_000] {
+            let args = Payload::json_bytes(vec![7; n]);
+            let mut req = CallRequest {
+                deadline_ms: 12_345,
+                idempotent: true,
+                engine: "engine".into(),
+                method: "method".into(),
+                args: args.clone(),
+                rpc_meta: BTreeMap::from([("k".to_string(), "v".repeat(n % 1000))]),
+                request_id: Some(RequestId("r-1".into())),
+            };
+            assert_eq!(req.encoded_len(), crate::wire::encode(&req).len(), "{n}");
+            req.request_id = None;
+            assert_eq!(req.encoded_len(), crate::wire::encode(&req).len(), "{n}");
+            let ok = CallReply(Ok(args));
+            assert_eq!(ok.encoded_len(), crate::wire::encode(&ok).len(), "{n}");
+            let err = CallReply(Err(FleetError::internal("x".repeat(n % 5000))));
+            assert_eq!(err.encoded_len(), crate::wire::encode(&err).len(), "{n}");
         }
     }
 }

@@ -40,18 +40,47 @@ pub enum Decision {
     Final,
 }
 
-/// Decides whether an outcome is retried. `idempotent` says whether running the request twice
-/// is harmless (GET, or a call the server deduplicates by request id).
-pub fn classify(outcome: &Outcome, idempotent: bool) -> Decision {
+/// How safe it is to send a request again once it may have reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resend {
+    /// Running the request twice is harmless (GET, PUT of the same value, ...).
+    pub idempotent: bool,
+    /// The request carries a request id (`X-Request-Id`) that the server deduplicates, so a
+    /// repeat is answered from its record instead of running again.
+    pub has_request_id: bool,
+}
+
+impl Resend {
+    /// Whether a repeat of a request that may have run is harmless.
+    pub fn safe(self) -> bool {
+        self.idempotent || self.has_request_id
+    }
+}
+
+/// Decides whether an outcome is retried.
+///
+/// * Nothing was sent (connect failed, closed before the request was written): always retried.
+/// * 502 and 504: a gateway may well have forwarded the request before it failed, so only a
+///   request that is safe to repeat ([`Resend::safe`]) is sent again.
+/// * 503 and 429: retried when safe; for any other request only when the server sent
+///   `Retry-After`, which says it refused the request before acting on it.
+/// * Failure after sending, or an attempt timeout: retried only when `idempotent` (the
+///   caller's declaration; a caller whose server deduplicates by request id declares it so).
+/// * Anything else (1xx-4xx, 500, other 5xx) is final.
+pub fn classify(outcome: &Outcome, resend: Resend) -> Decision {
     match *outcome {
         Outcome::Status {
-            status: 429 | 502 | 503 | 504,
+            status: 502 | 504,
             retry_after,
-        } => Decision::Retry { after: retry_after },
+        } if resend.safe() => Decision::Retry { after: retry_after },
+        Outcome::Status {
+            status: 429 | 503,
+            retry_after,
+        } if resend.safe() || retry_after.is_some() => Decision::Retry { after: retry_after },
         Outcome::Status { .. } => Decision::Final,
         Outcome::ConnectFailed | Outcome::NotSent => Decision::Retry { after: None },
         Outcome::MaybeSent | Outcome::AttemptTimeout => {
-            if idempotent {
+            if resend.idempotent {
                 Decision::Retry { after: None }
             } else {
                 Decision::Final
@@ -172,65 +201,70 @@ mod tests {
     #[test]
     fn classify_table() {
         let one = Some(Duration::from_secs(1));
-        // (outcome, decision when idempotent, decision when not)
-        let table: Vec<(Outcome, Decision, Decision)> = vec![
-            (status(200), Decision::Final, Decision::Final),
-            (status(201), Decision::Final, Decision::Final),
-            (status(204), Decision::Final, Decision::Final),
-            (status(101), Decision::Final, Decision::Final),
-            (status(301), Decision::Final, Decision::Final),
-            (status(304), Decision::Final, Decision::Final),
-            (status(400), Decision::Final, Decision::Final),
-            (status(401), Decision::Final, Decision::Final),
-            (status(403), Decision::Final, Decision::Final),
-            (status(404), Decision::Final, Decision::Final),
-            (status(408), Decision::Final, Decision::Final),
-            (status(409), Decision::Final, Decision::Final),
-            (status(410), Decision::Final, Decision::Final),
-            (status(422), Decision::Final, Decision::Final),
-            (status(500), Decision::Final, Decision::Final),
-            (status(501), Decision::Final, Decision::Final),
-            (status(505), Decision::Final, Decision::Final),
-            (status(502), RETRY, RETRY),
-            (status(503), RETRY, RETRY),
-            (status(504), RETRY, RETRY),
-            (status(429), RETRY, RETRY),
-            (
-                Outcome::Status {
-                    status: 429,
-                    retry_after: one,
-                },
-                Decision::Retry { after: one },
-                Decision::Retry { after: one },
-            ),
-            (
-                Outcome::Status {
-                    status: 503,
-                    retry_after: one,
-                },
-                Decision::Retry { after: one },
-                Decision::Retry { after: one },
-            ),
-            (
-                Outcome::Status {
-                    status: 404,
-                    retry_after: one,
-                },
-                Decision::Final,
-                Decision::Final,
-            ),
-            (Outcome::ConnectFailed, RETRY, RETRY),
-            (Outcome::NotSent, RETRY, RETRY),
-            (Outcome::MaybeSent, RETRY, Decision::Final),
-            (Outcome::AttemptTimeout, RETRY, Decision::Final),
+        let with_ra = |status| Outcome::Status {
+            status,
+            retry_after: one,
+        };
+        const F: Decision = Decision::Final;
+        let ra = Decision::Retry { after: one };
+        // (outcome, idempotent, non-idempotent with a request id, non-idempotent without)
+        let table: Vec<(Outcome, Decision, Decision, Decision)> = vec![
+            (status(200), F, F, F),
+            (status(201), F, F, F),
+            (status(204), F, F, F),
+            (status(101), F, F, F),
+            (status(301), F, F, F),
+            (status(304), F, F, F),
+            (status(400), F, F, F),
+            (status(401), F, F, F),
+            (status(403), F, F, F),
+            (status(404), F, F, F),
+            (status(408), F, F, F),
+            (status(409), F, F, F),
+            (status(410), F, F, F),
+            (status(422), F, F, F),
+            (status(500), F, F, F),
+            (status(501), F, F, F),
+            (status(505), F, F, F),
+            // A gateway may have forwarded it: never re-sent unless safe to repeat.
+            (status(502), RETRY, RETRY, F),
+            (status(504), RETRY, RETRY, F),
+            (with_ra(502), ra, ra, F),
+            (with_ra(504), ra, ra, F),
+            // Refused: re-sent when safe, or when the server said when (it did not act).
+            (status(503), RETRY, RETRY, F),
+            (status(429), RETRY, RETRY, F),
+            (with_ra(503), ra, ra, ra),
+            (with_ra(429), ra, ra, ra),
+            (with_ra(404), F, F, F),
+            (with_ra(500), F, F, F),
+            // Nothing was sent: always safe.
+            (Outcome::ConnectFailed, RETRY, RETRY, RETRY),
+            (Outcome::NotSent, RETRY, RETRY, RETRY),
+            // It may have run: only an idempotent call is re-sent.
+            (Outcome::MaybeSent, RETRY, F, F),
+            (Outcome::AttemptTimeout, RETRY, F, F),
         ];
-        for (outcome, idem, non_idem) in table {
-            assert_eq!(classify(&outcome, true), idem, "{outcome:?} idempotent");
+        let idem = Resend {
+            idempotent: true,
+            has_request_id: false,
+        };
+        let with_id = Resend {
+            idempotent: false,
+            has_request_id: true,
+        };
+        let bare = Resend {
+            idempotent: false,
+            has_request_id: false,
+        };
+        for (outcome, a, b, c) in table {
+            assert_eq!(classify(&outcome, idem), a, "{outcome:?} idempotent");
             assert_eq!(
-                classify(&outcome, false),
-                non_idem,
-                "{outcome:?} non-idempotent"
+                classify(&outcome, with_id),
+                b,
+                "{outcome:?} with a request id"
             );
+            assert_eq!(classify(&outcome, bare), c, "{outcome:?} non-idempotent");
         }
     }
 

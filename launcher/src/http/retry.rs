@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::client::{full_url, AttemptError, Client, Prepared};
 use super::error::{body_prefix, HttpError, HttpErrorKind};
-use super::policy::{backoff_cap, classify, Decision, Outcome, RetryPolicy};
+use super::policy::{backoff_cap, classify, Decision, Outcome, Resend, RetryPolicy};
 use super::types::{HttpRequest, HttpResponse};
 
 /// Sends `req` to `base_url` (e.g. `http://127.0.0.1:8000`) under `policy`; a final 2xx is
@@ -130,6 +130,14 @@ impl State {
     }
 }
 
+/// `now + d`, or a moment ~30 years away when that overflows the clock.
+fn far_future_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -149,7 +157,8 @@ where
     J: FnMut(Duration) -> Duration,
 {
     let max_attempts = policy.max_attempts.max(1);
-    let deadline_at = Instant::now() + policy.deadline;
+    // Saturating: a caller's `Duration::MAX` means "no deadline", not a panic.
+    let deadline_at = far_future_after(policy.deadline);
     let deadline_kind = || HttpErrorKind::Deadline {
         deadline_ms: millis(policy.deadline),
     };
@@ -179,6 +188,16 @@ where
         let outcome = match result {
             Err(_elapsed) if bounded_by_deadline => {
                 state.last_error = Some(format!("attempt cut off by the deadline after {bound:?}"));
+                // A call that is not safe to repeat may be running right now: that is an
+                // attempt timeout (outcome unknown), not a plain deadline.
+                if !policy.idempotent {
+                    return Err(state.error(
+                        call,
+                        HttpErrorKind::AttemptTimeout {
+                            timeout_ms: millis(bound),
+                        },
+                    ));
+                }
                 return Err(state.error(call, deadline_kind()));
             }
             Err(_elapsed) => {
@@ -204,7 +223,11 @@ where
             }
         };
 
-        let after = match classify(&outcome, policy.idempotent) {
+        let resend = Resend {
+            idempotent: policy.idempotent,
+            has_request_id: call.request_id.is_some(),
+        };
+        let after = match classify(&outcome, resend) {
             Decision::Final => {
                 return match (outcome, state.latest_response.take()) {
                     (_, Some(resp)) if raw || resp.is_success() => Ok(resp),
@@ -225,7 +248,10 @@ where
             return state.give_up(call, raw, HttpErrorKind::RetriesExhausted);
         }
         let sleep = jitter(backoff_cap(policy, state.attempts - 1)).max(after.unwrap_or_default());
-        if Instant::now() + sleep >= deadline_at {
+        if Instant::now()
+            .checked_add(sleep)
+            .is_none_or(|t| t >= deadline_at)
+        {
             return state.give_up(call, raw, deadline_kind());
         }
         tracing::debug!(
@@ -406,14 +432,82 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_attempt_is_cut_off_by_the_deadline() {
-        let p = policy().deadline(Duration::from_millis(300));
+        let p = RetryPolicy {
+            idempotent: true,
+            ..policy().deadline(Duration::from_millis(300))
+        };
         let start = Instant::now();
-        let (r, _) = script(p, false, vec![Step::Hang], std::future::pending()).await;
+        let (r, _) = script(p.clone(), false, vec![Step::Hang], std::future::pending()).await;
         assert!(matches!(
             r.unwrap_err().kind,
             HttpErrorKind::Deadline { .. }
         ));
         assert_eq!(start.elapsed(), Duration::from_millis(300));
+
+        // Not safe to repeat: it may be running, so it is an attempt timeout.
+        let p = RetryPolicy {
+            idempotent: false,
+            ..p
+        };
+        let (r, _) = script(p, false, vec![Step::Hang], std::future::pending()).await;
+        assert_eq!(
+            r.unwrap_err().kind,
+            HttpErrorKind::AttemptTimeout { timeout_ms: 300 }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_non_idempotent_post_is_not_resent_after_a_502_or_504() {
+        let bare = Call {
+            request_id: None,
+            ..call()
+        };
+        for status in [502, 504] {
+            let mut attempts = 0;
+            let r = run(
+                &bare,
+                &policy(),
+                false,
+                std::future::pending(),
+                |cap| cap,
+                |_| {
+                    attempts += 1;
+                    async move { resp(status, None) }
+                },
+            )
+            .await;
+            let e = r.unwrap_err();
+            assert_eq!(
+                (e.kind.clone(), e.attempts),
+                (HttpErrorKind::Status, 1),
+                "{e}"
+            );
+            assert_eq!(attempts, 1);
+        }
+        // With a request id (the server deduplicates), a 504 is re-sent.
+        let (r, times) = script(
+            policy(),
+            false,
+            vec![Step::Answer(resp(504, None)), Step::Answer(resp(200, None))],
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(r.unwrap().status, 200);
+        assert_eq!(times.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_deadline_does_not_overflow_the_clock() {
+        let p = policy().deadline(Duration::MAX);
+        let (r, times) = script(
+            p,
+            false,
+            vec![Step::Answer(resp(503, None)), Step::Answer(resp(200, None))],
+            std::future::pending(),
+        )
+        .await;
+        assert_eq!(r.unwrap().status, 200);
+        assert_eq!(times.len(), 2);
     }
 
     #[tokio::test(start_paused = true)]

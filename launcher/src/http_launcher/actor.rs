@@ -357,8 +357,11 @@ impl HttpLauncher {
             }
             c @ (Control::CreateEngine { .. } | Control::Configure(_)) => {
                 if fleet_rpc {
+                    // The caller's deadline (the reply port carries it): constructors that load
+                    // weights take minutes.
+                    let deadline = port.get_timeout().unwrap_or(Duration::from_secs(60));
                     Self::forward(state, port, ControlReply, move |t| async move {
-                        t.fleet_control(c, Duration::from_secs(60)).await
+                        t.fleet_control(c, deadline).await
                     });
                 } else {
                     let _ = port.send(ControlReply(Err(FleetError::bad_request(

@@ -5,6 +5,10 @@ use crate::http::{
     send_with_retry_raw, Client, HttpError, HttpErrorKind, HttpRequest, RetryPolicy,
 };
 use crate::process::ChildWatch;
+
+/// The header that tells an rpc-server the caller's deadline for engine work (the same name as
+/// `fleet_runtime::rpc_http::TIMEOUT_HEADER`; the launcher cannot depend on the runtime).
+const TIMEOUT_HEADER: &str = "x-fleet-timeout-ms";
 use fleet_actors::rpc_server::{
     CallReply, CallRequest, Control, ControlReply, FLEET_RPC_CONTENT_TYPE,
 };
@@ -23,24 +27,54 @@ pub(crate) struct Target {
     pub(crate) stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// How long a failed forward waits to learn whether the child exited (the connection usually
-/// drops a moment before the exit is reaped).
+/// How long a forward whose connection broke waits to learn whether the child exited (the
+/// connection usually drops a moment before the exit is reaped). Only then: an answer, a
+/// timeout or a refusal is reported at once.
 const EXIT_GRACE: Duration = Duration::from_millis(300);
 
+/// The retry policy of one forward. An idempotent call's attempts are bounded at a third of
+/// its deadline, so that an attempt that hangs is really re-sent before the deadline; a call
+/// that is not safe to repeat gets one attempt as long as the whole deadline (it is never
+/// re-sent once it may have run anyway).
 fn policy(deadline: Duration, idempotent: bool) -> RetryPolicy {
     let base = if idempotent {
         RetryPolicy::idempotent()
     } else {
         RetryPolicy::non_idempotent()
     };
+    let per_attempt = if idempotent {
+        (deadline / 3).max(deadline.min(Duration::from_millis(100)))
+    } else {
+        deadline
+    };
     base.deadline(deadline)
-        .per_attempt_timeout(deadline)
+        .per_attempt_timeout(per_attempt)
         .backoff(Duration::from_millis(50), Duration::from_secs(2))
 }
 
+/// The error for a non-2xx answer that is not a fleet reply (a gateway's HTML page, a plain
+/// text error): 503 and 429 mean the service refused it; 500, 502 and 504 that it may have run.
+fn status_error(
+    status: u16,
+    what: String,
+    detail: String,
+    resend_safe: bool,
+) -> Option<FleetError> {
+    match status {
+        429 | 503 => Some(FleetError::Unavailable { what, detail }),
+        500..=599 => Some(FleetError::Indeterminate {
+            what,
+            detail,
+            resend_safe,
+        }),
+        _ => None,
+    }
+}
+
 impl Target {
-    /// Maps a transport-level failure to the worker protocol's error.
-    pub(crate) fn error(&self, e: HttpError) -> FleetError {
+    /// Maps a transport-level failure to the worker protocol's error. `resend_safe` says
+    /// whether repeating the call is harmless (idempotent, or deduplicated by request id).
+    pub(crate) fn error(&self, e: HttpError, resend_safe: bool) -> FleetError {
         let attempts = e.attempts;
         let last = match (e.last_status, &e.last_body, &e.last_error) {
             (Some(s), Some(b), _) => format!("last answer {s}: {b}"),
@@ -63,17 +97,25 @@ impl Target {
                 node: self.node.clone(),
                 reason: format!("its process exited during the call ({reason})"),
                 tail: self.child.tail().into_iter().rev().take(20).rev().collect(),
-            },
+            }
+            .bounded(),
             HttpErrorKind::Deadline { deadline_ms } => FleetError::Timeout {
                 what: format!("{} {} on worker {} ({attempts} attempts; {last})", e.method, e.url, self.worker),
                 after_ms: deadline_ms,
             },
-            HttpErrorKind::AttemptTimeout { timeout_ms } => FleetError::Timeout {
-                what: format!(
-                    "{} {} on worker {} (not resent: the call is not idempotent and the service may still be running it)",
-                    e.method, e.url, self.worker
+            HttpErrorKind::AttemptTimeout { timeout_ms } => FleetError::Indeterminate {
+                what: format!("{} {} on worker {}", e.method, e.url, self.worker),
+                detail: format!(
+                    "no answer within {timeout_ms} ms; not re-sent, since the call is not safe to repeat and the service may still be running it"
                 ),
-                after_ms: timeout_ms,
+                resend_safe,
+            },
+            HttpErrorKind::Transport => FleetError::Indeterminate {
+                what: format!("{} {} on worker {}", e.method, e.url, self.worker),
+                detail: format!(
+                    "the connection failed after the request was sent ({attempts} attempts; {last}); not re-sent, since the call is not safe to repeat"
+                ),
+                resend_safe,
             },
             HttpErrorKind::InvalidRequest { reason } => {
                 FleetError::bad_request(format!("{} {} for worker {}", e.method, e.url, self.worker), reason)
@@ -83,7 +125,7 @@ impl Target {
                 size: limit as u64 + 1,
                 limit: limit as u64,
             },
-            HttpErrorKind::RetriesExhausted | HttpErrorKind::Transport | HttpErrorKind::Status => {
+            HttpErrorKind::RetriesExhausted | HttpErrorKind::Status => {
                 FleetError::Unavailable {
                     what: format!("worker {} ({} {})", self.worker, e.method, e.url),
                     detail: format!("{attempts} attempts; {last}"),
@@ -98,6 +140,7 @@ impl Target {
         deadline: Duration,
         idempotent: bool,
     ) -> Result<crate::http::HttpResponse, FleetError> {
+        let resend_safe = idempotent || req.request_id.is_some();
         match send_with_retry_raw(
             &self.client,
             &self.base_url,
@@ -109,21 +152,36 @@ impl Target {
         {
             Ok(r) => Ok(r),
             Err(e) => {
-                // A dropped connection is usually the child dying: if it exits now, say so.
-                if !matches!(
-                    e.kind,
-                    HttpErrorKind::Aborted { .. } | HttpErrorKind::InvalidRequest { .. }
-                ) {
-                    if let Ok(info) = tokio::time::timeout(EXIT_GRACE, self.child.exited()).await {
-                        return Err(self.error(HttpError {
-                            kind: HttpErrorKind::Aborted {
-                                reason: info.describe(),
+                // A connection that broke is usually the child dying: if it exits now, say so.
+                // Nothing else waits (an answer, a timeout or a bad request is reported at once).
+                let broke = match e.kind {
+                    HttpErrorKind::Transport => true,
+                    HttpErrorKind::RetriesExhausted | HttpErrorKind::Deadline { .. } => {
+                        e.last_status.is_none() && e.last_error.is_some()
+                    }
+                    _ => false,
+                };
+                let exited = match self.child.exit_status() {
+                    Some(info) => Some(info),
+                    None if broke => tokio::time::timeout(EXIT_GRACE, self.child.exited())
+                        .await
+                        .ok(),
+                    None => None,
+                };
+                if let Some(info) = exited {
+                    if !matches!(e.kind, HttpErrorKind::InvalidRequest { .. }) {
+                        return Err(self.error(
+                            HttpError {
+                                kind: HttpErrorKind::Aborted {
+                                    reason: info.describe(),
+                                },
+                                ..e
                             },
-                            ..e
-                        }));
+                            resend_safe,
+                        ));
                     }
                 }
-                Err(self.error(e))
+                Err(self.error(e, resend_safe))
             }
         }
     }
@@ -156,28 +214,49 @@ impl Target {
         }
     }
 
+    /// Reads a fleet RPC answer. The rpc-server answers 200 with the reply, and any other
+    /// status (413 body too large, 400 undecodable, ...) with the same reply type holding the
+    /// typed error: both are decoded, so the typed error survives the hop. A non-2xx answer
+    /// that is not a fleet reply (a gateway's page) is `Unavailable` (429, 503) or
+    /// `Indeterminate` (other 5xx: it may have run); anything else is a protocol error.
+    fn fleet_reply<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        r: &crate::http::HttpResponse,
+        resend_safe: bool,
+    ) -> Result<T, FleetError> {
+        match fleet_actors::wire::decode::<T>(&r.body) {
+            Ok(v) => Ok(v),
+            Err(e) if r.status == 200 => Err(self.protocol_error(path, r.status, e.as_bytes())),
+            Err(_) => {
+                let excerpt: String = String::from_utf8_lossy(&r.body).chars().take(300).collect();
+                let what = format!("POST {path} on worker {}", self.worker);
+                let detail = format!(
+                    "it answered {} and a body that is not fleet RPC: {excerpt}",
+                    r.status
+                );
+                Err(status_error(r.status, what, detail, resend_safe)
+                    .unwrap_or_else(|| self.protocol_error(path, r.status, &r.body)))
+            }
+        }
+    }
+
     /// An engine call over fleet's binary RPC. A request id makes a resend safe (the server
     /// answers a repeat from its record), so calls that carry one are retried like idempotent
     /// ones.
-    pub(crate) async fn fleet_call(&self, req: CallRequest) -> Result<Payload, FleetError> {
-        let deadline = Duration::from_millis(if req.deadline_ms == 0 {
-            60_000
-        } else {
-            req.deadline_ms
-        });
+    pub(crate) async fn fleet_call(&self, mut req: CallRequest) -> Result<Payload, FleetError> {
+        let deadline = req.budget().unwrap_or(Duration::from_secs(60));
         let safe = req.idempotent || req.request_id.is_some();
+        // The server drops the call unrun if it is still queued when the budget runs out.
+        req.set_budget(deadline);
         let mut http = HttpRequest::post("/call", fleet_actors::wire::encode(&req))
-            .header("content-type", FLEET_RPC_CONTENT_TYPE);
+            .header("content-type", FLEET_RPC_CONTENT_TYPE)
+            .header(TIMEOUT_HEADER, deadline.as_millis().to_string());
         if let Some(id) = &req.request_id {
             http = http.request_id(id.to_string());
         }
         let r = self.send(http, deadline, safe).await?;
-        if r.status != 200 {
-            return Err(self.protocol_error("/call", r.status, &r.body));
-        }
-        fleet_actors::wire::decode::<CallReply>(&r.body)
-            .map_err(|e| self.protocol_error("/call", r.status, e.as_bytes()))?
-            .0
+        self.fleet_reply::<CallReply>("/call", &r, safe)?.0
     }
 
     /// A control request over fleet's binary RPC.
@@ -189,12 +268,9 @@ impl Target {
         let http = HttpRequest::post("/control", fleet_actors::wire::encode(&control))
             .header("content-type", FLEET_RPC_CONTENT_TYPE);
         let idempotent = !matches!(control, Control::CreateEngine { .. });
+        let http = http.header(TIMEOUT_HEADER, deadline.as_millis().to_string());
         let r = self.send(http, deadline, idempotent).await?;
-        if r.status != 200 {
-            return Err(self.protocol_error("/control", r.status, &r.body));
-        }
-        fleet_actors::wire::decode::<ControlReply>(&r.body)
-            .map_err(|e| self.protocol_error("/control", r.status, e.as_bytes()))?
+        self.fleet_reply::<ControlReply>("/control", &r, idempotent)?
             .0
     }
 
@@ -215,19 +291,34 @@ impl Target {
             "rpc_meta": req.rpc_meta,
             "request_id": req.request_id.as_ref().map(|r| r.to_string()),
         });
-        let deadline = Duration::from_millis(if req.deadline_ms == 0 {
-            60_000
-        } else {
-            req.deadline_ms
-        });
+        let deadline = req.budget().unwrap_or(Duration::from_secs(60));
         let mut http =
             HttpRequest::post("/call", body.to_string()).header("content-type", "application/json");
         if let Some(id) = &req.request_id {
             http = http.request_id(id.to_string());
         }
+        // A JSON service is not known to deduplicate: only an idempotent call is safe to repeat.
         let r = self.send(http, deadline, req.idempotent).await?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body)
-            .map_err(|_| self.protocol_error("/call", r.status, &r.body))?;
+        let what = || format!("{}.{} on worker {}", req.engine, req.method, self.worker);
+        if matches!(r.status, 429 | 502 | 503 | 504) {
+            let excerpt: String = String::from_utf8_lossy(&r.body).chars().take(300).collect();
+            let detail = format!("it answered {}: {excerpt}", r.status);
+            if let Some(e) = status_error(r.status, what(), detail, req.idempotent) {
+                return Err(e);
+            }
+        }
+        let v: serde_json::Value = match serde_json::from_slice(&r.body) {
+            Ok(v) => v,
+            Err(_) => {
+                let excerpt: String = String::from_utf8_lossy(&r.body).chars().take(300).collect();
+                let detail = format!(
+                    "it answered {} and a body that is not JSON: {excerpt}",
+                    r.status
+                );
+                return Err(status_error(r.status, what(), detail, req.idempotent)
+                    .unwrap_or_else(|| self.protocol_error("/call", r.status, &r.body)));
+            }
+        };
         if (200..300).contains(&r.status) {
             let result = v.get("result").cloned().unwrap_or(serde_json::Value::Null);
             return Ok(Payload::json_bytes(result.to_string().into_bytes()));

@@ -1,6 +1,6 @@
 //! What an HTTP-faced RpcServer starts with.
 
-use fleet_actors::rpc_server::DEFAULT_DEDUPE_CAPACITY;
+use fleet_actors::rpc_server::{DEFAULT_DEDUPE_BYTES, DEFAULT_DEDUPE_CAPACITY};
 use fleet_actors::{EngineRegistry, WorkerId};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -28,6 +28,8 @@ pub struct RpcHttpConfig {
     pub max_body_bytes: usize,
     /// Completed request ids remembered for deduplication.
     pub dedupe_capacity: usize,
+    /// Bytes of recorded replies kept for deduplication at most.
+    pub dedupe_bytes: usize,
     /// Deadline of engine work (calls, engine creation, configure) when the request carries no
     /// `X-Fleet-Timeout-Ms`.
     pub call_timeout: Duration,
@@ -53,6 +55,7 @@ impl RpcHttpConfig {
             registry,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             dedupe_capacity: DEFAULT_DEDUPE_CAPACITY,
+            dedupe_bytes: DEFAULT_DEDUPE_BYTES,
             call_timeout: Duration::from_secs(3600),
             control_timeout: Duration::from_secs(10),
             destroy_timeout: Duration::from_secs(30),
@@ -94,6 +97,12 @@ impl RpcHttpConfig {
     /// Sets the dedupe capacity.
     pub fn dedupe_capacity(mut self, n: usize) -> Self {
         self.dedupe_capacity = n;
+        self
+    }
+
+    /// Sets the byte bound of the dedupe record.
+    pub fn dedupe_bytes(mut self, bytes: usize) -> Self {
+        self.dedupe_bytes = bytes;
         self
     }
 

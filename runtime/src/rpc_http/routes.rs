@@ -275,7 +275,8 @@ async fn json_route(
         Route::Call => {
             let b: CallBody = parse_json(body, what)?;
             let request_id = request_id(headers, b.request_id)?;
-            let req = CallRequest {
+            let timeout = deadline(ctx, headers)?;
+            let mut req = CallRequest {
                 deadline_ms: 0,
                 idempotent: false,
                 engine: b.engine_name,
@@ -284,8 +285,10 @@ async fn json_route(
                 rpc_meta: b.rpc_meta,
                 request_id,
             };
+            // The worker drops the call unrun if it is still queued when the deadline passes.
+            req.set_budget(timeout);
             let label = format!("{}.{}", req.engine, req.method);
-            let payload = call(ctx, req, deadline(ctx, headers)?).await?;
+            let payload = call(ctx, req, timeout).await?;
             Ok(json_result(&label, payload)?)
         }
         Route::Configure => {
@@ -379,7 +382,11 @@ async fn status(ctx: &Ctx) -> Result<WorkerStatus, FleetError> {
 async fn bincode_call(ctx: &Ctx, headers: &HeaderMap, body: &[u8]) -> Result<CallReply, ApiError> {
     let mut req: CallRequest = decode_body(body)?;
     req.request_id = request_id(headers, req.request_id.map(|r| r.0))?;
-    let timeout = deadline(ctx, headers)?;
+    // The earlier of the request's own budget and the header's deadline; the worker drops the
+    // call unrun if it is still queued when it passes.
+    let header = deadline(ctx, headers)?;
+    let timeout = req.budget().map_or(header, |b| b.min(header));
+    req.set_budget(timeout);
     // Whatever the worker says, typed error included, is the reply (status 200).
     Ok(CallReply(call(ctx, req, timeout).await))
 }

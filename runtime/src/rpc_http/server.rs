@@ -83,6 +83,7 @@ pub async fn serve(config: RpcHttpConfig) -> Result<RpcHttpServer, ServeError> {
     );
     args.env = config.env.clone();
     args.dedupe_capacity = config.dedupe_capacity;
+    args.dedupe_bytes = config.dedupe_bytes;
     // No name: the registry is process-global and a fixed name would clash with a second
     // server in the same process (tests, embedding programs).
     let (actor, actor_done) =

@@ -15,6 +15,15 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// `now + d`, saturating: a caller's `Duration::MAX` ("wait forever") becomes a moment about
+/// 30 years away instead of an overflow panic.
+pub(crate) fn instant_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// Maps a ractor call outcome to fleet's errors, naming the worker and what was asked.
 fn outcome<T, E: std::fmt::Display>(
     r: Result<CallResult<T>, E>,
@@ -125,24 +134,28 @@ impl Scheduler {
         args: Payload,
         opts: &CallOptions,
     ) -> Result<Payload, FleetError> {
-        if args.len() > self.inner.config.max_payload {
-            return Err(FleetError::PayloadTooLarge {
-                what: format!("the arguments of {engine}.{method} for {worker}"),
-                size: args.len() as u64,
-                limit: self.inner.config.max_payload as u64,
-            });
-        }
-        let route = self.route(worker)?;
         let timeout = opts.timeout;
-        let req = CallRequest {
-            deadline_ms: timeout.as_millis() as u64,
+        let mut req = CallRequest {
+            deadline_ms: 0,
             idempotent: opts.idempotent,
             engine: engine.to_string(),
             method: method.to_string(),
             args,
             rpc_meta: opts.rpc_meta.clone(),
-            request_id: opts.effective_request_id(),
+            // Only the caller's own id: a generated one could never be repeated, so having the
+            // worker record its result would protect nothing.
+            request_id: opts.request_id.clone(),
         };
+        // The whole budget, at the moment of sending; each hop that holds it subtracts.
+        req.set_budget(timeout);
+        // The whole encoded message counts (arguments, rpc_meta, names), not only the arguments:
+        // one over ractor_cluster's frame limit would drop the node's session.
+        fleet_actors::wire::check_len(req.encoded_len(), self.inner.config.max_payload, || {
+            format!(
+                "the call {engine:.200}.{method:.200} for {worker} (arguments, rpc_meta and names)"
+            )
+        })?;
+        let route = self.route(worker)?;
         let what = format!("{engine}.{method}");
         let reply: CallReply = match self.local_actor(&route) {
             Some(actor) => outcome(
@@ -258,7 +271,8 @@ impl Scheduler {
     ) -> Result<fleet_actors::HttpResponseData, FleetError> {
         crate::remote::check_http(&call, worker, self.inner.config.max_payload)?;
         let route = self.route(worker)?;
-        let timeout = Duration::from_millis(call.timeout_ms) + Duration::from_secs(1);
+        // Saturating: a caller's `u64::MAX` means "no deadline", not a panic.
+        let timeout = Duration::from_millis(call.timeout_ms).saturating_add(Duration::from_secs(1));
         // Errors name the request (one small allocation next to a network round trip).
         let what = format!("{} {}", call.method, call.path);
         let what = what.as_str();
@@ -314,7 +328,9 @@ impl Scheduler {
     }
 
     /// Creates engine `name` of registered type `type_name` on `worker`, with constructor
-    /// arguments `args`. A duplicate name is an error.
+    /// arguments `args`, waiting up to the default call deadline
+    /// (`CallOptions::default().timeout`, 60 s). A duplicate name is an error. An engine whose
+    /// constructor takes longer (loading weights) needs [`Scheduler::create_engine_with`].
     pub async fn create_engine<A: Serialize + ?Sized>(
         &self,
         worker: &WorkerId,
@@ -322,13 +338,28 @@ impl Scheduler {
         type_name: &str,
         args: &A,
     ) -> Result<EngineHandle, FleetError> {
+        self.create_engine_with(worker, name, type_name, args, &CallOptions::default())
+            .await
+    }
+
+    /// Like [`Scheduler::create_engine`], waiting up to `opts.timeout` for the constructor (and
+    /// the `configure` hook it runs): constructors that load weights take minutes. When the
+    /// deadline passes the answer is `Timeout` and the engine may still be being built: a
+    /// retry with the same name then gets `EngineExists` once it is.
+    pub async fn create_engine_with<A: Serialize + ?Sized>(
+        &self,
+        worker: &WorkerId,
+        name: &str,
+        type_name: &str,
+        args: &A,
+        opts: &CallOptions,
+    ) -> Result<EngineHandle, FleetError> {
         let control = Control::CreateEngine {
             name: name.to_string(),
             type_name: type_name.to_string(),
             args: Payload::bincode(args)?,
         };
-        self.control(worker, control, self.inner.config.spawn_timeout)
-            .await?;
+        self.control(worker, control, opts.timeout).await?;
         Ok(self.engine(worker, name))
     }
 
@@ -357,11 +388,24 @@ impl Scheduler {
     }
 
     /// Passes role, rank and `config` to every engine of every worker of `role` (and to engines
-    /// created later). The rank is the worker's index.
+    /// created later). The rank is the worker's index. Waits up to the default call deadline
+    /// (`CallOptions::default().timeout`, 60 s); see [`Scheduler::configure_with`].
     pub async fn configure<C: Serialize + ?Sized>(
         &self,
         role: &str,
         config: &C,
+    ) -> Result<(), FleetError> {
+        self.configure_with(role, config, CallOptions::default().timeout)
+            .await
+    }
+
+    /// Like [`Scheduler::configure`], waiting up to `timeout` for every worker's `configure`
+    /// hooks (each worker runs its hooks on its engine thread, after the calls queued before).
+    pub async fn configure_with<C: Serialize + ?Sized>(
+        &self,
+        role: &str,
+        config: &C,
+        timeout: Duration,
     ) -> Result<(), FleetError> {
         let config = Payload::bincode(config)?;
         let workers = self.workers(role).await?;
@@ -371,11 +415,7 @@ impl Scheduler {
                 rank: w.id.index,
                 config: config.clone(),
             };
-            self.control(
-                &w.id,
-                Control::Configure(cfg),
-                self.inner.config.spawn_timeout,
-            )
+            self.control(&w.id, Control::Configure(cfg), timeout)
         });
         for r in futures::future::join_all(futs).await {
             r?;
@@ -426,7 +466,7 @@ impl Scheduler {
         role: &str,
         timeout: Duration,
     ) -> Result<Vec<WorkerInfo>, FleetError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = instant_after(timeout);
         loop {
             let workers = self.workers(role).await?;
             let mut not_ready = Vec::new();

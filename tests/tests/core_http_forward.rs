@@ -1,0 +1,168 @@
+//! Forwarding through the HTTP launcher (an `HttpService` worker on a real child process):
+//! what may have run is never re-sent and is reported as such, an idempotent call's hung attempt
+//! is really re-sent, and an isolated rpc-server's typed errors survive the hop.
+
+use fleet_actors::{
+    CallOptions, CallProtocol, FleetError, HttpCall, HttpServiceSpec, Job, Payload, SchedulingSpec,
+    WorkerId, WorkerKind,
+};
+use fleet_runtime::Cluster;
+use fleet_tests::{fleet_bin, wait_until};
+use std::time::Duration;
+
+const TEST_SERVER: &str = env!("CARGO_BIN_EXE_fleet-test-server");
+
+/// A cluster on its own port range (other test binaries run at the same time).
+async fn cluster(slot: u16) -> Cluster {
+    let lo = 47300 + slot * 50;
+    Cluster::local()
+        .port_range(lo, lo + 49)
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn test_server(s: &fleet_runtime::Scheduler, role: &str) -> WorkerId {
+    let spec =
+        HttpServiceSpec::new([TEST_SERVER, "--port", "{port}"]).stop_grace(Duration::from_secs(2));
+    s.create_workers(
+        Job::new(role, 1)
+            .kind(WorkerKind::HttpService(spec))
+            .spec(SchedulingSpec::default().ports(1)),
+    )
+    .await
+    .unwrap();
+    s.get_workers(role, Duration::from_secs(20)).await.unwrap()[0]
+        .id
+        .clone()
+}
+
+async fn count(s: &fleet_runtime::Scheduler, w: &WorkerId, path: &str) -> u64 {
+    let r = s
+        .http(w, HttpCall::get(format!("/count?path={path}")))
+        .await
+        .expect("/count answers");
+    r.text().trim().parse().expect("a number")
+}
+
+/// C8: a POST whose connection breaks after it was sent may have run. It is reported as
+/// `Indeterminate` (it used to be `Unavailable`, which `retryable()` says to retry), and it
+/// reached the service once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_whose_connection_broke_after_sending_is_indeterminate_and_not_retryable() {
+    let c = cluster(0).await;
+    let s = c.scheduler();
+    let w = test_server(s, "maybe").await;
+    let call = HttpCall::post_json("/close", &serde_json::json!({"step": 7}))
+        .timeout(Duration::from_secs(10));
+    let e = s.http(&w, call).await.expect_err("no answer");
+    assert!(
+        matches!(
+            e,
+            FleetError::Indeterminate {
+                resend_safe: false,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(!e.retryable(), "{e}");
+    assert!(e.to_string().contains("may have run"), "{e}");
+    assert_eq!(count(s, &w, "/close").await, 1);
+    c.shutdown().await.unwrap();
+}
+
+/// C7 through the launcher: a POST answered 504 is passed back as the answer after one attempt
+/// (it used to be sent five times).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_answered_504_reaches_the_service_exactly_once() {
+    let c = cluster(1).await;
+    let s = c.scheduler();
+    let w = test_server(s, "gw").await;
+    let call = HttpCall::post_json("/status/504", &serde_json::json!({"generate": true}))
+        .timeout(Duration::from_secs(10));
+    let r = s.http(&w, call).await.expect("any status is an answer");
+    assert_eq!(r.status, 504);
+    assert_eq!(count(s, &w, "/status/504").await, 1);
+    c.shutdown().await.unwrap();
+}
+
+/// An idempotent call whose attempt hangs is really re-sent before its deadline (the attempt
+/// bound used to equal the deadline, so it never was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_call_whose_attempt_hangs_is_resent_before_the_deadline() {
+    let c = cluster(2).await;
+    let s = c.scheduler();
+    let w = test_server(s, "hang").await;
+    let call = HttpCall::get("/delay/5000").timeout(Duration::from_millis(1500));
+    let e = s.http(&w, call).await.expect_err("every attempt hangs");
+    assert!(matches!(e, FleetError::Timeout { .. }), "{e:?}");
+    let resent = wait_until("a second attempt", Duration::from_secs(5), || async {
+        let n = count(s, &w, "/delay/5000").await;
+        (n >= 2).then_some(n)
+    })
+    .await;
+    assert!(resent.is_ok(), "the hung attempt was never re-sent");
+    c.shutdown().await.unwrap();
+}
+
+/// C21: an isolated rpc-server answers a body over its limit with 413 and a bincode reply
+/// holding `PayloadTooLarge`; the launcher decodes it (it used to turn every non-200 into
+/// `Protocol`, "check that every node runs the same fleet version").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_errors_an_isolated_rpc_server_sends_survive_the_hop() {
+    let c = cluster(3).await;
+    let s = c.scheduler();
+    let fleet = fleet_bin().to_string_lossy().into_owned();
+    let spec = HttpServiceSpec::new([
+        fleet.as_str(),
+        "rpc-server",
+        "--port",
+        "{port}",
+        "--worker",
+        "{worker}",
+        "--max-body-bytes",
+        "4096",
+    ])
+    .ready_when("/health", 200)
+    .protocol(CallProtocol::FleetRpc)
+    .stop_grace(Duration::from_secs(2));
+    s.create_workers(
+        Job::new("iso", 1)
+            .kind(WorkerKind::HttpService(spec))
+            .spec(SchedulingSpec::default().ports(1)),
+    )
+    .await
+    .unwrap();
+    let w = s.get_workers("iso", Duration::from_secs(20)).await.unwrap()[0]
+        .id
+        .clone();
+    s.create_engine(&w, "e", "echo", &()).await.unwrap();
+    let opts = CallOptions::default()
+        .idempotent(true)
+        .timeout(Duration::from_secs(10));
+    let small = s
+        .call_raw(
+            &w,
+            "e",
+            "echo",
+            Payload::bincode(&vec![1u8; 100]).unwrap(),
+            &opts,
+        )
+        .await;
+    assert!(small.is_ok(), "{small:?}");
+    let big = s
+        .call_raw(
+            &w,
+            "e",
+            "echo",
+            Payload::bincode(&vec![1u8; 10_000]).unwrap(),
+            &opts,
+        )
+        .await;
+    assert!(
+        matches!(big, Err(FleetError::PayloadTooLarge { .. })),
+        "{big:?}"
+    );
+    c.shutdown().await.unwrap();
+}
