@@ -10,6 +10,7 @@ pub mod http_client;
 pub mod listening;
 pub mod piped;
 pub mod process;
+pub mod rollout;
 pub mod wait;
 
 pub use cluster::{ClusterBuilder, NodeSpec, TestCluster};

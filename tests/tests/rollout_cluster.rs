@@ -50,8 +50,7 @@ async fn episodes_run_on_rollout_workers_spread_over_two_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_sigkilled_mid_job_loses_no_episode_and_runs_none_twice() {
     use fleet_runtime::rollout::run::{Ending, RunOptions};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
     let cluster = TestCluster::builder()
         .nodes(2)
@@ -65,32 +64,11 @@ async fn a_node_sigkilled_mid_job_loses_no_episode_and_runs_none_twice() {
     job.batch_size = 10;
     job.max_concurrent = 8;
     job.tasks.turns = Some(2);
-    job.backend.command = Some(
-        [
-            "fleet",
-            "mock-llm",
-            "--port",
-            "{port}",
-            "--seed",
-            "{index}",
-            "--latency-ms",
-            "40",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
-    );
+    job.backend.command = Some(fleet_tests::rollout::mock_backend(40));
     job.output = dir.join("trajectories.jsonl");
-    let accepted = Arc::new(AtomicU64::new(0));
+    let (accepted, observer) = fleet_tests::rollout::count_accepted();
     let opts = RunOptions {
-        observe: Some({
-            let a = accepted.clone();
-            Arc::new(move |_, e: &fleet_runtime::rollout::Episode| {
-                if e.trajectory.is_some() {
-                    a.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        }),
+        observe: Some(observer),
         ..Default::default()
     };
     let run = {

@@ -11,11 +11,12 @@ use fleet_runtime::rollout::job::RolloutJob;
 use fleet_runtime::rollout::run::{Ending, Progress, ProgressState, RunOptions};
 use fleet_runtime::rollout::{RolloutConfig, RolloutController};
 use fleet_runtime::{Cluster, WorkerState};
+use fleet_tests::rollout::{count_accepted, keys_once, output_lines as lines};
 use fleet_tests::{fleet_bin, pid_alive, wait_until};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,25 +38,23 @@ fn job_file(dir: &Path, toml: &str) -> RolloutJob {
     RolloutJob::from_file(&p).unwrap()
 }
 
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
-        .collect()
-}
-
-/// `(task_index, sample)` of every line, asserting none appears twice.
-fn keys_once(lines: &[Value]) -> BTreeSet<(u64, u64)> {
-    let mut seen = BTreeSet::new();
-    for l in lines {
-        let k = (
-            l["task_index"].as_u64().unwrap(),
-            l["sample"].as_u64().unwrap(),
-        );
-        assert!(seen.insert(k), "episode {k:?} is in the output twice");
-    }
-    seen
+/// A local cluster with the ports `ports`, and the job `keys` with role `name` and its output
+/// in a fresh directory of its own.
+async fn local_job(name: &str, ports: (u16, u16), keys: &str) -> (Cluster, RolloutJob) {
+    let dir = temp_dir(name);
+    let cluster = Cluster::local()
+        .port_range(ports.0, ports.1)
+        .start()
+        .await
+        .unwrap();
+    let job = job_file(
+        &dir,
+        &format!(
+            "role = \"{name}\"\noutput = \"{}\"\n{keys}",
+            dir.join("out.jsonl").display()
+        ),
+    );
+    (cluster, job)
 }
 
 /// The pid of a child of this process serving `worker` (e.g. `kill.backend/0`).
@@ -107,50 +106,28 @@ impl Progress for Messages {
     fn finish(&self, _: &ProgressState) {}
 }
 
-const MOCK: &str = r#"command = ["fleet", "mock-llm", "--port", "{port}", "--seed", "{index}", "--latency-ms", "LAT"]"#;
-
+/// The `command = [...]` line of a mock backend answering after `latency_ms`.
 fn mock(latency_ms: u64) -> String {
-    MOCK.replace("LAT", &latency_ms.to_string())
+    format!(
+        "command = {}",
+        serde_json::to_string(&fleet_tests::rollout::mock_backend(latency_ms)).unwrap()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_killed_mid_job_loses_no_episode_and_runs_none_twice() {
-    let dir = temp_dir("kill-backend");
-    let cluster = Cluster::local()
-        .port_range(47400, 47449)
-        .start()
-        .await
-        .unwrap();
-    let job = job_file(
-        &dir,
+    let (cluster, job) = local_job(
+        "killb",
+        (47400, 47449),
         &format!(
-            r#"
-episodes = 60
-batch_size = 10
-max_concurrent = 8
-role = "killb"
-output = "{}"
-[workers]
-replicas = 2
-[backend]
-{}
-[tasks]
-turns = 2
-"#,
-            dir.join("out.jsonl").display(),
+            "episodes = 60\nbatch_size = 10\nmax_concurrent = 8\n[workers]\nreplicas = 2\n[backend]\n{}\n[tasks]\nturns = 2\n",
             mock(30)
         ),
-    );
-    let accepted = Arc::new(AtomicU64::new(0));
+    )
+    .await;
+    let (accepted, observer) = count_accepted();
     let opts = RunOptions {
-        observe: Some({
-            let a = accepted.clone();
-            Arc::new(move |_, e: &fleet_runtime::rollout::Episode| {
-                if e.trajectory.is_some() {
-                    a.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        }),
+        observe: Some(observer),
         ..Default::default()
     };
     let run = {
@@ -467,29 +444,15 @@ async fn a_missing_agent_program_or_a_bad_output_is_refused_before_anything_star
 /// so any backend slower than that to listen killed its worker, whatever `ready_timeout` said.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_needs_65_seconds_to_listen_works_with_a_matching_ready_timeout() {
-    let dir = temp_dir("slow");
-    let cluster = Cluster::local()
-        .port_range(47500, 47519)
-        .start()
-        .await
-        .unwrap();
-    let job = job_file(
-        &dir,
+    let (cluster, job) = local_job(
+        "slow",
+        (47500, 47519),
         &format!(
-            r#"
-episodes = 4
-role = "slow"
-output = "{}"
-[workers]
-replicas = 1
-[backend]
-command = ["sh", "-c", "sleep 65; exec {} mock-llm --port {{port}}"]
-ready_timeout = "150s"
-"#,
-            dir.join("out.jsonl").display(),
+            "episodes = 4\n[workers]\nreplicas = 1\n[backend]\ncommand = [\"sh\", \"-c\", \"sleep 65; exec {} mock-llm --port {{port}}\"]\nready_timeout = \"150s\"\n",
             fleet()
         ),
-    );
+    )
+    .await;
     let messages = Arc::new(Messages::default());
     let opts = RunOptions {
         progress: messages.clone(),
@@ -507,19 +470,12 @@ ready_timeout = "150s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_backend_url_is_named_in_the_error() {
-    let dir = temp_dir("url");
-    let cluster = Cluster::local()
-        .port_range(47520, 47539)
-        .start()
-        .await
-        .unwrap();
-    let job = job_file(
-        &dir,
-        &format!(
-            "episodes = 2\nrole = \"url\"\noutput = \"{}\"\n[workers]\nreplicas = 1\n[backend]\nurl = \"http://127.0.0.1:9\"\nready_timeout = \"3s\"\n",
-            dir.join("out.jsonl").display()
-        ),
-    );
+    let (cluster, job) = local_job(
+        "url",
+        (47520, 47539),
+        "episodes = 2\n[workers]\nreplicas = 1\n[backend]\nurl = \"http://127.0.0.1:9\"\nready_timeout = \"3s\"\n",
+    )
+    .await;
     let e = job
         .run(cluster.scheduler(), &fleet(), Default::default())
         .await
@@ -534,19 +490,12 @@ async fn an_unreachable_backend_url_is_named_in_the_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_size_runs_each_task_k_times_recorded_under_one_group_id() {
-    let dir = temp_dir("groups");
-    let cluster = Cluster::local()
-        .port_range(47540, 47579)
-        .start()
-        .await
-        .unwrap();
-    let job = job_file(
-        &dir,
-        &format!(
-            "episodes = 12\ngroup_size = 3\nbatch_size = 6\nrole = \"groups\"\noutput = \"{}\"\n[tasks]\nturns = 1\n",
-            dir.join("out.jsonl").display()
-        ),
-    );
+    let (cluster, job) = local_job(
+        "groups",
+        (47540, 47579),
+        "episodes = 12\ngroup_size = 3\nbatch_size = 6\n[tasks]\nturns = 1\n",
+    )
+    .await;
     let report = job
         .run(cluster.scheduler(), &fleet(), Default::default())
         .await
@@ -571,34 +520,16 @@ async fn group_size_runs_each_task_k_times_recorded_under_one_group_id() {
 /// it (never older than its episode's admission).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_staleness_bound_and_per_turn_versions_hold_while_versions_advance_during_admission() {
-    let dir = temp_dir("async");
-    let cluster = Cluster::local()
-        .port_range(47580, 47619)
-        .start()
-        .await
-        .unwrap();
     let (batch, staleness) = (8u64, 1u64);
-    let job = job_file(
-        &dir,
+    let (cluster, job) = local_job(
+        "async",
+        (47580, 47619),
         &format!(
-            r#"
-episodes = 96
-batch_size = {batch}
-max_staleness = {staleness}
-max_concurrent = 12
-role = "async"
-output = "{}"
-[trainer]
-step_time = "30ms"
-[backend]
-{}
-[tasks]
-turns = 2
-"#,
-            dir.join("out.jsonl").display(),
+            "episodes = 96\nbatch_size = {batch}\nmax_staleness = {staleness}\nmax_concurrent = 12\n[trainer]\nstep_time = \"30ms\"\n[backend]\n{}\n[tasks]\nturns = 2\n",
             mock(10)
         ),
-    );
+    )
+    .await;
     let report = job
         .run(cluster.scheduler(), &fleet(), Default::default())
         .await
@@ -643,27 +574,12 @@ turns = 2
 /// stopped while handling health" (the ping raced the failure report).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_exits_before_ready_always_reports_its_exit_status_and_last_output() {
-    let dir = temp_dir("exits");
-    let cluster = Cluster::local()
-        .port_range(47620, 47639)
-        .start()
-        .await
-        .unwrap();
-    let job = job_file(
-        &dir,
-        &format!(
-            r#"
-episodes = 2
-role = "exits"
-output = "{}"
-[workers]
-replicas = 2
-[backend]
-command = ["sh", "-c", "echo loading; echo ValueError: no such model >&2; exit 3"]
-"#,
-            dir.join("out.jsonl").display()
-        ),
-    );
+    let (cluster, job) = local_job(
+        "exits",
+        (47620, 47639),
+        "episodes = 2\n[workers]\nreplicas = 2\n[backend]\ncommand = [\"sh\", \"-c\", \"echo loading; echo ValueError: no such model >&2; exit 3\"]\n",
+    )
+    .await;
     for round in 0..5 {
         let e = job
             .run(cluster.scheduler(), &fleet(), Default::default())

@@ -120,7 +120,9 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                         "`timeout_secs` must be a non-negative number".into(),
                     ))
                 }
-                Some(t) => Duration::from_secs_f64(t).min(state.config.export_timeout),
+                Some(t) => Duration::try_from_secs_f64(t)
+                    .unwrap_or(Duration::MAX)
+                    .min(state.config.export_timeout),
                 None => state.config.export_timeout,
             };
             let t = state.store.export(&b.session_id, discount, wait).await?;
