@@ -346,7 +346,7 @@ async fn wait_ready(
     let t0 = Instant::now();
     let deadline = t0 + within;
     let mut last_note = t0;
-    let mut pause = Duration::from_millis(20);
+    let mut pause = Duration::from_millis(5);
     loop {
         let workers = scheduler.workers(role).await?;
         let mut waiting = Vec::new();
@@ -416,7 +416,7 @@ async fn wait_ready(
                 }
             }
         }
-        pause = (pause * 2).min(Duration::from_millis(500));
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
 
@@ -627,18 +627,6 @@ async fn drive(
                             aborted = tally.fail_fast(total).or_else(|| ctl.fatal().map(|e| e.to_string()));
                             cancel_now = aborted.is_some();
                         }
-                        // The simulated trainer: one step per batch of accepted episodes.
-                        let more = !*admit_stop.borrow() && ended < total;
-                        if !training && untrained >= batch_size && more {
-                            untrained -= batch_size;
-                            training = true;
-                            let v = state.version + 1;
-                            let tx = events_tx.clone();
-                            tokio::spawn(async move {
-                                tokio::time::sleep(step_time).await;
-                                let _ = tx.send(Event::Trained(v));
-                            });
-                        }
                     }
                 }
             }
@@ -689,6 +677,19 @@ async fn drive(
                 }
                 cancel_now = true;
             }
+        }
+        // The simulated trainer: one step per batch of accepted episodes, the next as soon as
+        // the last one ended and a batch is waiting.
+        let more = !*admit_stop.borrow() && ended < total && aborted.is_none();
+        if !training && untrained >= batch_size && more {
+            untrained -= batch_size;
+            training = true;
+            let v = state.version + 1;
+            let tx = events_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(step_time).await;
+                let _ = tx.send(Event::Trained(v));
+            });
         }
         if cancel_now && !cancelled {
             cancelled = true;
