@@ -159,6 +159,9 @@ struct Inner {
     config: RolloutConfig,
     start_version: u64,
     state: Mutex<Ctl>,
+    /// Held while versions are pushed, so pushes never overtake one another (a proxy never
+    /// goes back to an older version).
+    pushing: tokio::sync::Mutex<()>,
     changed: Notify,
     next_id: AtomicU64,
     tag: u64,
@@ -305,6 +308,7 @@ impl RolloutController {
                     max_attempts: config.max_attempts.max(1),
                     ..config
                 },
+                pushing: tokio::sync::Mutex::new(()),
                 changed: Notify::new(),
                 next_id: AtomicU64::new(0),
                 tag: rand::random::<u64>(),
@@ -732,11 +736,16 @@ impl RolloutController {
     /// Pushes `version` to every live worker, records who has it, moves the controller's version
     /// and wakes admission. Returns the workers that failed.
     async fn push_version(&self, version: u64) -> Vec<(WorkerId, FleetError)> {
-        let targets = lock(&self.inner.state).pool.alive();
         {
             let mut c = lock(&self.inner.state);
             c.version = c.version.max(version);
         }
+        let _one_at_a_time = self.inner.pushing.lock().await;
+        // The newest version, whichever call got here first.
+        let (targets, version) = {
+            let c = lock(&self.inner.state);
+            (c.pool.alive(), c.version)
+        };
         let errors = push(&self.inner, &targets, version).await;
         self.inner.changed.notify_waiters();
         errors
@@ -860,8 +869,10 @@ fn follow(inner: Weak<Inner>) {
                 (c.pool.behind(c.version), c.version)
             };
             if !behind.is_empty() {
-                push(&inner, &behind, v).await;
-                inner.changed.notify_waiters();
+                if let Ok(_one_at_a_time) = inner.pushing.try_lock() {
+                    push(&inner, &behind, v).await;
+                    inner.changed.notify_waiters();
+                }
             }
         }
     });

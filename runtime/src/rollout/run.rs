@@ -605,9 +605,16 @@ async fn drive(
                         training = false;
                         state.version = v;
                         tally.output.sync().map_err(|e| FleetError::bad_request("the rollout job's output", e))?;
-                        if let Err(e) = ctl.set_version(v).await {
-                            opts.progress.message(&format!("the policy version could not move to {v}: {e}"));
-                        }
+                        // Pushing the version to the proxies must not hold up the loop: a hung
+                        // worker's push waits for its deadline (the controller holds that worker
+                        // back meanwhile).
+                        let ctl = ctl.clone();
+                        let progress = opts.progress.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = ctl.set_version(v).await {
+                                progress.message(&format!("the policy version could not move to {v}: {e}"));
+                            }
+                        });
                     }
                     Event::Lost(key, why) => {
                         ended += 1;
