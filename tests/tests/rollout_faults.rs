@@ -593,3 +593,48 @@ async fn a_backend_that_exits_before_ready_always_reports_its_exit_status_and_la
     }
     cluster.shutdown().await.unwrap();
 }
+
+/// `kill -9` of `fleet run` itself: what it had appended survives (at most a torn last line),
+/// its children die with it, and `--resume` finishes exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_fleet_run_keeps_what_it_wrote_leaves_no_child_and_resumes() {
+    let dir = temp_dir("sigkill");
+    long_job(&dir, 300, "sigkill");
+    let child = spawn_fleet_run(&dir, &["--quiet"]);
+    let pid = child.id();
+    let out = dir.join("out.jsonl");
+    wait_until("20 episodes written", Duration::from_secs(90), || {
+        let out = out.clone();
+        async move {
+            let n = std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .lines()
+                .count();
+            (n >= 20).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let kids = descendants(pid);
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let (code, _, _) = finish(child, Duration::from_secs(30)).await;
+    assert_eq!(code, None, "killed by a signal");
+    wait_until("no child left", Duration::from_secs(10), || {
+        let kids = kids.clone();
+        async move { kids.iter().all(|k| !pid_alive(*k)).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let (code, stdout, stderr) = finish(
+        spawn_fleet_run(&dir, &["--resume", "--quiet"]),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let keys = keys_once(&lines(&out));
+    assert_eq!(
+        keys,
+        (0..300).map(|i| (i, 0)).collect(),
+        "every task exactly once"
+    );
+}
