@@ -448,6 +448,12 @@ async fn sglang_ids_are_recorded_and_a_stream_refusing_token_ids_is_resent_witho
     let stats = rig.stats().await;
     assert_eq!(stats["turns_missing_token_ids"], 1, "{stats}");
     assert_eq!(stats["turns_incomplete"], 1, "{stats}");
+    // /health says so too: missing ids are never silent.
+    let health = rig
+        .http
+        .call(Method::GET, &rig.url("/health"), None, Bytes::new())
+        .await;
+    assert_eq!(health.json["turns_missing_token_ids"], 1, "{}", health.text);
 }
 
 #[tokio::test]

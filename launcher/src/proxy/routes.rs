@@ -229,6 +229,9 @@ async fn health(state: &Arc<State>) -> Response<Body> {
         "active_sessions": stats.active_sessions,
         "capacity": stats.capacity,
         "exports_waiting": stats.exports_waiting,
+        // Recording fidelity: turns a trainer cannot fully use (missing ids or logprobs).
+        "turns_incomplete": stats.turns_incomplete,
+        "turns_missing_token_ids": stats.turns_missing_token_ids,
     });
     let status = if probe.is_ok() {
         StatusCode::OK
