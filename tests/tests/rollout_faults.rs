@@ -638,3 +638,52 @@ async fn a_sigkilled_fleet_run_keeps_what_it_wrote_leaves_no_child_and_resumes()
         "every task exactly once"
     );
 }
+
+/// When nothing can serve (the only worker's backend is killed), the job stops and says why;
+/// what was accepted before stays in the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_every_worker_failed_stops_and_says_so() {
+    let (cluster, job) = local_job(
+        "allgone",
+        (47640, 47659),
+        &format!(
+            "episodes = 200\nbatch_size = 10\nmax_concurrent = 4\n[workers]\nreplicas = 1\n[backend]\n{}\n[tasks]\nturns = 2\n",
+            mock(30)
+        ),
+    )
+    .await;
+    let (accepted, observer) = count_accepted();
+    let opts = RunOptions {
+        observe: Some(observer),
+        ..Default::default()
+    };
+    let run = {
+        let s = cluster.scheduler().clone();
+        let job = job.clone();
+        tokio::spawn(async move { job.run(&s, &fleet(), opts).await })
+    };
+    wait_until("5 episodes accepted", Duration::from_secs(60), || {
+        let a = accepted.clone();
+        async move { (a.load(Ordering::SeqCst) >= 5).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let pid = child_pid("allgone.backend/0").expect("the backend runs");
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let report = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the job stops")
+        .unwrap()
+        .unwrap();
+    match &report.ending {
+        Ending::Aborted(why) => assert!(
+            why.contains("every rollout worker has failed") && why.contains("allgone/0"),
+            "{why}"
+        ),
+        other => panic!("expected the job to stop, got {other:?}"),
+    }
+    let written = keys_once(&lines(&job.output));
+    assert_eq!(written.len() as u64, report.accepted);
+    assert!(report.accepted >= 5 && report.accepted < 200);
+    cluster.shutdown().await.unwrap();
+}
