@@ -148,6 +148,32 @@ impl Default for Readiness {
     }
 }
 
+/// How to tell that a ready HTTP service is still alive: its readiness path is probed every
+/// `interval_ms`; `failure_threshold` probes in a row that fail (no answer within `timeout_ms`,
+/// a refused connection, or another status than the readiness status) mean it froze or broke,
+/// and it is killed, so that its restart policy applies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    /// Between probes (0 turns liveness probing off).
+    pub interval_ms: u64,
+    /// Longest wait for one probe's answer.
+    pub timeout_ms: u64,
+    /// Failed probes in a row that fail the service.
+    pub failure_threshold: u32,
+}
+
+impl Default for Liveness {
+    /// Every 5 s, 2 s per probe, 3 in a row: a service that answers nothing for about 15 s is
+    /// failed (Kubernetes' defaults are 10 s, 1 s, 3).
+    fn default() -> Self {
+        Liveness {
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            failure_threshold: 3,
+        }
+    }
+}
+
 /// What to do when an HTTP service's process exits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum RestartPolicy {
@@ -190,6 +216,9 @@ pub struct HttpServiceSpec {
     pub env: BTreeMap<String, String>,
     /// Readiness probe against the first port.
     pub readiness: Readiness,
+    /// Liveness probe once it is ready (the readiness path again).
+    #[serde(default)]
+    pub liveness: Liveness,
     /// What to do when the process exits.
     pub restart: RestartPolicy,
     /// Between SIGTERM and SIGKILL when stopping.
@@ -213,6 +242,7 @@ impl HttpServiceSpec {
             cwd: None,
             env: BTreeMap::new(),
             readiness: Readiness::default(),
+            liveness: Liveness::default(),
             restart: RestartPolicy::Never,
             stop_grace_ms: 5000,
             tail_lines: 200,
@@ -228,6 +258,11 @@ impl HttpServiceSpec {
     /// Sets the readiness deadline.
     pub fn ready_within(mut self, d: std::time::Duration) -> Self {
         self.readiness.deadline_ms = d.as_millis() as u64;
+        self
+    }
+    /// Sets the liveness probe (`Liveness { interval_ms: 0, .. }` turns it off).
+    pub fn liveness(mut self, l: Liveness) -> Self {
+        self.liveness = l;
         self
     }
     /// Sets the restart policy.

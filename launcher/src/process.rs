@@ -36,6 +36,7 @@
 mod child;
 mod error;
 mod guard;
+mod liveness;
 mod placeholders;
 mod pump;
 mod readiness;
@@ -44,6 +45,7 @@ mod spec;
 
 pub use child::{ChildHandle, ChildWatch, ExitInfo};
 pub use error::ProcessError;
+pub use liveness::{watch_liveness, LivenessProbe};
 pub use placeholders::{fill_placeholders, PlaceholderError};
 pub use readiness::{wait_ready, ReadinessProbe};
 pub use spec::{ChildSpec, DEFAULT_TAIL_LINES, MAX_LINE_BYTES};

@@ -272,6 +272,15 @@ pub enum Lifecycle {
         /// Its last output lines.
         tail: Vec<String>,
     },
+    /// A liveness probe of a ready process: `failures` in a row so far (0: it answered).
+    Probe {
+        /// Which start.
+        generation: u64,
+        /// Consecutive failed probes.
+        failures: u32,
+        /// What the last probe saw.
+        detail: String,
+    },
     /// Time to start it again.
     RestartDue {
         /// The generation that exited.

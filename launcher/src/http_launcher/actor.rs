@@ -3,7 +3,9 @@
 
 use super::forward::Target;
 use crate::http::Client;
-use crate::process::{wait_ready, ChildHandle, ChildSpec, ProcessError, ReadinessProbe};
+use crate::process::{
+    wait_ready, watch_liveness, ChildHandle, ChildSpec, LivenessProbe, ProcessError, ReadinessProbe,
+};
 use fleet_actors::rpc_server::{
     CallReply, Control, ControlOk, ControlReply, Lifecycle, WorkerMsg, WorkerStatus,
 };
@@ -91,6 +93,10 @@ pub struct State {
     done: Arc<AtomicU64>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     target: Option<Arc<Target>>,
+    /// Liveness of the ready process: consecutive failed probes and what the last one saw.
+    unanswered: (u32, String),
+    /// Set when the process was killed for not answering: the reason its exit reports.
+    killed_unresponsive: Option<String>,
 }
 
 impl State {
@@ -118,6 +124,15 @@ impl State {
     fn refusal(&self) -> Option<FleetError> {
         let worker = self.args.worker.to_string();
         match &self.phase {
+            Phase::Ready if self.unanswered.0 > 0 => Some(FleetError::Unavailable {
+                what: format!("worker {}", self.args.worker),
+                detail: format!(
+                    "its process is not answering its liveness probe ({} of {} failed in a row: {})",
+                    self.unanswered.0,
+                    self.args.spec.liveness.failure_threshold.max(1),
+                    self.unanswered.1
+                ),
+            }),
             Phase::Ready => None,
             Phase::Starting { since } => Some(FleetError::Unavailable {
                 what: format!("worker {worker}"),
@@ -218,6 +233,7 @@ fn supervise(
     child: &ChildHandle,
     generation: u64,
     probe: Option<ReadinessProbe>,
+    liveness: Option<LivenessProbe>,
 ) {
     let watch = child.watch();
     tokio::spawn(async move {
@@ -226,6 +242,24 @@ fn supervise(
                 Ok(()) => {
                     let _ =
                         myself.send_message(WorkerMsg::Lifecycle(Lifecycle::Ready { generation }));
+                    if let Some(l) = liveness {
+                        // Reports only changes: a failure, or the first success after one.
+                        let me = myself.clone();
+                        let mut last = 0u32;
+                        watch_liveness(&l, &watch, move |failures, detail| {
+                            let changed = failures > 0 || last > 0;
+                            last = failures;
+                            !changed
+                                || me
+                                    .send_message(WorkerMsg::Lifecycle(Lifecycle::Probe {
+                                        generation,
+                                        failures,
+                                        detail,
+                                    }))
+                                    .is_ok()
+                        })
+                        .await;
+                    }
                 }
                 Err(ProcessError::ExitedBeforeReady { .. }) => {
                     // The exit is reported below.
@@ -269,8 +303,21 @@ impl HttpLauncher {
             p.interval = Duration::from_millis(r.interval_ms.max(1));
             p
         });
+        let l = &state.args.spec.liveness;
+        let liveness = match (state.args.ports.first(), l.interval_ms) {
+            (Some(port), 1..) => Some(LivenessProbe {
+                port: *port,
+                path: r.path.clone(),
+                expected_status: r.expected_status,
+                interval: Duration::from_millis(l.interval_ms),
+                timeout: Duration::from_millis(l.timeout_ms.max(1)),
+            }),
+            _ => None,
+        };
         tracing::info!(worker = %state.args.worker, pid = child.pid(), argv = ?state.args.spec.argv, ports = ?state.args.ports, generation = state.generation, "http service process started");
-        supervise(myself.clone(), &child, state.generation, probe);
+        state.unanswered = (0, String::new());
+        state.killed_unresponsive = None;
+        supervise(myself.clone(), &child, state.generation, probe, liveness);
         state.target = Some(state.make_target(&child));
         state.child = Some(Arc::new(child));
         state.phase = Phase::Starting {
@@ -438,9 +485,10 @@ impl HttpLauncher {
                 if matches!(state.phase, Phase::Stopping | Phase::Failed(_)) {
                     return;
                 }
-                let how = match (code, signal) {
-                    (Some(c), _) => format!("its process exited with code {c}"),
-                    (None, Some(s)) => format!("its process was killed by signal {s}"),
+                let how = match (code, signal, state.killed_unresponsive.take()) {
+                    (_, _, Some(why)) => why,
+                    (Some(c), _, _) => format!("its process exited with code {c}"),
+                    (None, Some(s), _) => format!("its process was killed by signal {s}"),
                     _ => "its process exited".to_string(),
                 };
                 let was_ready = matches!(state.phase, Phase::Ready);
@@ -474,6 +522,32 @@ impl HttpLauncher {
                     let reason = format!("{how}{when}");
                     state.report(&reason, &tail);
                     state.phase = Phase::Failed(state.failed(reason, tail));
+                }
+            }
+            Lifecycle::Probe {
+                generation,
+                failures,
+                detail,
+            } if generation == state.generation => {
+                if !matches!(state.phase, Phase::Ready) {
+                    return;
+                }
+                state.unanswered = (failures, detail.clone());
+                let threshold = state.args.spec.liveness.failure_threshold.max(1);
+                if failures == 0 {
+                    tracing::info!(worker = %state.args.worker, "http service answers its liveness probe again");
+                } else if failures >= threshold {
+                    let reason = format!(
+                        "it stopped answering: {failures} liveness probes in a row failed ({detail}); it was killed"
+                    );
+                    tracing::warn!(worker = %state.args.worker, %reason, "http service unresponsive");
+                    state.killed_unresponsive = Some(reason);
+                    // The exit that follows applies the restart policy, with this reason.
+                    if let Some(c) = &state.child {
+                        c.kill();
+                    }
+                } else {
+                    tracing::warn!(worker = %state.args.worker, failures, threshold, %detail, "http service missed a liveness probe");
                 }
             }
             Lifecycle::RestartDue { generation } if generation == state.generation => {
@@ -528,6 +602,8 @@ impl Actor for HttpLauncher {
             done: Arc::new(AtomicU64::new(0)),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             target: None,
+            unanswered: (0, String::new()),
+            killed_unresponsive: None,
         };
         self.start_child(&myself, &mut state)
             .await
