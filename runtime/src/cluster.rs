@@ -77,7 +77,8 @@ impl LocalBuilder {
         self.gpus = Some(ids.into_iter().collect());
         self
     }
-    /// Ports the node hands to workers, `lo..=hi` (default 40000..=40999).
+    /// Ports the node hands to workers, `lo..=hi` (default 20000..=29999, below the kernel's
+    /// ephemeral range; ports are claimed host-wide, so nodes on one host never share one).
     pub fn port_range(mut self, lo: u16, hi: u16) -> Self {
         self.port_range = (lo, hi);
         self
@@ -299,7 +300,7 @@ impl Cluster {
             cpus: None,
             mem_mib: None,
             gpus: None,
-            port_range: (40000, 40999),
+            port_range: crate::node::ports::DEFAULT_PORT_RANGE,
             labels: BTreeMap::new(),
             registry: builtin::registry(),
             cookie: None,

@@ -263,40 +263,52 @@ async fn a_repeated_request_id_runs_the_method_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_port_allocator_hands_out_no_duplicates_across_1000_concurrent_reservations() {
-    let cluster = Arc::new(
-        Cluster::local()
-            .port_range(41000, 43999)
-            .start()
-            .await
-            .unwrap(),
-    );
+async fn two_nodes_with_one_range_hand_out_no_duplicates_across_1000_concurrent_reservations() {
+    // Two nodes (two agents, two allocators) in one process share one range: the mailbox of
+    // each serializes only its own requests, so only the host-wide claims keep them apart.
+    let (lo, hi) = (27000, 28199);
+    let mut clusters = Vec::new();
+    for name in ["left", "right"] {
+        clusters.push(Arc::new(
+            Cluster::local()
+                .name(name)
+                .port_range(lo, hi)
+                .start()
+                .await
+                .unwrap(),
+        ));
+    }
     let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let c = cluster.clone();
-            tokio::spawn(async move { c.reserve_ports(1).await })
+        .map(|i| {
+            let c = clusters[i % 2].clone();
+            tokio::spawn(async move { (i % 2, c.reserve_ports(1).await) })
         })
         .collect();
     let mut seen = BTreeSet::new();
     let mut leases = Vec::new();
     for t in tasks {
-        let lease = t.await.unwrap().unwrap();
+        let (side, lease) = t.await.unwrap();
+        let lease = lease.unwrap();
         for p in &lease.ports {
             assert!(seen.insert(*p), "port {p} handed out twice");
         }
-        leases.push(lease.id);
+        leases.push((side, lease.id));
     }
     assert_eq!(seen.len(), 1000);
-    assert_eq!(cluster.node_info().await.unwrap().ports_held, 1000);
-    for id in leases {
-        cluster.release_ports(id);
+    for c in &clusters {
+        assert_eq!(c.node_info().await.unwrap().ports_held, 500);
     }
-    fleet_tests::wait_until("ports to be released", Duration::from_secs(5), || {
-        let c = cluster.clone();
-        async move { (c.node_info().await.ok()?.ports_held == 0).then_some(()) }
-    })
-    .await
-    .unwrap();
+    for (side, id) in leases {
+        clusters[side].release_ports(id);
+    }
+    for c in &clusters {
+        fleet_tests::wait_until("ports to be released", Duration::from_secs(5), || {
+            let c = c.clone();
+            async move { (c.node_info().await.ok()?.ports_held == 0).then_some(()) }
+        })
+        .await
+        .unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,8 +24,10 @@ pub struct ResourceArgs {
     /// GPU ids to offer, comma separated (default: CUDA_VISIBLE_DEVICES, else the driver's GPUs).
     #[arg(long, value_delimiter = ',')]
     pub gpus: Option<Vec<u32>>,
-    /// Ports handed to workers, LO-HI.
-    #[arg(long, default_value = "40000-40999", value_parser = super::node::parse_range)]
+    /// Ports handed to workers, LO-HI. Keep it outside the kernel's ephemeral range
+    /// (/proc/sys/net/ipv4/ip_local_port_range); nodes on one host claim ports host-wide, so
+    /// they may share a range.
+    #[arg(long, default_value = "20000-29999", value_parser = super::node::parse_range)]
     pub port_range: (u16, u16),
     /// A `key=value` label for placement constraints (repeatable, or comma separated).
     #[arg(long = "label", value_delimiter = ',', value_parser = parse_label)]

@@ -68,7 +68,7 @@ pub struct Args {
 pub(crate) fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s
         .split_once('-')
-        .ok_or_else(|| format!("{s:?} is not a range like 40000-40999"))?;
+        .ok_or_else(|| format!("{s:?} is not a range like 20000-29999"))?;
     let lo: u16 = lo
         .trim()
         .parse()
