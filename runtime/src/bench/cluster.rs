@@ -41,7 +41,7 @@ pub async fn peer(head: String, name: String) -> Result<(), FleetError> {
             cpu_millis: 1_000_000,
             mem_mib: 1 << 20,
             gpus: vec![],
-            port_range: (45000, 45999),
+            port_range: crate::node::ports::DEFAULT_PORT_RANGE,
             labels,
         },
         registry: fleet_actors::engine::builtin::registry(),

@@ -39,10 +39,23 @@ async fn own_startup(fleet: &str, port: u16) -> Result<Duration, FleetError> {
     let mut child = tokio::process::Command::new(fleet)
         .args(["mock-llm", "--port", &port.to_string()])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(FleetError::internal)?;
+    // What the child said, for an error that shows why it never answered.
+    let said = |child: &mut tokio::process::Child| {
+        let stderr = child.stderr.take();
+        async move {
+            use tokio::io::AsyncReadExt;
+            let mut text = String::new();
+            if let Some(mut e) = stderr {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), e.read_to_string(&mut text)).await;
+            }
+            text
+        }
+    };
     let client = Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -57,8 +70,19 @@ async fn own_startup(fleet: &str, port: u16) -> Result<Duration, FleetError> {
         {
             break;
         }
-        if Instant::now() > deadline {
-            return Err(FleetError::internal("the child never answered"));
+        let exited = matches!(child.try_wait(), Ok(Some(_)));
+        if exited || Instant::now() > deadline {
+            let _ = child.start_kill();
+            let text = said(&mut child).await;
+            return Err(FleetError::internal(format!(
+                "the reference `fleet mock-llm --port {port}` {}; its output: {}",
+                if exited {
+                    "exited"
+                } else {
+                    "never answered within 20 s"
+                },
+                text.trim()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -69,7 +93,8 @@ async fn own_startup(fleet: &str, port: u16) -> Result<Duration, FleetError> {
 
 /// Runs the launcher benchmarks with `fleet` as the child's executable.
 pub async fn run(fleet: &str, iters: usize, spawn_rounds: usize) -> Result<String, FleetError> {
-    let cluster = Cluster::local().port_range(48000, 48999).start().await?;
+    // Ports from the node's default range, claimed host-wide: free ones, never fixed ones.
+    let cluster = Cluster::local().start().await?;
     let s = cluster.scheduler().clone();
     let kind = WorkerKind::HttpService(HttpServiceSpec::new(child_argv(fleet)));
     let ws = s
@@ -170,8 +195,10 @@ pub async fn run(fleet: &str, iters: usize, spawn_rounds: usize) -> Result<Strin
     let mut own = Vec::new();
     let mut ours = Vec::new();
     for round in 0..spawn_rounds + 1 {
-        let port = 48900 + (round % 50) as u16;
-        let o = own_startup(fleet, port).await?;
+        let lease = cluster.reserve_ports(1).await?;
+        let o = own_startup(fleet, lease.ports[0]).await;
+        cluster.release_ports(lease.id);
+        let o = o?;
         let t = Instant::now();
         s.create_workers(
             Job::new("spawn", 1)
