@@ -73,7 +73,26 @@ impl Scheduler {
     ///
     /// Placement that does not fit fails with [`FleetError::InsufficientResources`] naming the
     /// resource that is short, and nothing is started.
+    ///
+    /// Cancellation-safe: the creation runs in a task the scheduler owns, and the caller only
+    /// awaits its outcome. A caller that gives up (a `timeout`, a `select!`) cancels nothing: the
+    /// create still either completes (the role is usable) or rolls back fully. A
+    /// `delete_workers` of the role while its workers are starting makes the create fail with
+    /// [`FleetError::RoleNotFound`] and stops every worker it started.
     pub async fn create_workers(&self, job: Job) -> Result<Vec<WorkerInfo>, FleetError> {
+        let me = self.clone();
+        let role = job.role.clone();
+        tokio::spawn(async move { me.create_owned(job).await })
+            .await
+            .map_err(|e| {
+                FleetError::internal(format!(
+                    "create_workers for role {role:?}: its task ended without an answer ({e}); \
+                     call workers({role:?}) to see what is left, and delete_workers to clear it"
+                ))
+            })?
+    }
+
+    async fn create_owned(&self, job: Job) -> Result<Vec<WorkerInfo>, FleetError> {
         validate(&job)?;
         let mut st = self.inner.state.lock().await;
         if st.roles.contains_key(&job.role) {
@@ -168,32 +187,45 @@ impl Scheduler {
             .zip(&plan)
             .filter_map(|(r, p)| r.as_ref().err().map(|e| format!("{}: {e}", p.id)))
             .collect();
-        if !failures.is_empty() {
-            // Roll back: stop what started, free the mirror, forget the role.
-            let first = results.iter().find_map(|r| r.as_ref().err().cloned());
-            let stops = results.iter().zip(agents.iter()).filter_map(|(r, agent)| {
-                let (Ok(sw), Some(agent)) = (r, agent) else {
-                    return None;
-                };
-                let req = StopRequest {
-                    worker: sw.worker.clone(),
-                    destroy_timeout_ms: self.inner.config.destroy_timeout.as_millis() as u64,
-                };
-                let agent = agent.clone();
-                Some(async move {
-                    let _ = agent
-                        .call(|port| AgentMsg::Stop(Wire::new(req), port), Some(timeout))
-                        .await;
-                })
+        // Still ours? A delete_workers of this role while its workers were starting removed it
+        // (and released its mirror allocations); a create of the same name may even have
+        // followed. Either way the workers started here belong to nobody: stop them all.
+        let ours = self
+            .inner
+            .state
+            .lock()
+            .await
+            .roles
+            .get(&job.role)
+            .map(|e| e.order)
+            == Some(order);
+        if !ours {
+            self.stop_planned(&plan, &agents).await;
+            tracing::warn!(role = %job.role, "create_workers: the role was deleted while its workers were starting; they were stopped");
+            return Err(FleetError::RoleNotFound {
+                role: job.role.clone(),
+                known: format!(
+                    "none by that name: it was deleted while its workers were starting, and the {} workers started for it were stopped",
+                    plan.len()
+                ),
             });
-            futures::future::join_all(stops).await;
+        }
+        if !failures.is_empty() {
+            // Roll back: stop every planned worker (Stop is idempotent; a spawn that timed out
+            // may still complete on its node, and the agent handles the Stop after it), then
+            // free the mirror and forget the role.
+            let first = results.iter().find_map(|r| r.as_ref().err().cloned());
+            self.stop_planned(&plan, &agents).await;
             let mut st = self.inner.state.lock().await;
-            for p in &plan {
-                if let Some(n) = st.nodes.get_mut(&p.node) {
-                    n.ledger.release(&p.id);
+            if st.roles.get(&job.role).map(|e| e.order) == Some(order) {
+                for p in &plan {
+                    if let Some(n) = st.nodes.get_mut(&p.node) {
+                        n.ledger.release(&p.id);
+                    }
                 }
+                st.roles.remove(&job.role);
             }
-            st.roles.remove(&job.role);
+            drop(st);
             tracing::warn!(role = %job.role, failed = failures.len(), "create_workers rolled back: {}", failures.join("; "));
             return Err(match (first, failures.len()) {
                 (Some(e), 1) => e,
@@ -227,8 +259,21 @@ impl Scheduler {
         );
         let mut st = self.inner.state.lock().await;
         let spawned: Vec<SpawnedWorker> = results.into_iter().filter_map(Result::ok).collect();
-        let mut routes = Vec::new();
-        if let Some(entry) = st.roles.get_mut(&job.role) {
+        let routes: Vec<(WorkerId, Route)>;
+        let entry = match st.roles.get_mut(&job.role) {
+            Some(e) if e.order == order => Some(e),
+            _ => None,
+        };
+        let Some(entry) = entry else {
+            // Deleted between the check above and now.
+            drop(st);
+            self.stop_planned(&plan, &agents).await;
+            return Err(FleetError::RoleNotFound {
+                role: job.role.clone(),
+                known: "none by that name: it was deleted while its workers were starting, and they were stopped".into(),
+            });
+        };
+        {
             for (w, sw) in entry.workers.iter_mut().zip(&spawned) {
                 w.ports = sw.ports.clone();
                 w.env = sw.env.clone();
@@ -263,17 +308,15 @@ impl Scheduler {
                 })
                 .collect();
         }
-        let infos = st
-            .roles
-            .get(&job.role)
-            .map(|e| e.workers.clone())
-            .unwrap_or_default();
-        drop(st);
+        let infos = entry.workers.clone();
+        // Routes go in while the state lock is held: a delete_workers that follows removes
+        // them, and one that came first was caught above.
         self.inner
             .routes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .extend(routes);
+        drop(st);
         tracing::info!(role = %job.role, replicas = job.replicas, kind = job.kind.name(), "workers created");
         Ok(infos)
     }
@@ -297,6 +340,30 @@ impl Scheduler {
                 .spec(spec),
         )
         .await
+    }
+
+    /// Sends Stop to every planned worker whose node is known, and waits for the answers
+    /// (bounded). Stop is idempotent, so a worker that never started costs one round trip.
+    async fn stop_planned(&self, plan: &[Planned], agents: &[Option<ractor::ActorRef<AgentMsg>>]) {
+        let bound = self.inner.config.destroy_timeout + self.inner.config.spawn_timeout;
+        let destroy_ms = self.inner.config.destroy_timeout.as_millis() as u64;
+        let stops = plan.iter().zip(agents.iter()).filter_map(|(p, agent)| {
+            let agent = agent.clone()?;
+            let req = StopRequest {
+                worker: p.id.clone(),
+                destroy_timeout_ms: destroy_ms,
+            };
+            let id = p.id.clone();
+            Some(async move {
+                let r = agent
+                    .call(|port| AgentMsg::Stop(Wire::new(req), port), Some(bound))
+                    .await;
+                if !matches!(r, Ok(ractor::rpc::CallResult::Success(_))) {
+                    tracing::warn!(worker = %id, "rollback: stopping a planned worker got no answer; it may still run on its node");
+                }
+            })
+        });
+        futures::future::join_all(stops).await;
     }
 
     fn create_alias(
