@@ -144,7 +144,25 @@ impl Scheduler {
     }
 
     pub(crate) async fn apply_event(&self, ev: WorkerEvent) {
-        let WorkerEventKind::Failed { reason, tail } = ev.kind;
+        let (reason, tail) = match ev.kind {
+            WorkerEventKind::Failed { reason, tail } => (reason, tail),
+            WorkerEventKind::Released => {
+                let mut st = self.inner.state.lock().await;
+                let key = (ev.node.clone(), ev.worker.clone());
+                match st.draining.get_mut(&key).and_then(|q| q.pop_front()) {
+                    Some(held) => {
+                        if let Some(n) = st.nodes.get_mut(&ev.node) {
+                            n.ledger.release(&held);
+                        }
+                        if st.draining.get(&key).is_some_and(|q| q.is_empty()) {
+                            st.draining.remove(&key);
+                        }
+                    }
+                    None => *st.released_early.entry(key).or_default() += 1,
+                }
+                return;
+            }
+        };
         let err = FleetError::WorkerFailed {
             worker: ev.worker.to_string(),
             node: ev.node.to_string(),

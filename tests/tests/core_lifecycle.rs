@@ -1,10 +1,14 @@
 //! Worker lifecycle under faults: a create whose caller gave up, a delete racing a create, and
 //! resources that come back only when a worker is really gone.
 
-use fleet_actors::{FleetError, HttpServiceSpec, Job, SchedulingSpec, WorkerKind};
+use fleet_actors::{
+    CallOptions, Engine, EngineCall, EngineError, FleetError, HttpServiceSpec, Job, Payload,
+    SchedulingSpec, WorkerId, WorkerKind,
+};
 use fleet_runtime::scheduler::WorkerState;
 use fleet_runtime::{Cluster, Scheduler};
 use fleet_tests::wait_until;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const SERVER: &str = env!("CARGO_BIN_EXE_fleet-test-server");
@@ -118,6 +122,113 @@ async fn a_delete_racing_a_create_fails_the_create_and_leaves_no_worker_running(
     ));
     let again = s.create_workers(services("svc", 8)).await.unwrap();
     assert_eq!(again.len(), 8);
+    s.delete_workers(None, false).await.unwrap();
+    cluster.shutdown().await.unwrap();
+}
+
+/// Set when the engine of experiment H is dropped (its engine thread is ending).
+static HELD_ENGINE_GONE: AtomicBool = AtomicBool::new(false);
+
+/// An engine whose `sleep` call blocks its thread for the given milliseconds, like a GPU
+/// kernel that cannot be interrupted, and that records when it is dropped.
+struct Holds;
+
+impl Engine for Holds {
+    fn call(&mut self, call: EngineCall<'_>) -> Result<Payload, EngineError> {
+        let ms: u64 = call.decode()?;
+        std::thread::sleep(Duration::from_millis(ms));
+        call.reply(&ms)
+    }
+}
+
+impl Drop for Holds {
+    fn drop(&mut self) {
+        HELD_ENGINE_GONE.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Experiment H (C6): deleting an in-process GPU worker whose engine call outlives the destroy
+/// deadline does not give its GPU back while the engine thread still runs: the node shows the
+/// worker as stopping, with the reason, and a new GPU worker gets GPU 0 only once the old
+/// engine is gone. The deleted worker's in-flight call is answered with `WorkerFailed` at
+/// destroy, never later with `Ok(5000)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_gpu_worker_keeps_its_gpu_until_its_engine_thread_ends() {
+    let cluster = Cluster::local()
+        .gpus([0])
+        .destroy_timeout(Duration::from_millis(200))
+        .engine("holds", |_: &fleet_actors::EngineInit| Ok(Holds))
+        .start()
+        .await
+        .unwrap();
+    let s = cluster.scheduler().clone();
+    s.create_workers(Job::new("train", 1).spec(SchedulingSpec::default().gpu(1)))
+        .await
+        .unwrap();
+    let w = WorkerId::new("train", 0);
+    s.create_engine(&w, "e", "holds", &()).await.unwrap();
+    let call = {
+        let (s, w) = (s.clone(), w.clone());
+        tokio::spawn(async move {
+            s.call::<_, u64>(&w, "e", "sleep", &5000u64, &CallOptions::default())
+                .await
+        })
+    };
+    wait_until("the call to run", Duration::from_secs(10), || {
+        let (s, w) = (s.clone(), w.clone());
+        async move {
+            let st = s.status(&w, Duration::from_secs(1)).await.ok()?;
+            st.in_flight.is_some().then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    // Its destroy hook cannot run before the 5 s call ends: the delete reports the worker
+    // stopped but still holding its resources.
+    let _ = s.delete_workers(Some("train"), false).await;
+    let r = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .expect("the in-flight call is answered at destroy, not when the engine ends")
+        .unwrap();
+    assert!(
+        matches!(&r, Err(FleetError::WorkerFailed { reason, .. }) if reason.contains("destroyed")),
+        "{r:?}"
+    );
+    assert!(!HELD_ENGINE_GONE.load(Ordering::SeqCst));
+    let info = cluster.node_info().await.unwrap();
+    let old = info
+        .workers
+        .iter()
+        .find(|l| l.worker == w)
+        .expect("the deleted worker is listed while its engine thread runs");
+    assert!(
+        old.stopping
+            .as_deref()
+            .is_some_and(|why| why.contains("engine thread")),
+        "{old:?}"
+    );
+    assert!(info.free_gpus.is_empty(), "{info:?}");
+
+    let job = Job::new("train2", 1).spec(SchedulingSpec::default().gpu(1));
+    let again = wait_until("GPU 0 to be free again", Duration::from_secs(30), || {
+        let (s, job) = (s.clone(), job.clone());
+        async move {
+            match s.create_workers(job).await {
+                Ok(ws) => Some(ws),
+                Err(FleetError::InsufficientResources { resource, .. }) if resource == "gpu" => {
+                    None
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        HELD_ENGINE_GONE.load(Ordering::SeqCst),
+        "the new worker got GPU 0 while the old engine thread still ran"
+    );
+    assert_eq!(again[0].gpus, vec![0]);
     s.delete_workers(None, false).await.unwrap();
     cluster.shutdown().await.unwrap();
 }

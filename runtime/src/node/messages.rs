@@ -93,6 +93,10 @@ pub struct LocalWorkerInfo {
     /// The pid of its child process, if it has one running.
     #[serde(default)]
     pub child_pid: Option<u32>,
+    /// Set while it is stopping but still holds its resources (an in-process engine still
+    /// running after its destroy deadline), with the reason.
+    #[serde(default)]
+    pub stopping: Option<String>,
 }
 
 /// What a node reports about itself.
@@ -124,6 +128,9 @@ pub enum WorkerEventKind {
         /// Last output lines, when it had a process.
         tail: Vec<String>,
     },
+    /// A worker whose stop was deferred (its engine thread outlived the destroy deadline) is
+    /// gone at last: the GPUs, ports and memory it held are free.
+    Released,
 }
 
 /// A worker state change pushed by its node (dead workers are reported, not discovered on the
@@ -169,6 +176,11 @@ pub enum AgentMsg {
     Http(Wire<WorkerHttp>, RpcReplyPort<fleet_actors::HttpReply>),
     /// Internal: a stopped worker's resources may be reused.
     Reclaim(Wire<WorkerId>),
+    /// Internal: a stopping worker's engine thread outlived the destroy deadline; it keeps its
+    /// resources, under the drain key, until [`AgentMsg::Drained`] (key, reason).
+    Draining(Wire<(WorkerId, u64, String)>),
+    /// Internal: the engine thread of the draining worker with this key has ended.
+    Drained(Wire<u64>),
     /// Internal: a local worker failed for good (its actor lives on, answering with the error,
     /// until it is deleted); pushed on to the scheduler.
     Failed(Wire<WorkerEvent>),

@@ -4,6 +4,7 @@
 use super::state::RoleLink;
 use super::Scheduler;
 use crate::node::messages::{AgentMsg, StopRequest};
+use fleet_actors::rpc_server::{ControlOk, ControlReply};
 use fleet_actors::wire::Wire;
 use fleet_actors::{FleetError, WorkerId};
 use ractor::rpc::CallResult;
@@ -97,7 +98,7 @@ impl Scheduler {
         let bound = self.inner.config.destroy_timeout + Duration::from_secs(5);
         let stop = |id: WorkerId, agent: Option<ractor::ActorRef<AgentMsg>>| async move {
             let Some(agent) = agent else {
-                return Ok(());
+                return Ok(None);
             };
             let req = StopRequest {
                 worker: id.clone(),
@@ -107,12 +108,17 @@ impl Scheduler {
                 .call(|p| AgentMsg::Stop(Wire::new(req), p), Some(bound))
                 .await
             {
-                Ok(CallResult::Success(reply)) => reply.0.map(|_| ()),
+                // Stopped, but its engine thread still runs: its node keeps its resources
+                // until the thread ends, and so does the mirror.
+                Ok(CallResult::Success(ControlReply(Ok(ControlOk::Deferred(why))))) => {
+                    Ok(Some(why))
+                }
+                Ok(CallResult::Success(reply)) => reply.0.map(|_| None),
                 Ok(CallResult::Timeout) => {
                     Err(FleetError::timeout(format!("stopping {id}"), bound))
                 }
                 // The node is gone: so is the worker.
-                Ok(CallResult::SenderError) | Err(_) => Ok(()),
+                Ok(CallResult::SenderError) | Err(_) => Ok(None),
             }
         };
         let pairs: Vec<_> = entry
@@ -121,7 +127,7 @@ impl Scheduler {
             .map(|w| w.id.clone())
             .zip(agents)
             .collect();
-        let results: Vec<Result<(), FleetError>> = if reverse {
+        let results: Vec<Result<Option<String>, FleetError>> = if reverse {
             let mut out = Vec::new();
             for (id, agent) in pairs.into_iter().rev() {
                 out.push(stop(id, agent).await);
@@ -132,8 +138,40 @@ impl Scheduler {
         };
         {
             let mut st = self.inner.state.lock().await;
-            for w in &entry.workers {
-                if let Some(n) = st.nodes.get_mut(&w.node) {
+            let ids: Vec<_> = entry.workers.iter().map(|w| w.id.clone()).collect();
+            let order: Vec<&WorkerId> = if reverse {
+                ids.iter().rev().collect()
+            } else {
+                ids.iter().collect()
+            };
+            for (id, r) in order.into_iter().zip(&results) {
+                let Some(w) = entry.workers.iter().find(|w| &w.id == id) else {
+                    continue;
+                };
+                let deferred = matches!(r, Ok(Some(_)));
+                let key = (w.node.clone(), w.id.clone());
+                let early = match st.released_early.get_mut(&key) {
+                    Some(n) if deferred => {
+                        *n -= 1;
+                        if *n == 0 {
+                            st.released_early.remove(&key);
+                        }
+                        true
+                    }
+                    _ => false,
+                };
+                if deferred && !early {
+                    let held = WorkerId::new(
+                        format!("{}~draining{}", w.id.role, st.next_drain),
+                        w.id.index,
+                    );
+                    st.next_drain += 1;
+                    if let Some(n) = st.nodes.get_mut(&w.node) {
+                        n.ledger.rekey(&w.id, held.clone());
+                    }
+                    st.draining.entry(key).or_default().push_back(held);
+                    tracing::warn!(worker = %w.id, node = %w.node, "deleted worker still stopping; its resources stay held until its node reports them released");
+                } else if let Some(n) = st.nodes.get_mut(&w.node) {
                     n.ledger.release(&w.id);
                 }
             }

@@ -79,6 +79,13 @@ pub(crate) struct State {
     pub(crate) nodes: BTreeMap<NodeId, NodeEntry>,
     pub(crate) roles: BTreeMap<String, RoleEntry>,
     pub(crate) next_order: u64,
+    /// Deleted workers whose node deferred their stop (an engine thread still running): the
+    /// mirror ledger keys their resources are held under, oldest first, until the node reports
+    /// them released.
+    pub(crate) draining: BTreeMap<(NodeId, WorkerId), std::collections::VecDeque<WorkerId>>,
+    /// Releases reported before the deferred stop's answer was booked.
+    pub(crate) released_early: BTreeMap<(NodeId, WorkerId), u32>,
+    pub(crate) next_drain: u64,
 }
 
 impl State {
