@@ -62,6 +62,7 @@ struct LocalWorker {
     ports: Vec<u16>,
     lease: Option<u64>,
     stopping: bool,
+    incarnation: u64,
     /// For an in-process RpcServer: resolves when its engine thread has ended.
     engine_exit: Option<tokio::sync::oneshot::Receiver<()>>,
 }
@@ -70,6 +71,7 @@ struct LocalWorker {
 /// a drain key in the ledger, so its id can be reused) until the thread ends.
 struct DrainingWorker {
     worker: WorkerId,
+    incarnation: u64,
     ledger_key: WorkerId,
     kind: WorkerKind,
     gpus: Vec<u32>,
@@ -224,10 +226,12 @@ impl AgentState {
         let hook = {
             let me = myself.clone();
             let node = self.node.clone();
+            let incarnation = req.incarnation;
             Arc::new(move |f: WorkerFailure| {
                 let _ = me.cast(AgentMsg::Failed(Wire::new(WorkerEvent {
                     worker: f.worker,
                     node: node.clone(),
+                    incarnation,
                     kind: WorkerEventKind::Failed {
                         reason: f.reason,
                         tail: f.tail,
@@ -339,6 +343,7 @@ impl AgentState {
                 ports: ports.clone(),
                 lease: lease.as_ref().map(|l| l.id),
                 stopping: false,
+                incarnation: req.incarnation,
                 engine_exit,
             },
         );
@@ -350,6 +355,7 @@ impl AgentState {
             ports,
             env,
             log_path,
+            incarnation: req.incarnation,
         })
     }
 
@@ -610,6 +616,12 @@ impl Actor for NodeAgent {
             },
             AgentMsg::Failed(event) => {
                 if let Ok(ev) = event.into_result() {
+                    // About an earlier instance of this id (already stopped and replaced)?
+                    let current = state.workers.get(&ev.worker).map(|w| w.incarnation);
+                    if current != Some(ev.incarnation) {
+                        tracing::debug!(worker = %ev.worker, incarnation = ev.incarnation, ?current, "failure of an earlier incarnation ignored");
+                        return Ok(());
+                    }
                     // Failed for good (no restart left): its process is gone, so stop its actor
                     // and give its GPUs, CPU, memory and ports back now. The scheduler keeps the
                     // worker as failed, with the reason, until it is deleted.
@@ -660,6 +672,7 @@ impl Actor for NodeAgent {
                             key,
                             DrainingWorker {
                                 worker,
+                                incarnation: w.incarnation,
                                 ledger_key,
                                 kind: w.kind,
                                 gpus: w.gpus,
@@ -686,6 +699,7 @@ impl Actor for NodeAgent {
                         let _ = events.send(WorkerEvent {
                             worker: d.worker,
                             node: state.node.clone(),
+                            incarnation: d.incarnation,
                             kind: WorkerEventKind::Released,
                         });
                     }
@@ -718,11 +732,13 @@ impl Actor for NodeAgent {
         let Some(worker) = state.by_actor.get(&cell.get_id()).cloned() else {
             return Ok(());
         };
-        let stopping = state
+        let Some((stopping, incarnation)) = state
             .workers
             .get(&worker)
-            .map(|w| w.stopping)
-            .unwrap_or(true);
+            .map(|w| (w.stopping, w.incarnation))
+        else {
+            return Ok(());
+        };
         if stopping {
             return Ok(());
         }
@@ -732,6 +748,7 @@ impl Actor for NodeAgent {
             let _ = events.send(WorkerEvent {
                 worker,
                 node: state.node.clone(),
+                incarnation,
                 kind: WorkerEventKind::Failed {
                     reason,
                     tail: vec![],

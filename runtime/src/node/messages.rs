@@ -24,6 +24,9 @@ pub struct SpawnRequest {
     pub gpus: Vec<u32>,
     /// Extra env set by the scheduler (e.g. a fork's inherited `CUDA_VISIBLE_DEVICES`).
     pub env: BTreeMap<String, String>,
+    /// This instance's incarnation id, unique per spawn: events about it carry it, so a late
+    /// event about an earlier instance of the same worker id never touches this one.
+    pub incarnation: u64,
 }
 
 /// A started worker.
@@ -41,6 +44,8 @@ pub struct SpawnedWorker {
     pub env: BTreeMap<String, String>,
     /// Its log file, for workers that are processes.
     pub log_path: Option<String>,
+    /// Its incarnation id (the one in its [`SpawnRequest`]).
+    pub incarnation: u64,
 }
 
 /// An engine call for a worker on this node.
@@ -141,6 +146,8 @@ pub struct WorkerEvent {
     pub worker: WorkerId,
     /// Its node.
     pub node: NodeId,
+    /// The incarnation the event is about; the scheduler applies it only to that one.
+    pub incarnation: u64,
     /// What happened.
     pub kind: WorkerEventKind,
 }

@@ -16,6 +16,7 @@ struct Planned {
     spec: SchedulingSpec,
     gpus: Vec<u32>,
     env: BTreeMap<String, String>,
+    incarnation: u64,
 }
 
 fn validate(job: &Job) -> Result<(), FleetError> {
@@ -114,6 +115,13 @@ impl Scheduler {
                 plan_separate(&mut st, &job, self.inner.config.policy)?,
             ),
         };
+        let mut plan = plan;
+        for p in plan.iter_mut() {
+            p.incarnation = self
+                .inner
+                .incarnations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let order = st.next_order;
         st.next_order += 1;
         let workers: Vec<WorkerInfo> = plan
@@ -127,6 +135,7 @@ impl Scheduler {
                 ports: vec![],
                 env: p.env.clone(),
                 log_path: None,
+                incarnation: p.incarnation,
                 state: WorkerState::Starting,
             })
             .collect();
@@ -154,6 +163,7 @@ impl Scheduler {
                 spec: p.spec.clone(),
                 gpus: p.gpus.clone(),
                 env: p.env.clone(),
+                incarnation: p.incarnation,
             };
             let agent = agent.clone();
             let node = p.node.clone();
@@ -296,6 +306,7 @@ impl Scheduler {
                                 node: w.node.clone(),
                                 target: w.id.clone(),
                                 agent,
+                                incarnation: w.incarnation,
                                 failed: match &w.state {
                                     WorkerState::Failed(e) => Some(e.clone()),
                                     _ => None,
@@ -461,6 +472,7 @@ fn plan_separate(
             spec,
             gpus,
             env: BTreeMap::new(),
+            incarnation: 0,
         });
     }
     Ok(plan)
@@ -514,6 +526,7 @@ fn plan_fork(st: &mut State, job: &Job, target: &str) -> Result<Vec<Planned>, Fl
             spec,
             gpus: vec![],
             env,
+            incarnation: 0,
         });
     }
     Ok(plan)

@@ -149,17 +149,8 @@ impl Scheduler {
                     continue;
                 };
                 let deferred = matches!(r, Ok(Some(_)));
-                let key = (w.node.clone(), w.id.clone());
-                let early = match st.released_early.get_mut(&key) {
-                    Some(n) if deferred => {
-                        *n -= 1;
-                        if *n == 0 {
-                            st.released_early.remove(&key);
-                        }
-                        true
-                    }
-                    _ => false,
-                };
+                let key = (w.node.clone(), w.incarnation);
+                let early = deferred && st.released_early.remove(&key);
                 if deferred && !early {
                     let held = WorkerId::new(
                         format!("{}~draining{}", w.id.role, st.next_drain),
@@ -169,7 +160,7 @@ impl Scheduler {
                     if let Some(n) = st.nodes.get_mut(&w.node) {
                         n.ledger.rekey(&w.id, held.clone());
                     }
-                    st.draining.entry(key).or_default().push_back(held);
+                    st.draining.insert(key, held);
                     tracing::warn!(worker = %w.id, node = %w.node, "deleted worker still stopping; its resources stay held until its node reports them released");
                 } else if let Some(n) = st.nodes.get_mut(&w.node) {
                     n.ledger.release(&w.id);
