@@ -183,9 +183,34 @@ async fn a_deleted_gpu_worker_keeps_its_gpu_until_its_engine_thread_ends() {
     })
     .await
     .unwrap();
+    // A second call waits behind the first in the engine queue.
+    let queued = {
+        let (s, w) = (s.clone(), w.clone());
+        tokio::spawn(async move {
+            s.call::<_, u64>(&w, "e", "sleep", &1u64, &CallOptions::default())
+                .await
+        })
+    };
+    wait_until("the second call to queue", Duration::from_secs(10), || {
+        let (s, w) = (s.clone(), w.clone());
+        async move {
+            let st = s.status(&w, Duration::from_secs(1)).await.ok()?;
+            (st.queued >= 1).then_some(())
+        }
+    })
+    .await
+    .unwrap();
     // Its destroy hook cannot run before the 5 s call ends: the delete reports the worker
     // stopped but still holding its resources.
     let _ = s.delete_workers(Some("train"), false).await;
+    let q = tokio::time::timeout(Duration::from_secs(3), queued)
+        .await
+        .expect("the queued call is answered at destroy")
+        .unwrap();
+    assert!(
+        matches!(&q, Err(FleetError::WorkerFailed { reason, .. }) if reason.contains("destroyed")),
+        "{q:?}"
+    );
     let r = tokio::time::timeout(Duration::from_secs(3), call)
         .await
         .expect("the in-flight call is answered at destroy, not when the engine ends")

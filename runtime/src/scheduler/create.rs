@@ -5,6 +5,7 @@ use super::placement;
 use super::state::{RoleEntry, RoleLink, State};
 use super::{Route, Scheduler, WorkerInfo, WorkerState};
 use crate::node::messages::{AgentMsg, SpawnRequest, SpawnedWorker, StopRequest};
+use fleet_actors::rpc_server::{ControlOk, ControlReply};
 use fleet_actors::wire::Wire;
 use fleet_actors::{FleetError, Job, NodeId, SchedulingSpec, Strategy, WorkerId};
 use std::collections::BTreeMap;
@@ -225,13 +226,11 @@ impl Scheduler {
             // may still complete on its node, and the agent handles the Stop after it), then
             // free the mirror and forget the role.
             let first = results.iter().find_map(|r| r.as_ref().err().cloned());
-            self.stop_planned(&plan, &agents).await;
+            let deferred = self.stop_planned(&plan, &agents).await;
             let mut st = self.inner.state.lock().await;
             if st.roles.get(&job.role).map(|e| e.order) == Some(order) {
-                for p in &plan {
-                    if let Some(n) = st.nodes.get_mut(&p.node) {
-                        n.ledger.release(&p.id);
-                    }
+                for (p, deferred) in plan.iter().zip(deferred) {
+                    super::delete::book_stop(&mut st, &p.node, &p.id, p.incarnation, deferred);
                 }
                 st.roles.remove(&job.role);
             }
@@ -355,26 +354,41 @@ impl Scheduler {
 
     /// Sends Stop to every planned worker whose node is known, and waits for the answers
     /// (bounded). Stop is idempotent, so a worker that never started costs one round trip.
-    async fn stop_planned(&self, plan: &[Planned], agents: &[Option<ractor::ActorRef<AgentMsg>>]) {
+    /// Returns, per planned worker, whether its node deferred the stop (resources still held).
+    async fn stop_planned(
+        &self,
+        plan: &[Planned],
+        agents: &[Option<ractor::ActorRef<AgentMsg>>],
+    ) -> Vec<bool> {
         let bound = self.inner.config.destroy_timeout + self.inner.config.spawn_timeout;
         let destroy_ms = self.inner.config.destroy_timeout.as_millis() as u64;
-        let stops = plan.iter().zip(agents.iter()).filter_map(|(p, agent)| {
-            let agent = agent.clone()?;
+        let stops = plan.iter().zip(agents.iter()).map(|(p, agent)| {
+            let agent = agent.clone();
             let req = StopRequest {
                 worker: p.id.clone(),
                 destroy_timeout_ms: destroy_ms,
             };
             let id = p.id.clone();
-            Some(async move {
+            async move {
+                let Some(agent) = agent else {
+                    return false;
+                };
                 let r = agent
                     .call(|port| AgentMsg::Stop(Wire::new(req), port), Some(bound))
                     .await;
-                if !matches!(r, Ok(ractor::rpc::CallResult::Success(_))) {
-                    tracing::warn!(worker = %id, "rollback: stopping a planned worker got no answer; it may still run on its node");
+                match r {
+                    Ok(ractor::rpc::CallResult::Success(ControlReply(Ok(
+                        ControlOk::Deferred(_),
+                    )))) => true,
+                    Ok(ractor::rpc::CallResult::Success(_)) => false,
+                    _ => {
+                        tracing::warn!(worker = %id, "rollback: stopping a planned worker got no answer; it may still run on its node");
+                        false
+                    }
                 }
-            })
+            }
         });
-        futures::future::join_all(stops).await;
+        futures::future::join_all(stops).await
     }
 
     fn create_alias(

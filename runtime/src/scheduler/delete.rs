@@ -1,14 +1,39 @@
 //! `delete_workers`: two-phase teardown (engine destroy hooks with a bound, then stop), in an
 //! order that respects dependencies: aliases and forks of a role go before the role itself.
 
-use super::state::RoleLink;
+use super::state::{RoleLink, State};
 use super::Scheduler;
 use crate::node::messages::{AgentMsg, StopRequest};
 use fleet_actors::rpc_server::{ControlOk, ControlReply};
 use fleet_actors::wire::Wire;
-use fleet_actors::{FleetError, WorkerId};
+use fleet_actors::{FleetError, NodeId, WorkerId};
 use ractor::rpc::CallResult;
 use std::time::Duration;
+
+/// Books a stopped worker in the mirror ledger: its resources are free again, or, when its node
+/// deferred the stop (an engine thread still running), held under a drain key until the node
+/// reports that incarnation released.
+pub(super) fn book_stop(
+    st: &mut State,
+    node: &NodeId,
+    id: &WorkerId,
+    incarnation: u64,
+    deferred: bool,
+) {
+    let key = (node.clone(), incarnation);
+    let early = deferred && st.released_early.remove(&key);
+    if deferred && !early {
+        let held = WorkerId::new(format!("{}~draining{}", id.role, st.next_drain), id.index);
+        st.next_drain += 1;
+        if let Some(n) = st.nodes.get_mut(node) {
+            n.ledger.rekey(id, held.clone());
+        }
+        st.draining.insert(key, held);
+        tracing::warn!(worker = %id, %node, "stopped worker still draining; its resources stay held until its node reports them released");
+    } else if let Some(n) = st.nodes.get_mut(node) {
+        n.ledger.release(id);
+    }
+}
 
 impl Scheduler {
     /// Deletes the workers of `role` (or of every role when `None`).
@@ -148,23 +173,13 @@ impl Scheduler {
                 let Some(w) = entry.workers.iter().find(|w| &w.id == id) else {
                     continue;
                 };
-                let deferred = matches!(r, Ok(Some(_)));
-                let key = (w.node.clone(), w.incarnation);
-                let early = deferred && st.released_early.remove(&key);
-                if deferred && !early {
-                    let held = WorkerId::new(
-                        format!("{}~draining{}", w.id.role, st.next_drain),
-                        w.id.index,
-                    );
-                    st.next_drain += 1;
-                    if let Some(n) = st.nodes.get_mut(&w.node) {
-                        n.ledger.rekey(&w.id, held.clone());
-                    }
-                    st.draining.insert(key, held);
-                    tracing::warn!(worker = %w.id, node = %w.node, "deleted worker still stopping; its resources stay held until its node reports them released");
-                } else if let Some(n) = st.nodes.get_mut(&w.node) {
-                    n.ledger.release(&w.id);
-                }
+                book_stop(
+                    &mut st,
+                    &w.node,
+                    &w.id,
+                    w.incarnation,
+                    matches!(r, Ok(Some(_))),
+                );
             }
         }
         tracing::info!(role, workers = entry.workers.len(), "workers deleted");
