@@ -18,7 +18,7 @@ pub mod dedupe;
 mod executor;
 mod messages;
 
-pub use actor::{RpcServer, RpcServerArgs};
+pub use actor::{EngineExit, RpcServer, RpcServerArgs};
 pub use messages::{
     CallReply, CallRequest, Control, ControlOk, ControlReply, EngineSummary, Lifecycle, WorkerMsg,
     WorkerStatus,

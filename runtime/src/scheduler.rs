@@ -60,6 +60,8 @@ pub(crate) struct Route {
     /// The worker that really runs (the target, for an alias).
     pub(crate) target: WorkerId,
     pub(crate) agent: ActorRef<AgentMsg>,
+    /// The incarnation of the target this route leads to.
+    pub(crate) incarnation: u64,
     pub(crate) failed: Option<FleetError>,
     /// For an in-process RpcServer: its actor, once the process group naming it has reached
     /// this node; engine calls then go to it directly instead of through the node's agent.
@@ -77,6 +79,9 @@ pub(crate) struct Inner {
     pub(crate) liveness: crate::membership::scheduler_hooks::Liveness,
     /// Bumped whenever a worker is marked failed, so remote calls in flight re-check theirs.
     pub(crate) failures: tokio::sync::watch::Sender<u64>,
+    /// The next spawn's incarnation id (seeded from the clock, so ids do not repeat across
+    /// scheduler restarts either).
+    pub(crate) incarnations: std::sync::atomic::AtomicU64,
 }
 
 /// The user-facing handle to the scheduler. Cheap to clone; every clone is the same scheduler.
@@ -110,6 +115,12 @@ impl Scheduler {
                 config,
                 liveness: Default::default(),
                 failures: tokio::sync::watch::channel(0).0,
+                incarnations: std::sync::atomic::AtomicU64::new(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(1),
+                ),
             }),
         }
     }
@@ -144,7 +155,24 @@ impl Scheduler {
     }
 
     pub(crate) async fn apply_event(&self, ev: WorkerEvent) {
-        let WorkerEventKind::Failed { reason, tail } = ev.kind;
+        let (reason, tail) = match ev.kind {
+            WorkerEventKind::Failed { reason, tail } => (reason, tail),
+            WorkerEventKind::Released => {
+                let mut st = self.inner.state.lock().await;
+                let key = (ev.node.clone(), ev.incarnation);
+                match st.draining.remove(&key) {
+                    Some(held) => {
+                        if let Some(n) = st.nodes.get_mut(&ev.node) {
+                            n.ledger.release(&held);
+                        }
+                    }
+                    None => {
+                        st.released_early.insert(key);
+                    }
+                }
+                return;
+            }
+        };
         let err = FleetError::WorkerFailed {
             worker: ev.worker.to_string(),
             node: ev.node.to_string(),
@@ -152,23 +180,34 @@ impl Scheduler {
             tail,
         };
         let mut st = self.inner.state.lock().await;
-        if let Some(n) = st.nodes.get_mut(&ev.node) {
-            n.ledger.release(&ev.worker);
-        }
+        // Only the instance the event is about: same id (or an alias of it), same node, same
+        // incarnation. A late event about a deleted and recreated worker changes nothing.
         let mut affected = Vec::new();
+        let mut owned = false;
         for entry in st.roles.values_mut() {
             for w in entry.workers.iter_mut() {
-                let is_it = w.id == ev.worker || w.alias_of.as_ref() == Some(&ev.worker);
-                if is_it {
+                let named = w.id == ev.worker || w.alias_of.as_ref() == Some(&ev.worker);
+                if named && w.node == ev.node && w.incarnation == ev.incarnation {
                     w.state = WorkerState::Failed(err.clone());
                     affected.push(w.id.clone());
+                    owned |= w.alias_of.is_none();
                 }
             }
+        }
+        if !owned {
+            tracing::debug!(worker = %ev.worker, node = %ev.node, incarnation = ev.incarnation, "event about an instance the scheduler no longer has ignored");
+            return;
+        }
+        if let Some(n) = st.nodes.get_mut(&ev.node) {
+            n.ledger.release(&ev.worker);
         }
         drop(st);
         let mut routes = self.inner.routes.write().unwrap_or_else(|p| p.into_inner());
         for id in affected {
-            if let Some(r) = routes.get_mut(&id) {
+            if let Some(r) = routes
+                .get_mut(&id)
+                .filter(|r| r.incarnation == ev.incarnation)
+            {
                 r.failed = Some(err.clone());
             }
         }

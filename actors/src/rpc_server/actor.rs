@@ -39,6 +39,33 @@ pub struct RpcServerArgs {
     /// Largest engine result returned (bytes); a larger one is answered with
     /// `PayloadTooLarge` (default: no limit; a node sets its message limit).
     pub max_result: usize,
+    /// Signalled when the engine thread has ended (see [`EngineExit`]).
+    pub engine_exit: Option<EngineExit>,
+}
+
+/// The "engine thread joined" signal of one RpcServer: the receiver [`EngineExit::new`] returns
+/// resolves (with `Ok` or a closed-channel error alike) once the worker's engine thread has
+/// ended, its engines dropped. Until then the engine may still run on its GPUs, so its node
+/// keeps the worker's resources.
+#[derive(Clone, Default)]
+pub struct EngineExit(Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>);
+
+impl std::fmt::Debug for EngineExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineExit")
+    }
+}
+
+impl EngineExit {
+    /// A signal, and the receiver that resolves when the engine thread it is given to ends.
+    pub fn new() -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (EngineExit(Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    fn take(&self) -> Option<oneshot::Sender<()>> {
+        lock(&self.0).take()
+    }
 }
 
 impl RpcServerArgs {
@@ -52,6 +79,7 @@ impl RpcServerArgs {
             dedupe_capacity: DEFAULT_DEDUPE_CAPACITY,
             dedupe_bytes: DEFAULT_DEDUPE_BYTES,
             max_result: usize::MAX,
+            engine_exit: None,
         }
     }
 }
@@ -73,6 +101,17 @@ impl State {
         FleetError::Unavailable {
             what: format!("worker {}", self.worker),
             detail: "it is being destroyed".into(),
+        }
+    }
+
+    fn destroyed_error(&self, how: &str) -> FleetError {
+        FleetError::WorkerFailed {
+            worker: self.worker.to_string(),
+            node: self.node.clone(),
+            reason: format!(
+                "{how} while this call was queued or running; any result it still produces is dropped"
+            ),
+            tail: vec![],
         }
     }
 
@@ -146,6 +185,7 @@ impl Actor for RpcServer {
             args.env.clone(),
             shared.clone(),
             args.max_result,
+            args.engine_exit.as_ref().and_then(EngineExit::take),
         )?;
         tracing::debug!(worker = %args.worker, node = %args.node, "rpc server started");
         Ok(State {
@@ -216,14 +256,12 @@ impl Actor for RpcServer {
                     .min()
                     .and_then(|budget| Some((now.checked_add(budget)?, budget)));
                 state.shared.queued.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = state.send_job(Job::Call {
-                    req,
-                    reply: port,
-                    deadline,
-                }) {
-                    // The port went with the job; the sender side only fails if the engine
-                    // thread is gone, and then the caller sees its reply port dropped.
+                let seq = state.shared.register(req.request_id.clone(), port);
+                if let Err(e) = state.send_job(Job::Call { req, seq, deadline }) {
+                    // The engine thread is gone: answer the caller (and any joiner) now.
                     tracing::error!(worker = %state.worker, error = %e, "engine call not dispatched");
+                    state.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    state.shared.fail_all(&e);
                 }
             }
             WorkerMsg::Control(control, port) => self.control(myself, control, port, state),
@@ -243,8 +281,12 @@ impl Actor for RpcServer {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Dropping the sender ends the engine thread after its current job.
+        // Dropping the sender ends the engine thread after its current job; its callers are
+        // answered now, and a late result is dropped.
         state.jobs = None;
+        state
+            .shared
+            .fail_all(&state.destroyed_error("it was stopped"));
         tracing::debug!(worker = %state.worker, "rpc server stopped");
         Ok(())
     }
@@ -334,6 +376,14 @@ impl RpcServer {
             Control::Destroy { timeout_ms } => {
                 if state.destroying {
                     return answer(port, Ok(ControlOk::Done));
+                }
+                // Every queued and running call is answered now: a deleted worker's late
+                // result must never reach its caller as a success.
+                let failed = state
+                    .shared
+                    .fail_all(&state.destroyed_error("it was destroyed (deleted)"));
+                if failed > 0 {
+                    tracing::info!(worker = %state.worker, calls = failed, "queued and running calls answered with WorkerFailed at destroy");
                 }
                 let (tx, rx) = oneshot::channel();
                 let sent = state.send_job(Job::Destroy { reply: tx });

@@ -12,7 +12,7 @@ use crate::error::FleetError;
 use crate::ids::WorkerId;
 use crate::payload::Payload;
 use ractor::RpcReplyPort;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -43,6 +43,17 @@ pub(super) struct Shared {
     pub(super) in_flight: Mutex<Option<(String, Instant)>>,
     pub(super) queued: AtomicU64,
     pub(super) calls_done: AtomicU64,
+    /// The reply ports of calls queued or running, by sequence number. The engine thread takes
+    /// a call's port out when it answers; a destroy takes them all and answers every caller
+    /// with an error, so a destroyed worker's late result finds no port and is dropped.
+    waiting: Mutex<HashMap<u64, Waiting>>,
+    next_seq: AtomicU64,
+}
+
+/// A caller waiting for a queued or running call.
+pub(super) struct Waiting {
+    request_id: Option<crate::ids::RequestId>,
+    port: RpcReplyPort<CallReply>,
 }
 
 /// Locks, recovering from a poisoned lock (a panic in an engine is caught before it can poison
@@ -59,7 +70,46 @@ impl Shared {
             in_flight: Mutex::new(None),
             queued: AtomicU64::new(0),
             calls_done: AtomicU64::new(0),
+            waiting: Mutex::new(HashMap::new()),
+            next_seq: AtomicU64::new(0),
         }
+    }
+
+    /// Records a caller's port; the engine thread finds it by the returned number.
+    pub(super) fn register(
+        &self,
+        request_id: Option<crate::ids::RequestId>,
+        port: RpcReplyPort<CallReply>,
+    ) -> u64 {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        lock(&self.waiting).insert(seq, Waiting { request_id, port });
+        seq
+    }
+
+    fn take(&self, seq: u64) -> Option<RpcReplyPort<CallReply>> {
+        lock(&self.waiting).remove(&seq).map(|w| w.port)
+    }
+
+    /// `Some(closed)` while the call's caller is recorded, `None` once it was answered.
+    fn caller_closed(&self, seq: u64) -> Option<bool> {
+        lock(&self.waiting).get(&seq).map(|w| w.port.is_closed())
+    }
+
+    /// Answers every queued and running call (and everyone who joined one by request id) with
+    /// `err` now; their results, if the engine thread still produces them, are dropped.
+    pub(super) fn fail_all(&self, err: &FleetError) -> usize {
+        let waiting: Vec<Waiting> = lock(&self.waiting).drain().map(|(_, w)| w).collect();
+        let reply = CallReply(Err(err.clone()));
+        let n = waiting.len();
+        for w in waiting {
+            if let Some(id) = &w.request_id {
+                for joined in lock(&self.dedupe).abandon(id) {
+                    let _ = joined.send(reply.clone());
+                }
+            }
+            let _ = w.port.send(reply.clone());
+        }
+        n
     }
 }
 
@@ -74,7 +124,8 @@ pub(super) enum Job {
     },
     Call {
         req: CallRequest,
-        reply: RpcReplyPort<CallReply>,
+        /// Its caller's port, in [`Shared`]'s waiting table.
+        seq: u64,
         /// When the caller stops waiting, and the budget that deadline came from.
         deadline: Option<(Instant, std::time::Duration)>,
     },
@@ -94,11 +145,15 @@ pub(super) fn start(
     env: BTreeMap<String, String>,
     shared: Arc<Shared>,
     max_result: usize,
+    exit: Option<oneshot::Sender<()>>,
 ) -> std::io::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name(format!("engine {worker}"))
         .spawn(move || {
+            // Dropped when this thread ends, engines and all: the "engine thread joined" signal
+            // its node waits for before it gives the worker's GPUs, ports and memory back.
+            let _exit = exit;
             Executor {
                 worker,
                 env,
@@ -148,11 +203,7 @@ impl Executor {
                     let r = self.create(&name, &type_name, &factory, args);
                     let _ = reply.send(r.map_err(FleetError::bounded));
                 }
-                Job::Call {
-                    req,
-                    reply,
-                    deadline,
-                } => self.call(req, reply, deadline),
+                Job::Call { req, seq, deadline } => self.call(req, seq, deadline),
                 Job::Configure { cfg, reply } => {
                     let r = self.configure(cfg);
                     let _ = reply.send(r.map_err(FleetError::bounded));
@@ -228,10 +279,15 @@ impl Executor {
     fn call(
         &mut self,
         req: CallRequest,
-        reply: RpcReplyPort<CallReply>,
+        seq: u64,
         deadline: Option<(Instant, std::time::Duration)>,
     ) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        // Its caller was answered already (the worker was destroyed): do not run it.
+        let Some(closed) = self.shared.caller_closed(seq) else {
+            tracing::debug!(worker = %self.worker, engine = %req.engine, method = %req.method, "call of a destroyed worker dropped before it ran");
+            return;
+        };
         // Work nobody waits for any more is dropped before it runs: its deadline passed (the
         // caller, and anyone who joined it by request id, get a `Timeout`), or its caller went
         // away and no one joined it.
@@ -251,16 +307,19 @@ impl Executor {
             for w in waiters {
                 let _ = w.send(timeout.clone());
             }
-            let _ = reply.send(timeout);
+            if let Some(reply) = self.shared.take(seq) {
+                let _ = reply.send(timeout);
+            }
             return;
         }
-        if reply.is_closed() {
+        if closed {
             let abandoned = match &req.request_id {
                 Some(id) => lock(&self.shared.dedupe).abandon_if_unwatched(id),
                 None => true,
             };
             if abandoned {
                 tracing::debug!(worker = %self.worker, engine = %req.engine, method = %req.method, "call whose caller went away dropped before it ran");
+                self.shared.take(seq);
                 return;
             }
         }
@@ -276,6 +335,12 @@ impl Executor {
             .0;
         self.shared.calls_done.fetch_add(1, Ordering::Relaxed);
         let reply_value = CallReply(result);
+        // Taken after the call ran: a destroy meanwhile answered the caller with an error, and
+        // this late result is dropped, never delivered as a success of a deleted worker.
+        let Some(reply) = self.shared.take(seq) else {
+            tracing::warn!(worker = %self.worker, engine = %req.engine, method = %req.method, "result of a call that outlived its worker's destroy dropped");
+            return;
+        };
         if let Some(id) = &req.request_id {
             let waiters = lock(&self.shared.dedupe).complete(id, &reply_value);
             for w in waiters {

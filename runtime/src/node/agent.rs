@@ -62,7 +62,27 @@ struct LocalWorker {
     ports: Vec<u16>,
     lease: Option<u64>,
     stopping: bool,
+    incarnation: u64,
+    /// For an in-process RpcServer: resolves when its engine thread has ended.
+    engine_exit: Option<tokio::sync::oneshot::Receiver<()>>,
 }
+
+/// A worker that is stopped but whose engine thread still runs: it keeps its resources (under
+/// a drain key in the ledger, so its id can be reused) until the thread ends.
+struct DrainingWorker {
+    worker: WorkerId,
+    incarnation: u64,
+    ledger_key: WorkerId,
+    kind: WorkerKind,
+    gpus: Vec<u32>,
+    ports: Vec<u16>,
+    lease: Option<u64>,
+    reason: String,
+}
+
+/// How long a stop waits for an engine thread to end after its actor stopped, before it answers
+/// "deferred" and leaves the resources held until the thread ends.
+const ENGINE_EXIT_GRACE: Duration = Duration::from_millis(500);
 
 /// The agent's state.
 pub struct AgentState {
@@ -81,6 +101,8 @@ pub struct AgentState {
     /// that still reach this node for them get the failure, not "not found".
     tombstones: HashMap<WorkerId, FleetError>,
     max_message: usize,
+    draining: HashMap<u64, DrainingWorker>,
+    next_drain: u64,
 }
 
 /// The HTTP service that hosts an isolated RpcServer.
@@ -200,13 +222,16 @@ impl AgentState {
         };
         let log_dir = self.run_dir.join("logs");
         let mut log_path = None;
+        let mut engine_exit = None;
         let hook = {
             let me = myself.clone();
             let node = self.node.clone();
+            let incarnation = req.incarnation;
             Arc::new(move |f: WorkerFailure| {
                 let _ = me.cast(AgentMsg::Failed(Wire::new(WorkerEvent {
                     worker: f.worker,
                     node: node.clone(),
+                    incarnation,
                     kind: WorkerEventKind::Failed {
                         reason: f.reason,
                         tail: f.tail,
@@ -247,6 +272,9 @@ impl AgentState {
                 );
                 args.env = env.clone();
                 args.max_result = self.max_message;
+                let (signal, exit) = fleet_actors::rpc_server::EngineExit::new();
+                args.engine_exit = Some(signal);
+                engine_exit = Some(exit);
                 Actor::spawn_linked(None, RpcServer, args, myself.get_cell()).await
             }
             Some(mut spec) => {
@@ -315,6 +343,8 @@ impl AgentState {
                 ports: ports.clone(),
                 lease: lease.as_ref().map(|l| l.id),
                 stopping: false,
+                incarnation: req.incarnation,
+                engine_exit,
             },
         );
         tracing::info!(worker = %req.worker, node = %self.node, kind = req.kind.name(), gpus = ?req.gpus, ?ports, "worker started");
@@ -325,6 +355,7 @@ impl AgentState {
             ports,
             env,
             log_path,
+            incarnation: req.incarnation,
         })
     }
 
@@ -339,7 +370,16 @@ impl AgentState {
                 gpus: w.gpus.clone(),
                 ports: w.ports.clone(),
                 child_pid: pids.get(&id.to_string()).copied(),
+                stopping: None,
             })
+            .chain(self.draining.values().map(|d| LocalWorkerInfo {
+                worker: d.worker.clone(),
+                kind: d.kind.name().to_string(),
+                gpus: d.gpus.clone(),
+                ports: d.ports.clone(),
+                child_pid: None,
+                stopping: Some(d.reason.clone()),
+            }))
             .collect();
         workers.sort_by(|a, b| a.worker.cmp(&b.worker));
         NodeInfo {
@@ -380,6 +420,8 @@ impl Actor for NodeAgent {
             agents: args.agents,
             tombstones: HashMap::new(),
             max_message: args.max_message,
+            draining: HashMap::new(),
+            next_drain: 0,
         })
     }
 
@@ -473,6 +515,9 @@ impl Actor for NodeAgent {
                 w.stopping = true;
                 let actor = w.actor.clone();
                 let join = w.join.take();
+                let engine_exit = w.engine_exit.take();
+                let drain_key = state.next_drain;
+                state.next_drain += 1;
                 let me = myself.clone();
                 tokio::spawn(async move {
                     let bound = Duration::from_millis(destroy_timeout_ms);
@@ -504,8 +549,44 @@ impl Actor for NodeAgent {
                     } else {
                         actor.stop(None);
                     }
-                    let _ = me.cast(AgentMsg::Reclaim(Wire::new(worker)));
-                    let _ = port.send(ControlReply(outcome));
+                    // An in-process engine cannot be killed: until its thread has ended it may
+                    // still run on its GPUs, so its resources stay held until then.
+                    let mut exit = match engine_exit {
+                        Some(mut rx) => {
+                            match tokio::time::timeout(ENGINE_EXIT_GRACE, &mut rx).await {
+                                Ok(_) => None,
+                                Err(_) => Some(rx),
+                            }
+                        }
+                        None => None,
+                    };
+                    let Some(rx) = exit.as_mut() else {
+                        let _ = me.cast(AgentMsg::Reclaim(Wire::new(worker)));
+                        let _ = port.send(ControlReply(outcome));
+                        return;
+                    };
+                    let mut reason = format!(
+                        "its engine thread is still running after the destroy deadline ({destroy_timeout_ms} ms); its GPUs, ports and memory stay held until the thread ends"
+                    );
+                    if let Err(e) = &outcome {
+                        reason.push_str(&format!(" ({e})"));
+                    }
+                    tracing::warn!(worker = %worker, %reason, "worker stopping, resources held");
+                    let _ = me.cast(AgentMsg::Draining(Wire::new((
+                        worker.clone(),
+                        drain_key,
+                        reason.clone(),
+                    ))));
+                    let _ = port.send(ControlReply(Ok(ControlOk::Deferred(reason))));
+                    let since = std::time::Instant::now();
+                    // Ends when the thread does; it cannot be cut short, only reported.
+                    while tokio::time::timeout(Duration::from_secs(60), &mut *rx)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(worker = %worker, running_for_s = since.elapsed().as_secs(), "zombie engine: the deleted worker's engine thread is still running; its resources stay held");
+                    }
+                    let _ = me.cast(AgentMsg::Drained(Wire::new(drain_key)));
                 });
             }
             AgentMsg::Http(req, port) => match req.into_result() {
@@ -535,6 +616,12 @@ impl Actor for NodeAgent {
             },
             AgentMsg::Failed(event) => {
                 if let Ok(ev) = event.into_result() {
+                    // About an earlier instance of this id (already stopped and replaced)?
+                    let current = state.workers.get(&ev.worker).map(|w| w.incarnation);
+                    if current != Some(ev.incarnation) {
+                        tracing::debug!(worker = %ev.worker, incarnation = ev.incarnation, ?current, "failure of an earlier incarnation ignored");
+                        return Ok(());
+                    }
                     // Failed for good (no restart left): its process is gone, so stop its actor
                     // and give its GPUs, CPU, memory and ports back now. The scheduler keeps the
                     // worker as failed, with the reason, until it is deleted.
@@ -542,16 +629,17 @@ impl Actor for NodeAgent {
                         w.stopping = true;
                         w.actor.stop(Some("failed".into()));
                     }
-                    let WorkerEventKind::Failed { reason, tail } = &ev.kind;
-                    state.tombstones.insert(
-                        ev.worker.clone(),
-                        FleetError::WorkerFailed {
-                            worker: ev.worker.to_string(),
-                            node: state.node.to_string(),
-                            reason: reason.clone(),
-                            tail: tail.clone(),
-                        },
-                    );
+                    if let WorkerEventKind::Failed { reason, tail } = &ev.kind {
+                        state.tombstones.insert(
+                            ev.worker.clone(),
+                            FleetError::WorkerFailed {
+                                worker: ev.worker.to_string(),
+                                node: state.node.to_string(),
+                                reason: reason.clone(),
+                                tail: tail.clone(),
+                            },
+                        );
+                    }
                     if state.reclaim(&ev.worker) {
                         tracing::info!(worker = %ev.worker, node = %state.node, "failed worker stopped, resources released");
                     }
@@ -571,6 +659,51 @@ impl Actor for NodeAgent {
             }
             AgentMsg::Info(port) => {
                 let _ = port.send(Wire::new(Ok(state.info())));
+            }
+            AgentMsg::Draining(notice) => {
+                if let Ok((worker, key, reason)) = notice.into_result() {
+                    if let Some(w) = state.workers.remove(&worker) {
+                        state.by_actor.remove(&w.actor.get_id());
+                        state.directory.remove(&worker);
+                        let ledger_key =
+                            WorkerId::new(format!("{}~draining{key}", worker.role), worker.index);
+                        state.ledger.rekey(&worker, ledger_key.clone());
+                        state.draining.insert(
+                            key,
+                            DrainingWorker {
+                                worker,
+                                incarnation: w.incarnation,
+                                ledger_key,
+                                kind: w.kind,
+                                gpus: w.gpus,
+                                ports: w.ports,
+                                lease: w.lease,
+                                reason,
+                            },
+                        );
+                    }
+                }
+            }
+            AgentMsg::Drained(key) => {
+                if let Some(d) = key
+                    .into_result()
+                    .ok()
+                    .and_then(|k| state.draining.remove(&k))
+                {
+                    state.ledger.release(&d.ledger_key);
+                    if let Some(lease) = d.lease {
+                        state.ports.release(lease);
+                    }
+                    tracing::info!(worker = %d.worker, node = %state.node, "engine thread ended; the stopped worker's resources are released");
+                    if let Some(events) = &state.events {
+                        let _ = events.send(WorkerEvent {
+                            worker: d.worker,
+                            node: state.node.clone(),
+                            incarnation: d.incarnation,
+                            kind: WorkerEventKind::Released,
+                        });
+                    }
+                }
             }
             AgentMsg::Reclaim(worker) => {
                 if let Ok(worker) = worker.into_result() {
@@ -599,11 +732,13 @@ impl Actor for NodeAgent {
         let Some(worker) = state.by_actor.get(&cell.get_id()).cloned() else {
             return Ok(());
         };
-        let stopping = state
+        let Some((stopping, incarnation)) = state
             .workers
             .get(&worker)
-            .map(|w| w.stopping)
-            .unwrap_or(true);
+            .map(|w| (w.stopping, w.incarnation))
+        else {
+            return Ok(());
+        };
         if stopping {
             return Ok(());
         }
@@ -613,6 +748,7 @@ impl Actor for NodeAgent {
             let _ = events.send(WorkerEvent {
                 worker,
                 node: state.node.clone(),
+                incarnation,
                 kind: WorkerEventKind::Failed {
                     reason,
                     tail: vec![],

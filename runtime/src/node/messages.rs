@@ -24,6 +24,9 @@ pub struct SpawnRequest {
     pub gpus: Vec<u32>,
     /// Extra env set by the scheduler (e.g. a fork's inherited `CUDA_VISIBLE_DEVICES`).
     pub env: BTreeMap<String, String>,
+    /// This instance's incarnation id, unique per spawn: events about it carry it, so a late
+    /// event about an earlier instance of the same worker id never touches this one.
+    pub incarnation: u64,
 }
 
 /// A started worker.
@@ -41,6 +44,8 @@ pub struct SpawnedWorker {
     pub env: BTreeMap<String, String>,
     /// Its log file, for workers that are processes.
     pub log_path: Option<String>,
+    /// Its incarnation id (the one in its [`SpawnRequest`]).
+    pub incarnation: u64,
 }
 
 /// An engine call for a worker on this node.
@@ -93,6 +98,10 @@ pub struct LocalWorkerInfo {
     /// The pid of its child process, if it has one running.
     #[serde(default)]
     pub child_pid: Option<u32>,
+    /// Set while it is stopping but still holds its resources (an in-process engine still
+    /// running after its destroy deadline), with the reason.
+    #[serde(default)]
+    pub stopping: Option<String>,
 }
 
 /// What a node reports about itself.
@@ -124,6 +133,9 @@ pub enum WorkerEventKind {
         /// Last output lines, when it had a process.
         tail: Vec<String>,
     },
+    /// A worker whose stop was deferred (its engine thread outlived the destroy deadline) is
+    /// gone at last: the GPUs, ports and memory it held are free.
+    Released,
 }
 
 /// A worker state change pushed by its node (dead workers are reported, not discovered on the
@@ -134,6 +146,8 @@ pub struct WorkerEvent {
     pub worker: WorkerId,
     /// Its node.
     pub node: NodeId,
+    /// The incarnation the event is about; the scheduler applies it only to that one.
+    pub incarnation: u64,
     /// What happened.
     pub kind: WorkerEventKind,
 }
@@ -169,6 +183,11 @@ pub enum AgentMsg {
     Http(Wire<WorkerHttp>, RpcReplyPort<fleet_actors::HttpReply>),
     /// Internal: a stopped worker's resources may be reused.
     Reclaim(Wire<WorkerId>),
+    /// Internal: a stopping worker's engine thread outlived the destroy deadline; it keeps its
+    /// resources, under the drain key, until [`AgentMsg::Drained`] (key, reason).
+    Draining(Wire<(WorkerId, u64, String)>),
+    /// Internal: the engine thread of the draining worker with this key has ended.
+    Drained(Wire<u64>),
     /// Internal: a local worker failed for good (its actor lives on, answering with the error,
     /// until it is deleted); pushed on to the scheduler.
     Failed(Wire<WorkerEvent>),

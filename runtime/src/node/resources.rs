@@ -193,6 +193,18 @@ impl Ledger {
         Some(alloc)
     }
 
+    /// Moves what `from` holds to the key `to` (a worker that is going away but still holds
+    /// its resources, so its id can be reused meanwhile). False if `from` held nothing.
+    pub fn rekey(&mut self, from: &WorkerId, to: WorkerId) -> bool {
+        match self.held.remove(from) {
+            Some(alloc) => {
+                self.held.insert(to, alloc);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Workers holding resources here.
     pub fn holders(&self) -> usize {
         self.held.len()

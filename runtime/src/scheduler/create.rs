@@ -5,6 +5,7 @@ use super::placement;
 use super::state::{RoleEntry, RoleLink, State};
 use super::{Route, Scheduler, WorkerInfo, WorkerState};
 use crate::node::messages::{AgentMsg, SpawnRequest, SpawnedWorker, StopRequest};
+use fleet_actors::rpc_server::{ControlOk, ControlReply};
 use fleet_actors::wire::Wire;
 use fleet_actors::{FleetError, Job, NodeId, SchedulingSpec, Strategy, WorkerId};
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ struct Planned {
     spec: SchedulingSpec,
     gpus: Vec<u32>,
     env: BTreeMap<String, String>,
+    incarnation: u64,
 }
 
 fn validate(job: &Job) -> Result<(), FleetError> {
@@ -73,7 +75,26 @@ impl Scheduler {
     ///
     /// Placement that does not fit fails with [`FleetError::InsufficientResources`] naming the
     /// resource that is short, and nothing is started.
+    ///
+    /// Cancellation-safe: the creation runs in a task the scheduler owns, and the caller only
+    /// awaits its outcome. A caller that gives up (a `timeout`, a `select!`) cancels nothing: the
+    /// create still either completes (the role is usable) or rolls back fully. A
+    /// `delete_workers` of the role while its workers are starting makes the create fail with
+    /// [`FleetError::RoleNotFound`] and stops every worker it started.
     pub async fn create_workers(&self, job: Job) -> Result<Vec<WorkerInfo>, FleetError> {
+        let me = self.clone();
+        let role = job.role.clone();
+        tokio::spawn(async move { me.create_owned(job).await })
+            .await
+            .map_err(|e| {
+                FleetError::internal(format!(
+                    "create_workers for role {role:?}: its task ended without an answer ({e}); \
+                     call workers({role:?}) to see what is left, and delete_workers to clear it"
+                ))
+            })?
+    }
+
+    async fn create_owned(&self, job: Job) -> Result<Vec<WorkerInfo>, FleetError> {
         validate(&job)?;
         let mut st = self.inner.state.lock().await;
         if st.roles.contains_key(&job.role) {
@@ -95,6 +116,13 @@ impl Scheduler {
                 plan_separate(&mut st, &job, self.inner.config.policy)?,
             ),
         };
+        let mut plan = plan;
+        for p in plan.iter_mut() {
+            p.incarnation = self
+                .inner
+                .incarnations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let order = st.next_order;
         st.next_order += 1;
         let workers: Vec<WorkerInfo> = plan
@@ -108,6 +136,7 @@ impl Scheduler {
                 ports: vec![],
                 env: p.env.clone(),
                 log_path: None,
+                incarnation: p.incarnation,
                 state: WorkerState::Starting,
             })
             .collect();
@@ -135,6 +164,7 @@ impl Scheduler {
                 spec: p.spec.clone(),
                 gpus: p.gpus.clone(),
                 env: p.env.clone(),
+                incarnation: p.incarnation,
             };
             let agent = agent.clone();
             let node = p.node.clone();
@@ -168,32 +198,43 @@ impl Scheduler {
             .zip(&plan)
             .filter_map(|(r, p)| r.as_ref().err().map(|e| format!("{}: {e}", p.id)))
             .collect();
-        if !failures.is_empty() {
-            // Roll back: stop what started, free the mirror, forget the role.
-            let first = results.iter().find_map(|r| r.as_ref().err().cloned());
-            let stops = results.iter().zip(agents.iter()).filter_map(|(r, agent)| {
-                let (Ok(sw), Some(agent)) = (r, agent) else {
-                    return None;
-                };
-                let req = StopRequest {
-                    worker: sw.worker.clone(),
-                    destroy_timeout_ms: self.inner.config.destroy_timeout.as_millis() as u64,
-                };
-                let agent = agent.clone();
-                Some(async move {
-                    let _ = agent
-                        .call(|port| AgentMsg::Stop(Wire::new(req), port), Some(timeout))
-                        .await;
-                })
+        // Still ours? A delete_workers of this role while its workers were starting removed it
+        // (and released its mirror allocations); a create of the same name may even have
+        // followed. Either way the workers started here belong to nobody: stop them all.
+        let ours = self
+            .inner
+            .state
+            .lock()
+            .await
+            .roles
+            .get(&job.role)
+            .map(|e| e.order)
+            == Some(order);
+        if !ours {
+            self.stop_planned(&plan, &agents).await;
+            tracing::warn!(role = %job.role, "create_workers: the role was deleted while its workers were starting; they were stopped");
+            return Err(FleetError::RoleNotFound {
+                role: job.role.clone(),
+                known: format!(
+                    "none by that name: it was deleted while its workers were starting, and the {} workers started for it were stopped",
+                    plan.len()
+                ),
             });
-            futures::future::join_all(stops).await;
+        }
+        if !failures.is_empty() {
+            // Roll back: stop every planned worker (Stop is idempotent; a spawn that timed out
+            // may still complete on its node, and the agent handles the Stop after it), then
+            // free the mirror and forget the role.
+            let first = results.iter().find_map(|r| r.as_ref().err().cloned());
+            let deferred = self.stop_planned(&plan, &agents).await;
             let mut st = self.inner.state.lock().await;
-            for p in &plan {
-                if let Some(n) = st.nodes.get_mut(&p.node) {
-                    n.ledger.release(&p.id);
+            if st.roles.get(&job.role).map(|e| e.order) == Some(order) {
+                for (p, deferred) in plan.iter().zip(deferred) {
+                    super::delete::book_stop(&mut st, &p.node, &p.id, p.incarnation, deferred);
                 }
+                st.roles.remove(&job.role);
             }
-            st.roles.remove(&job.role);
+            drop(st);
             tracing::warn!(role = %job.role, failed = failures.len(), "create_workers rolled back: {}", failures.join("; "));
             return Err(match (first, failures.len()) {
                 (Some(e), 1) => e,
@@ -227,8 +268,21 @@ impl Scheduler {
         );
         let mut st = self.inner.state.lock().await;
         let spawned: Vec<SpawnedWorker> = results.into_iter().filter_map(Result::ok).collect();
-        let mut routes = Vec::new();
-        if let Some(entry) = st.roles.get_mut(&job.role) {
+        let routes: Vec<(WorkerId, Route)>;
+        let entry = match st.roles.get_mut(&job.role) {
+            Some(e) if e.order == order => Some(e),
+            _ => None,
+        };
+        let Some(entry) = entry else {
+            // Deleted between the check above and now.
+            drop(st);
+            self.stop_planned(&plan, &agents).await;
+            return Err(FleetError::RoleNotFound {
+                role: job.role.clone(),
+                known: "none by that name: it was deleted while its workers were starting, and they were stopped".into(),
+            });
+        };
+        {
             for (w, sw) in entry.workers.iter_mut().zip(&spawned) {
                 w.ports = sw.ports.clone();
                 w.env = sw.env.clone();
@@ -251,6 +305,7 @@ impl Scheduler {
                                 node: w.node.clone(),
                                 target: w.id.clone(),
                                 agent,
+                                incarnation: w.incarnation,
                                 failed: match &w.state {
                                     WorkerState::Failed(e) => Some(e.clone()),
                                     _ => None,
@@ -263,17 +318,15 @@ impl Scheduler {
                 })
                 .collect();
         }
-        let infos = st
-            .roles
-            .get(&job.role)
-            .map(|e| e.workers.clone())
-            .unwrap_or_default();
-        drop(st);
+        let infos = entry.workers.clone();
+        // Routes go in while the state lock is held: a delete_workers that follows removes
+        // them, and one that came first was caught above.
         self.inner
             .routes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .extend(routes);
+        drop(st);
         tracing::info!(role = %job.role, replicas = job.replicas, kind = job.kind.name(), "workers created");
         Ok(infos)
     }
@@ -297,6 +350,45 @@ impl Scheduler {
                 .spec(spec),
         )
         .await
+    }
+
+    /// Sends Stop to every planned worker whose node is known, and waits for the answers
+    /// (bounded). Stop is idempotent, so a worker that never started costs one round trip.
+    /// Returns, per planned worker, whether its node deferred the stop (resources still held).
+    async fn stop_planned(
+        &self,
+        plan: &[Planned],
+        agents: &[Option<ractor::ActorRef<AgentMsg>>],
+    ) -> Vec<bool> {
+        let bound = self.inner.config.destroy_timeout + self.inner.config.spawn_timeout;
+        let destroy_ms = self.inner.config.destroy_timeout.as_millis() as u64;
+        let stops = plan.iter().zip(agents.iter()).map(|(p, agent)| {
+            let agent = agent.clone();
+            let req = StopRequest {
+                worker: p.id.clone(),
+                destroy_timeout_ms: destroy_ms,
+            };
+            let id = p.id.clone();
+            async move {
+                let Some(agent) = agent else {
+                    return false;
+                };
+                let r = agent
+                    .call(|port| AgentMsg::Stop(Wire::new(req), port), Some(bound))
+                    .await;
+                match r {
+                    Ok(ractor::rpc::CallResult::Success(ControlReply(Ok(
+                        ControlOk::Deferred(_),
+                    )))) => true,
+                    Ok(ractor::rpc::CallResult::Success(_)) => false,
+                    _ => {
+                        tracing::warn!(worker = %id, "rollback: stopping a planned worker got no answer; it may still run on its node");
+                        false
+                    }
+                }
+            }
+        });
+        futures::future::join_all(stops).await
     }
 
     fn create_alias(
@@ -394,6 +486,7 @@ fn plan_separate(
             spec,
             gpus,
             env: BTreeMap::new(),
+            incarnation: 0,
         });
     }
     Ok(plan)
@@ -447,6 +540,7 @@ fn plan_fork(st: &mut State, job: &Job, target: &str) -> Result<Vec<Planned>, Fl
             spec,
             gpus: vec![],
             env,
+            incarnation: 0,
         });
     }
     Ok(plan)

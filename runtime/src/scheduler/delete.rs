@@ -1,13 +1,39 @@
 //! `delete_workers`: two-phase teardown (engine destroy hooks with a bound, then stop), in an
 //! order that respects dependencies: aliases and forks of a role go before the role itself.
 
-use super::state::RoleLink;
+use super::state::{RoleLink, State};
 use super::Scheduler;
 use crate::node::messages::{AgentMsg, StopRequest};
+use fleet_actors::rpc_server::{ControlOk, ControlReply};
 use fleet_actors::wire::Wire;
-use fleet_actors::{FleetError, WorkerId};
+use fleet_actors::{FleetError, NodeId, WorkerId};
 use ractor::rpc::CallResult;
 use std::time::Duration;
+
+/// Books a stopped worker in the mirror ledger: its resources are free again, or, when its node
+/// deferred the stop (an engine thread still running), held under a drain key until the node
+/// reports that incarnation released.
+pub(super) fn book_stop(
+    st: &mut State,
+    node: &NodeId,
+    id: &WorkerId,
+    incarnation: u64,
+    deferred: bool,
+) {
+    let key = (node.clone(), incarnation);
+    let early = deferred && st.released_early.remove(&key);
+    if deferred && !early {
+        let held = WorkerId::new(format!("{}~draining{}", id.role, st.next_drain), id.index);
+        st.next_drain += 1;
+        if let Some(n) = st.nodes.get_mut(node) {
+            n.ledger.rekey(id, held.clone());
+        }
+        st.draining.insert(key, held);
+        tracing::warn!(worker = %id, %node, "stopped worker still draining; its resources stay held until its node reports them released");
+    } else if let Some(n) = st.nodes.get_mut(node) {
+        n.ledger.release(id);
+    }
+}
 
 impl Scheduler {
     /// Deletes the workers of `role` (or of every role when `None`).
@@ -97,7 +123,7 @@ impl Scheduler {
         let bound = self.inner.config.destroy_timeout + Duration::from_secs(5);
         let stop = |id: WorkerId, agent: Option<ractor::ActorRef<AgentMsg>>| async move {
             let Some(agent) = agent else {
-                return Ok(());
+                return Ok(None);
             };
             let req = StopRequest {
                 worker: id.clone(),
@@ -107,12 +133,17 @@ impl Scheduler {
                 .call(|p| AgentMsg::Stop(Wire::new(req), p), Some(bound))
                 .await
             {
-                Ok(CallResult::Success(reply)) => reply.0.map(|_| ()),
+                // Stopped, but its engine thread still runs: its node keeps its resources
+                // until the thread ends, and so does the mirror.
+                Ok(CallResult::Success(ControlReply(Ok(ControlOk::Deferred(why))))) => {
+                    Ok(Some(why))
+                }
+                Ok(CallResult::Success(reply)) => reply.0.map(|_| None),
                 Ok(CallResult::Timeout) => {
                     Err(FleetError::timeout(format!("stopping {id}"), bound))
                 }
                 // The node is gone: so is the worker.
-                Ok(CallResult::SenderError) | Err(_) => Ok(()),
+                Ok(CallResult::SenderError) | Err(_) => Ok(None),
             }
         };
         let pairs: Vec<_> = entry
@@ -121,7 +152,7 @@ impl Scheduler {
             .map(|w| w.id.clone())
             .zip(agents)
             .collect();
-        let results: Vec<Result<(), FleetError>> = if reverse {
+        let results: Vec<Result<Option<String>, FleetError>> = if reverse {
             let mut out = Vec::new();
             for (id, agent) in pairs.into_iter().rev() {
                 out.push(stop(id, agent).await);
@@ -132,10 +163,23 @@ impl Scheduler {
         };
         {
             let mut st = self.inner.state.lock().await;
-            for w in &entry.workers {
-                if let Some(n) = st.nodes.get_mut(&w.node) {
-                    n.ledger.release(&w.id);
-                }
+            let ids: Vec<_> = entry.workers.iter().map(|w| w.id.clone()).collect();
+            let order: Vec<&WorkerId> = if reverse {
+                ids.iter().rev().collect()
+            } else {
+                ids.iter().collect()
+            };
+            for (id, r) in order.into_iter().zip(&results) {
+                let Some(w) = entry.workers.iter().find(|w| &w.id == id) else {
+                    continue;
+                };
+                book_stop(
+                    &mut st,
+                    &w.node,
+                    &w.id,
+                    w.incarnation,
+                    matches!(r, Ok(Some(_))),
+                );
             }
         }
         tracing::info!(role, workers = entry.workers.len(), "workers deleted");

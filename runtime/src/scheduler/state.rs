@@ -37,6 +37,10 @@ pub struct WorkerInfo {
     pub env: BTreeMap<String, String>,
     /// Its log file, for workers that are processes.
     pub log_path: Option<String>,
+    /// Its incarnation id: unique per spawn, so events about an earlier instance of the same
+    /// id are told apart from this one.
+    #[serde(default)]
+    pub incarnation: u64,
     /// Its state.
     pub state: WorkerState,
 }
@@ -79,6 +83,13 @@ pub(crate) struct State {
     pub(crate) nodes: BTreeMap<NodeId, NodeEntry>,
     pub(crate) roles: BTreeMap<String, RoleEntry>,
     pub(crate) next_order: u64,
+    /// Deleted workers whose node deferred their stop (an engine thread still running): the
+    /// mirror ledger keys their resources are held under, oldest first, until the node reports
+    /// them released.
+    pub(crate) draining: BTreeMap<(NodeId, u64), WorkerId>,
+    /// Releases (node, incarnation) reported before the deferred stop's answer was booked.
+    pub(crate) released_early: std::collections::BTreeSet<(NodeId, u64)>,
+    pub(crate) next_drain: u64,
 }
 
 impl State {
