@@ -161,6 +161,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(_) => job.preflight_keys(),
     };
     checked.map_err(|e| anyhow::anyhow!("{}: {e}", args.job.display()))?;
+    crate::rollout::output::check(&job.output, args.resume, args.overwrite)
+        .map_err(|e| anyhow::anyhow!(e))?;
     let mut stop = super::job_stop_signals();
     let cluster = start_cluster(&args, &mut stop).await?;
     let display = Display::new(args.quiet);

@@ -47,6 +47,46 @@ pub fn describe(path: &Path, what: &str, e: &std::io::Error) -> String {
     format!("the output {}: {what}: {e}", path.display())
 }
 
+/// The checks of [`Output::open`] that change nothing, for a driver to run before it starts a
+/// cluster: not a directory, its directory can exist, and an existing non-empty file only with
+/// `resume` or `overwrite`.
+pub fn check(path: &Path, resume: bool, overwrite: bool) -> Result<(), String> {
+    if path.is_dir() {
+        return Err(format!(
+            "the output {} is a directory; give a file path such as {}",
+            path.display(),
+            path.join("trajectories.jsonl").display()
+        ));
+    }
+    let exists_nonempty = std::fs::metadata(path)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
+    if exists_nonempty && !resume && !overwrite {
+        return Err(format!(
+            "the output {} already holds trajectories; pass --resume to continue that job, --overwrite to replace it, or --output to write elsewhere",
+            path.display()
+        ));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The nearest existing ancestor must be a writable directory.
+        let mut d = dir;
+        while !d.exists() {
+            match d.parent() {
+                Some(p) if !p.as_os_str().is_empty() => d = p,
+                _ => break,
+            }
+        }
+        if d.exists() && !d.is_dir() {
+            return Err(format!(
+                "the output {}: {} is not a directory",
+                path.display(),
+                d.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Output {
     /// Opens `path` for the job. Without `resume` an existing non-empty file is an error (it
     /// would be overwritten) unless `overwrite`; with `resume` it is read back and appended to.
