@@ -64,6 +64,42 @@ fn child_pid(worker: &str) -> Option<u32> {
         .copied()
 }
 
+/// Starts `job` in a task and waits until `n` episodes were accepted; returns the task.
+async fn run_until_accepted(
+    cluster: &Cluster,
+    job: &RolloutJob,
+    n: u64,
+) -> tokio::task::JoinHandle<Result<fleet_runtime::rollout::job::JobReport, fleet_actors::FleetError>>
+{
+    let (accepted, observer) = count_accepted();
+    let opts = RunOptions {
+        observe: Some(observer),
+        ..Default::default()
+    };
+    let run = {
+        let s = cluster.scheduler().clone();
+        let job = job.clone();
+        tokio::spawn(async move { job.run(&s, &fleet(), opts).await })
+    };
+    wait_until(
+        &format!("{n} episodes accepted"),
+        Duration::from_secs(60),
+        || {
+            let a = accepted.clone();
+            async move { (a.load(Ordering::SeqCst) >= n).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    run
+}
+
+/// SIGKILLs the child of this process that serves `worker` (e.g. `killb.backend/0`).
+fn kill_child(worker: &str) {
+    let pid = child_pid(worker).unwrap_or_else(|| panic!("{worker} runs"));
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
 /// Every descendant of `pid` (children, their children, ...).
 fn descendants(pid: u32) -> Vec<u32> {
     let mut parent_of: BTreeMap<u32, u32> = BTreeMap::new();
@@ -125,24 +161,8 @@ async fn a_backend_killed_mid_job_loses_no_episode_and_runs_none_twice() {
         ),
     )
     .await;
-    let (accepted, observer) = count_accepted();
-    let opts = RunOptions {
-        observe: Some(observer),
-        ..Default::default()
-    };
-    let run = {
-        let s = cluster.scheduler().clone();
-        let job = job.clone();
-        tokio::spawn(async move { job.run(&s, &fleet(), opts).await })
-    };
-    wait_until("10 episodes accepted", Duration::from_secs(60), || {
-        let a = accepted.clone();
-        async move { (a.load(Ordering::SeqCst) >= 10).then_some(()) }
-    })
-    .await
-    .unwrap();
-    let pid = child_pid("killb.backend/0").expect("the backend of killb/0 runs");
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let run = run_until_accepted(&cluster, &job, 10).await;
+    kill_child("killb.backend/0");
     let report = tokio::time::timeout(Duration::from_secs(120), run)
         .await
         .expect("the job finishes")
@@ -202,8 +222,7 @@ async fn a_failed_rollout_worker_gets_no_episodes_and_the_others_run_them_all() 
     let ctl = RolloutController::new(s.clone(), "blackhole", config, Duration::from_secs(60))
         .await
         .unwrap();
-    let pid = child_pid("blackhole.backend/0").expect("backend of blackhole/0");
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    kill_child("blackhole.backend/0");
     wait_until("blackhole/0 failed", Duration::from_secs(10), || {
         let s = s.clone();
         async move {
@@ -652,24 +671,8 @@ async fn a_job_whose_every_worker_failed_stops_and_says_so() {
         ),
     )
     .await;
-    let (accepted, observer) = count_accepted();
-    let opts = RunOptions {
-        observe: Some(observer),
-        ..Default::default()
-    };
-    let run = {
-        let s = cluster.scheduler().clone();
-        let job = job.clone();
-        tokio::spawn(async move { job.run(&s, &fleet(), opts).await })
-    };
-    wait_until("5 episodes accepted", Duration::from_secs(60), || {
-        let a = accepted.clone();
-        async move { (a.load(Ordering::SeqCst) >= 5).then_some(()) }
-    })
-    .await
-    .unwrap();
-    let pid = child_pid("allgone.backend/0").expect("the backend runs");
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let run = run_until_accepted(&cluster, &job, 5).await;
+    kill_child("allgone.backend/0");
     let report = tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("the job stops")
