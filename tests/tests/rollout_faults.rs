@@ -690,3 +690,42 @@ async fn a_job_whose_every_worker_failed_stops_and_says_so() {
     assert!(report.accepted >= 5 && report.accepted < 200);
     cluster.shutdown().await.unwrap();
 }
+
+/// An attached URL without `/health` (a hosted OpenAI-compatible API answers 404 there) still
+/// counts as serving: any answer below 500 makes the worker ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_backend_without_a_health_route_is_ready_when_it_answers() {
+    let port = fleet_tests::free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let (cluster, job) = local_job(
+        "nohealth",
+        (47660, 47679),
+        &format!("episodes = 4\nmax_concurrent = 1\n[workers]\nreplicas = 1\n[backend]\nurl = \"http://127.0.0.1:{port}\"\nready_timeout = \"20s\"\n"),
+    )
+    .await;
+    let r = job
+        .run(cluster.scheduler(), &fleet(), Default::default())
+        .await;
+    let _ = server.kill();
+    let _ = server.wait();
+    // Ready, then every episode fails (the server is no model): the job stops itself, it does
+    // not time out waiting for readiness.
+    let report = r.unwrap_or_else(|e| panic!("readiness failed: {e}"));
+    assert!(
+        matches!(report.ending, Ending::Aborted(_)),
+        "{:?}",
+        report.ending
+    );
+    cluster.shutdown().await.unwrap();
+}

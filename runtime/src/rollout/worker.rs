@@ -56,13 +56,16 @@ pub struct RolloutArgs {
 
 type Episodes = Arc<Mutex<HashMap<u64, (watch::Sender<bool>, SessionSlot)>>>;
 
-/// Where the worker checks that its backend answers: `GET url` must answer 200.
+/// Where the worker checks that its backend answers: `GET base+path`.
 #[derive(Clone, Debug)]
 pub struct BackendProbe {
     /// `http://127.0.0.1:PORT` or the attached URL.
     pub base: String,
     /// The readiness path (`/health` unless the backend command says otherwise).
     pub path: String,
+    /// Only 200 counts (a command's readiness path); otherwise any answer below 500 does (an
+    /// attached URL may be a hosted API without `/health`: a 404 still proves it serves).
+    pub strict: bool,
 }
 
 impl BackendProbe {
@@ -82,7 +85,7 @@ impl BackendProbe {
         )
         .await
         {
-            Ok(r) if r.status == 200 => Ok(()),
+            Ok(r) if r.status == 200 || (!self.strict && r.status < 500) => Ok(()),
             Ok(r) => Err(format!("{}{} answered {}", self.base, self.path, r.status)),
             Err(e) => Err(format!(
                 "{}{} is unreachable: {}",
@@ -492,6 +495,7 @@ impl Actor for RolloutWorker {
             backend_probe: BackendProbe {
                 base: backend_url.clone(),
                 path: probe_path,
+                strict: matches!(args.spec.backend, Backend::Command(_)),
             },
             url_unreachable_since: None,
             proxy: ProxyClient {
