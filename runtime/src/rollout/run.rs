@@ -320,8 +320,9 @@ impl RolloutJob {
                 &mut opts,
             )
             .await;
-            report.stats = Some(ctl.stats());
-            report.requeued = ctl.stats().requeued.values().sum();
+            let stats = ctl.stats();
+            report.requeued = stats.requeued.values().sum();
+            report.stats = Some(stats);
             r
         }
         .await;
