@@ -28,8 +28,8 @@ pub use ids::{NodeId, RequestId, WorkerId};
 pub use options::CallOptions;
 pub use payload::{Codec, Payload};
 pub use spec::{
-    AgentSpec, Backend, CallProtocol, HttpServiceSpec, Isolation, Job, Liveness, Readiness,
-    RestartPolicy, RolloutSpec, RpcServerSpec, SchedulingSpec, Strategy, WorkerKind,
+    AgentSpec, Backend, CallProtocol, HttpServiceSpec, Isolation, Job, Liveness, PoolServer,
+    Readiness, RestartPolicy, RolloutSpec, RpcServerSpec, SchedulingSpec, Strategy, WorkerKind,
 };
 
 /// Result type of every fleet operation.

@@ -295,6 +295,26 @@ pub enum Backend {
     Command(HttpServiceSpec),
     /// Already running at this base URL (`http://host:port`).
     Url(String),
+    /// A pool of inference servers (a role of their own, started by the job): the worker's
+    /// proxy routes over the pool's servers on the worker's own node (session-sticky, least
+    /// in-flight, health-aware; see `fleet_launcher::router`).
+    Pool(Vec<PoolServer>),
+}
+
+/// One server of a [`Backend::Pool`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolServer {
+    /// Its node (as `NodeId` displays).
+    pub node: String,
+    /// Its port on that node.
+    pub port: u16,
+}
+
+impl PoolServer {
+    /// Its URL as seen from its own node.
+    pub fn local_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }
 
 /// The agent a rollout worker runs for each episode.

@@ -21,6 +21,7 @@ pub mod output;
 pub mod pool;
 pub mod protocol;
 pub mod run;
+pub mod updates;
 pub mod worker;
 
 pub use agent::{Agent, AgentContext, AgentOutcome, AgentRegistry};

@@ -751,6 +751,39 @@ impl RolloutController {
         errors
     }
 
+    /// Sends one admin request to the router of every live worker's proxy (a weight update's
+    /// drain, restore, fail, pause-all); each answer or why there is none.
+    pub async fn router_admin(&self, path: &str, body: &Value) -> Vec<Result<Value, String>> {
+        let targets = lock(&self.inner.state).pool.alive();
+        let wait = body
+            .get("timeout_secs")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map_or(Duration::from_secs(30), |t| {
+                Duration::from_secs_f64(t.min(3600.0))
+            });
+        let opts = CallOptions::default()
+            .timeout(wait + Duration::from_secs(15))
+            .idempotent(true);
+        let arg = super::protocol::RouterAdmin {
+            path: path.to_string(),
+            body: body.to_string(),
+        };
+        let s = &self.inner.scheduler;
+        let calls = targets
+            .iter()
+            .map(|w| s.call::<_, String>(w, ENGINE, super::protocol::ROUTER_ADMIN, &arg, &opts));
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .zip(&targets)
+            .map(|(r, w)| match r {
+                Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{w}: {e}")),
+                Err(e) => Err(format!("{w}: {e}")),
+            })
+            .collect()
+    }
+
     /// Episodes admitted and not ended (cheap; [`stats`](Self::stats) sorts latencies).
     pub fn running(&self) -> u64 {
         lock(&self.inner.state).running

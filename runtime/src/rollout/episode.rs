@@ -107,6 +107,20 @@ impl ProxyClient {
             .await?;
         Ok(v.get("previous").and_then(Value::as_u64).unwrap_or(0))
     }
+
+    /// One admin request to the proxy's router (`/router/...`); its JSON answer.
+    pub async fn router_admin(&self, path: &str, body: Value) -> Result<Value, ProxyError> {
+        // A drain or pause-all waits up to its own timeout for in-flight requests.
+        let wait = body
+            .get("timeout_secs")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map_or(Duration::from_secs(30), |t| {
+                Duration::from_secs_f64(t.min(3600.0))
+            });
+        self.post(path, &self.admin_key, body, wait + Duration::from_secs(10))
+            .await
+    }
 }
 
 /// The session an episode holds, so cancellation can end it.

@@ -13,6 +13,18 @@ pub const RUN_EPISODE: &str = "run_episode";
 pub const CANCEL_EPISODE: &str = "cancel_episode";
 /// Set the policy version on the worker's proxy: `u64` → `u64` (the previous version).
 pub const SET_VERSION: &str = "set_version";
+/// `router_admin(RouterAdmin) -> String`: one admin request to the worker's proxy's router
+/// (`/router/...`), answered with the proxy's JSON body; a non-2xx answer is an error.
+pub const ROUTER_ADMIN: &str = "router_admin";
+
+/// The argument of [`ROUTER_ADMIN`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouterAdmin {
+    /// `/router/drain`, `/router/restore`, ...
+    pub path: String,
+    /// The JSON body, as text.
+    pub body: String,
+}
 
 /// One episode to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,8 +4,8 @@
 use super::agent::{Agent, AgentRegistry};
 use super::episode::{self, ProxyClient, SessionSlot};
 use super::protocol::{
-    EpisodeOutcome, EpisodeRequest, EpisodeResult, RejectReason, CANCEL_EPISODE, ENGINE,
-    RUN_EPISODE, SET_VERSION,
+    EpisodeOutcome, EpisodeRequest, EpisodeResult, RejectReason, RouterAdmin, CANCEL_EPISODE,
+    ENGINE, ROUTER_ADMIN, RUN_EPISODE, SET_VERSION,
 };
 use fleet_actors::rpc_server::{
     CallReply, CallRequest, Control, ControlOk, ControlReply, EngineSummary, WorkerMsg,
@@ -18,6 +18,7 @@ use fleet_launcher::http::Client;
 use fleet_launcher::http_launcher::{FailureHook, HttpLauncher, HttpLauncherArgs, WorkerFailure};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,11 +67,24 @@ pub struct BackendProbe {
     /// Only 200 counts (a command's readiness path); otherwise any answer below 500 does (an
     /// attached URL may be a hosted API without `/health`: a 404 still proves it serves).
     pub strict: bool,
+    /// The other servers of a pool: the check fails if any of them fails it (an episode that
+    /// failed while one of its servers died is the infrastructure's fault).
+    pub others: Vec<String>,
 }
 
 impl BackendProbe {
-    /// `Ok(())` if the backend answers 200 within a second, else what it did.
+    /// `Ok(())` if the backend (every server of a pool) answers 200 within a second, else what
+    /// it did.
     pub async fn check(&self, http: &Client) -> Result<(), String> {
+        for base in &self.others {
+            let one = BackendProbe {
+                base: base.clone(),
+                path: self.path.clone(),
+                strict: self.strict,
+                others: Vec::new(),
+            };
+            Box::pin(one.check(http)).await?;
+        }
         let req = fleet_launcher::http::HttpRequest::get(self.path.clone());
         let policy = fleet_launcher::http::RetryPolicy::idempotent()
             .max_attempts(1)
@@ -342,6 +356,37 @@ impl State {
                     reply(port, r.and_then(|prev| Payload::encode(codec, &prev)));
                 });
             }
+            ROUTER_ADMIN => {
+                let a: RouterAdmin = match req.args.decode() {
+                    Ok(a) => a,
+                    Err(e) => return reply(port, Err(e)),
+                };
+                let body: Value = match serde_json::from_str(&a.body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return reply(port, Err(FleetError::bad_request("router_admin's body", e)))
+                    }
+                };
+                if !a.path.starts_with("/router/") {
+                    return reply(
+                        port,
+                        Err(FleetError::bad_request(
+                            "router_admin",
+                            format!("{:?} is not a /router/ route", a.path),
+                        )),
+                    );
+                }
+                let proxy = self.proxy.clone();
+                tokio::spawn(async move {
+                    let r = proxy.router_admin(&a.path, body).await.map_err(|e| {
+                        FleetError::Unavailable {
+                            what: format!("{} on the proxy of {worker}", a.path),
+                            detail: e.to_string(),
+                        }
+                    });
+                    reply(port, r.and_then(|v| Payload::encode(codec, &v.to_string())));
+                });
+            }
             other => reply(
                 port,
                 Err(FleetError::MethodNotFound {
@@ -356,7 +401,7 @@ impl State {
 
 fn proxy_spec(
     args: &RolloutArgs,
-    backend_url: &str,
+    backend_urls: &[String],
     admin_key: &str,
 ) -> Result<HttpServiceSpec, FleetError> {
     let argv = match &args.spec.proxy_command {
@@ -378,10 +423,26 @@ fn proxy_spec(
             ]
         }
     };
-    let argv = argv
-        .into_iter()
-        .map(|a| a.replace("{backend}", backend_url))
-        .collect::<Vec<_>>();
+    // `{backend}` alone is every backend URL, the flag before it repeated (`--backend A
+    // --backend B`); inside a longer argument it is the first.
+    let first = backend_urls.first().cloned().unwrap_or_default();
+    let mut out: Vec<String> = Vec::with_capacity(argv.len() + 2 * backend_urls.len());
+    for a in argv {
+        if a == "{backend}" && backend_urls.len() > 1 {
+            let flag = out.last().filter(|f| f.starts_with('-')).cloned();
+            for (i, u) in backend_urls.iter().enumerate() {
+                if i > 0 {
+                    if let Some(f) = &flag {
+                        out.push(f.clone());
+                    }
+                }
+                out.push(u.clone());
+            }
+        } else {
+            out.push(a.replace("{backend}", &first));
+        }
+    }
+    let argv = out;
     // The proxy's readiness is its own liveness: its `/health` answers 503 while the backend
     // is unreachable, which for a real model lasts minutes; the worker waits for the backend
     // through the backend's own readiness (and its `ready_timeout`) instead.
@@ -430,10 +491,29 @@ impl Actor for RolloutWorker {
             };
         let probe_path = match &args.spec.backend {
             Backend::Command(spec) => spec.readiness.path.clone(),
-            Backend::Url(_) => "/health".to_string(),
+            Backend::Url(_) | Backend::Pool(_) => "/health".to_string(),
         };
+        let mut pool_urls = Vec::new();
         let (backend, backend_url) = match &args.spec.backend {
             Backend::Url(u) => (None, u.trim_end_matches('/').to_string()),
+            Backend::Pool(servers) => {
+                pool_urls = servers
+                    .iter()
+                    .filter(|s| s.node == args.node)
+                    .map(|s| s.local_url())
+                    .collect();
+                let Some(first) = pool_urls.first().cloned() else {
+                    return Err(format!(
+                        "rollout worker {} on node {}: none of the pool's {} inference servers is on this node ({}); place them together",
+                        args.worker,
+                        args.node,
+                        servers.len(),
+                        servers.iter().map(|s| s.node.as_str()).collect::<Vec<_>>().join(", ")
+                    )
+                    .into());
+                };
+                (None, first)
+            }
             Backend::Command(spec) => {
                 let a = launcher(
                     WorkerId::new(format!("{role}.backend"), index),
@@ -454,7 +534,10 @@ impl Actor for RolloutWorker {
             }
         };
         let admin_key = format!("{:032x}", rand::random::<u128>());
-        let pspec = proxy_spec(&args, &backend_url, &admin_key).map_err(|e| e.to_string())?;
+        if pool_urls.is_empty() {
+            pool_urls.push(backend_url.clone());
+        }
+        let pspec = proxy_spec(&args, &pool_urls, &admin_key).map_err(|e| e.to_string())?;
         let a = launcher(
             WorkerId::new(format!("{role}.proxy"), index),
             pspec,
@@ -495,7 +578,8 @@ impl Actor for RolloutWorker {
             backend_probe: BackendProbe {
                 base: backend_url.clone(),
                 path: probe_path,
-                strict: matches!(args.spec.backend, Backend::Command(_)),
+                strict: matches!(args.spec.backend, Backend::Command(_) | Backend::Pool(_)),
+                others: pool_urls.iter().skip(1).cloned().collect(),
             },
             url_unreachable_since: None,
             proxy: ProxyClient {

@@ -1,0 +1,275 @@
+//! A rollout job's inference pool and weight updates: the `[inference]` and `[weights]` tables
+//! turned into workers (a role of inference servers, a trainer worker hosting `sim-trainer`) and
+//! a [`Coordinator`] that moves the servers at every trainer step.
+//!
+//! With `[inference]`, the rollout workers get no backend of their own: each worker's proxy
+//! routes over the pool's servers on its node (`Backend::Pool`). With `[weights]` too, every
+//! trainer step writes a weights file (on the trainer's node; the same path is loaded by the
+//! servers, so for now the trainer and the servers share a node or a file system) and the
+//! coordinator moves every server to the new version, rolling or stop-the-world, before the
+//! trainer's version moves; a server that fails or restarts is taken out of the routers and
+//! loaded at the current version before it serves again ([`Plan::supervise`]).
+
+use super::controller::RolloutController;
+use crate::scheduler::{EngineHandle, Scheduler};
+use crate::weights::api::ViaScheduler;
+use crate::weights::coordinator::{PathPattern, Timeouts};
+use crate::weights::trainer::{self, TrainStep, Trained};
+use crate::weights::{Coordinator, Routers, Server, UpdateMode, WeightApi};
+use fleet_actors::{
+    CallOptions, FleetError, HttpServiceSpec, Job, PoolServer, RestartPolicy, SchedulingSpec,
+    WorkerKind,
+};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The routers of a rollout role: every live worker's proxy.
+pub struct ControllerRouters(pub RolloutController);
+
+impl Routers for ControllerRouters {
+    fn admin(&self, path: &str, body: Value) -> BoxFuture<'_, Vec<Result<Value, String>>> {
+        let path = path.to_string();
+        Box::pin(async move { self.0.router_admin(&path, &body).await })
+    }
+}
+
+/// What the job needs to start its pool and trainer.
+#[derive(Clone, Debug)]
+pub struct PoolPlan {
+    /// The inference servers' role.
+    pub role: String,
+    /// How many.
+    pub servers: u32,
+    /// Their command (with `{port}`).
+    pub spec: HttpServiceSpec,
+    /// CPU and GPU per server.
+    pub cpu: f64,
+    /// GPUs per server.
+    pub gpu: u32,
+    /// Their weight API.
+    pub api: WeightApi,
+}
+
+/// The `[weights]` plan.
+#[derive(Clone, Debug)]
+pub struct WeightsPlan {
+    /// The trainer's role.
+    pub role: String,
+    /// Rolling or stop-the-world.
+    pub mode: UpdateMode,
+    /// Bytes of weights per version.
+    pub size: u64,
+    /// Where the trainer writes them.
+    pub dir: PathBuf,
+    /// Drain and load deadlines.
+    pub timeouts: Timeouts,
+}
+
+/// The inference pool and trainer, once started.
+pub struct Plan {
+    /// The pool's servers (for the rollout workers' `Backend::Pool`).
+    pub servers: Vec<PoolServer>,
+    /// The roles the plan created (deleted at the end of the job).
+    pub roles: Vec<String>,
+    pool: PoolPlan,
+    weights: Option<(WeightsPlan, EngineHandle)>,
+    coordinator: Option<Arc<Coordinator>>,
+}
+
+/// One trainer step's timings.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    /// The version produced.
+    pub version: u64,
+    /// The optimizer step (the trainer engine's call).
+    pub train: Duration,
+    /// The weight update over the servers (`None` without `[weights]`).
+    pub update: Option<Duration>,
+    /// Servers that failed during the update.
+    pub failed: Vec<String>,
+}
+
+impl Plan {
+    /// Creates the pool's servers (restarted on failure) and, with `[weights]`, the trainer
+    /// worker and its engine; waits for them to be ready within `ready_within`.
+    pub async fn start(
+        scheduler: &Scheduler,
+        pool: PoolPlan,
+        weights: Option<WeightsPlan>,
+        ready_within: Duration,
+    ) -> Result<Plan, FleetError> {
+        let mut spec = pool.spec.clone();
+        if spec.restart == RestartPolicy::Never {
+            spec.restart = RestartPolicy::OnFailure {
+                max_restarts: 5,
+                backoff_ms: 200,
+            };
+        }
+        let job = Job::new(pool.role.clone(), pool.servers)
+            .kind(WorkerKind::HttpService(spec))
+            .spec(
+                SchedulingSpec::default()
+                    .cpu(pool.cpu)
+                    .gpu(pool.gpu)
+                    .ports(1),
+            );
+        scheduler.create_workers(job).await?;
+        let mut roles = vec![pool.role.clone()];
+        let workers = scheduler.get_workers(&pool.role, ready_within).await?;
+        let servers = workers
+            .iter()
+            .map(|w| PoolServer {
+                node: w.node.to_string(),
+                port: w.ports.first().copied().unwrap_or(0),
+            })
+            .collect();
+        let weights = match weights {
+            None => None,
+            Some(w) => {
+                std::fs::create_dir_all(&w.dir).map_err(|e| {
+                    FleetError::bad_request(
+                        "the weights directory",
+                        format!("cannot create {}: {e}", w.dir.display()),
+                    )
+                })?;
+                scheduler
+                    .create_workers(Job::new(w.role.clone(), 1).spec(SchedulingSpec::default()))
+                    .await?;
+                roles.push(w.role.clone());
+                let t = scheduler.get_workers(&w.role, ready_within).await?;
+                let worker = t.first().map(|i| i.id.clone()).ok_or_else(|| {
+                    FleetError::bad_request("the trainer", "its worker did not start")
+                })?;
+                let h = scheduler
+                    .create_engine(&worker, "trainer", trainer::ENGINE_TYPE, &())
+                    .await?;
+                Some((w, h))
+            }
+        };
+        Ok(Plan {
+            servers,
+            roles,
+            pool,
+            weights,
+            coordinator: None,
+        })
+    }
+
+    /// Builds the coordinator once the rollout workers (the routers) are up; with a start
+    /// version above 0 (a resumed job) the servers are first moved to it.
+    pub async fn attach(
+        &mut self,
+        scheduler: &Scheduler,
+        ctl: &RolloutController,
+        version: u64,
+    ) -> Result<(), FleetError> {
+        let Some((w, _)) = &self.weights else {
+            return Ok(());
+        };
+        let workers = scheduler.workers(&self.pool.role).await?;
+        let servers = workers
+            .iter()
+            .map(|i| Server {
+                name: i.id.to_string(),
+                url: format!("http://127.0.0.1:{}", i.ports.first().copied().unwrap_or(0)),
+                node: i.node.to_string(),
+                link: Arc::new(ViaScheduler {
+                    scheduler: scheduler.clone(),
+                    worker: i.id.clone(),
+                }),
+                api: self.pool.api,
+            })
+            .collect();
+        let pattern = trainer::weights_path(&w.dir, 0)
+            .to_string_lossy()
+            .replace("weights-v0.bin", "weights-v{version}.bin");
+        let c = Arc::new(Coordinator::new(
+            servers,
+            Arc::new(ControllerRouters(ctl.clone())),
+            Arc::new(PathPattern(pattern)),
+            w.mode,
+            w.timeouts.clone(),
+            0,
+        ));
+        self.coordinator = Some(c);
+        if version > 0 {
+            self.step(version, 0, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether weights move at each version.
+    pub fn moves_weights(&self) -> bool {
+        self.coordinator.is_some()
+    }
+
+    /// One trainer step: the trainer writes version `version`'s weights (taking `step_time`),
+    /// then the coordinator moves the servers to it.
+    pub async fn step(
+        &self,
+        version: u64,
+        episodes: u64,
+        step_time: Duration,
+    ) -> Result<StepReport, FleetError> {
+        let (Some((w, trainer)), Some(c)) = (&self.weights, &self.coordinator) else {
+            tokio::time::sleep(step_time).await;
+            return Ok(StepReport {
+                version,
+                train: step_time,
+                update: None,
+                failed: Vec::new(),
+            });
+        };
+        let t0 = Instant::now();
+        let step = TrainStep {
+            version,
+            episodes,
+            step_ms: step_time.as_millis().min(u64::MAX as u128) as u64,
+            size: w.size,
+            dir: w.dir.clone(),
+        };
+        let opts = CallOptions::default()
+            .timeout(step_time + Duration::from_secs(600))
+            .request_id(format!("train-step-v{version}"));
+        let _: Trained = trainer.call("train_step", &step, &opts).await?;
+        let train = t0.elapsed();
+        let t1 = Instant::now();
+        let r = c
+            .update(version)
+            .await
+            .map_err(|e| FleetError::Unavailable {
+                what: format!("the weight update to version {version}"),
+                detail: e,
+            })?;
+        Ok(StepReport {
+            version,
+            train,
+            update: Some(t1.elapsed()),
+            failed: r.failed,
+        })
+    }
+
+    /// Supervises the servers every second (restarted or failed ones are loaded at the current
+    /// version before they serve again) until the returned task is aborted.
+    pub fn supervise(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let c = self.coordinator.clone()?;
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                for s in c.recover().await {
+                    tracing::info!(server = %s, "inference server back in the pool");
+                }
+            }
+        }))
+    }
+
+    /// Servers brought back after a failure.
+    pub fn recovered(&self) -> u64 {
+        self.coordinator.as_ref().map_or(0, |c| c.recovered())
+    }
+}
