@@ -20,7 +20,6 @@ use crate::node::resources::NodeResources;
 use crate::node::system;
 use crate::node::{AgentArgs, NodeAgent};
 use crate::scheduler::{Policy, Scheduler, SchedulerConfig};
-use fleet_actors::engine::builtin;
 use fleet_actors::wire::Wire;
 use fleet_actors::{Engine, EngineError, EngineInit, EngineRegistry, FleetError, NodeId};
 use ractor::rpc::CallResult;
@@ -302,7 +301,7 @@ impl Cluster {
             gpus: None,
             port_range: crate::node::ports::DEFAULT_PORT_RANGE,
             labels: BTreeMap::new(),
-            registry: builtin::registry(),
+            registry: crate::weights::trainer::node_registry(),
             cookie: None,
             listen_port: None,
             listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),

@@ -97,7 +97,7 @@ async fn run_joined(args: Args, head: String) -> anyhow::Result<()> {
     let node = JoinedNode::start(JoinConfig {
         name: name.clone(),
         resources: resources.clone(),
-        registry: fleet_actors::engine::builtin::registry(),
+        registry: crate::weights::trainer::node_registry(),
         agents: crate::rollout::AgentRegistry::builtin(),
         run_dir: std::env::temp_dir().join(format!("fleet-node-{}", std::process::id())),
         head: head.clone(),

@@ -36,6 +36,26 @@
 //! ready_timeout = "120s"   # how long the backend may take to answer (a real model: "10m");
 //!                          # applies to `url` too
 //!
+//! [inference]              # optional: a pool of inference servers instead of [backend]; each
+//!                          # worker's proxy routes over the servers on its node (sticky,
+//!                          # least in flight, health-aware)
+//! servers = 4
+//! command = ["fleet", "mock-llm", "--port", "{port}"]
+//! api = "sglang"           # their weight API: "sglang" (also fleet mock-llm) or "vllm"
+//! ready_path = "/health"
+//! ready_timeout = "120s"
+//! max_restarts = 5         # a server that exits is restarted, then loaded at the current version
+//! cpu = 0.0                # per server
+//! gpu = 0
+//!
+//! [weights]                # optional, needs [inference]: real weights move at every version
+//! update = "rolling"       # or "stop_the_world"
+//! k = 1                    # rolling: servers updated at a time
+//! size = "8MiB"            # the simulated trainer's weights file per version
+//! drain_timeout = "30s"    # how long in-flight requests may finish before a server loads
+//! load_timeout = "10m"     # how long one server may take to load
+//! dir = "fleet-weights"    # where the weights files go (relative to the current directory)
+//!
 //! [agent]                  # one of:
 //! builtin = "multi-turn"
 //! # command = ["{python}", "agents/openai_agent.py"]   # cwd: the job file's directory
@@ -154,6 +174,79 @@ pub struct BackendSection {
     pub ready_timeout: Option<String>,
 }
 
+/// The `[inference]` table: a pool of inference servers the rollout workers route over.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceSection {
+    /// How many servers.
+    #[serde(default = "four")]
+    pub servers: u32,
+    /// Their command (`{port}` is each server's port).
+    pub command: Option<Vec<String>>,
+    /// Their weight API: `sglang` (also `fleet mock-llm`) or `vllm`.
+    pub api: Option<String>,
+    /// Readiness path (default `/health`).
+    pub ready_path: Option<String>,
+    /// Readiness deadline (default `120s`).
+    pub ready_timeout: Option<String>,
+    /// Restarts of a server that exits (default 5).
+    pub max_restarts: Option<u32>,
+    /// CPU per server.
+    #[serde(default)]
+    pub cpu: f64,
+    /// GPUs per server.
+    #[serde(default)]
+    pub gpu: u32,
+}
+
+fn four() -> u32 {
+    4
+}
+
+/// The `[weights]` table: how weights move at every version.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsSection {
+    /// `rolling` (default) or `stop_the_world`.
+    pub update: Option<String>,
+    /// Rolling: servers at a time (default 1).
+    pub k: Option<usize>,
+    /// Bytes per version (`8MiB` by default).
+    pub size: Option<String>,
+    /// How long in-flight requests may finish before a server loads (default `30s`).
+    pub drain_timeout: Option<String>,
+    /// How long one server may take to load (default `10m`).
+    pub load_timeout: Option<String>,
+    /// The weights directory (default `fleet-weights`).
+    pub dir: Option<PathBuf>,
+}
+
+/// `8MiB`, `1GiB`, `512KiB`, `1000` (bytes), `4MB` (10^6).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (use e.g. 8MiB, 1GiB, 1000)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// The `[agent]` table.
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -230,6 +323,12 @@ pub struct RolloutJob {
     /// Backend.
     #[serde(default)]
     pub backend: BackendSection,
+    /// A pool of inference servers (instead of one backend per worker).
+    #[serde(default)]
+    pub inference: Option<InferenceSection>,
+    /// Weight updates over the pool.
+    #[serde(default)]
+    pub weights: Option<WeightsSection>,
     /// Agent.
     #[serde(default)]
     pub agent: AgentSection,
@@ -341,6 +440,118 @@ impl RolloutJob {
         Ok(WorkerKind::Rollout(spec))
     }
 
+    /// The inference pool and weight plans (`[inference]`, `[weights]`), if the job has them.
+    pub fn pool_plan(
+        &self,
+        fleet: &str,
+    ) -> Result<
+        Option<(
+            super::updates::PoolPlan,
+            Option<super::updates::WeightsPlan>,
+        )>,
+        String,
+    > {
+        use crate::weights::coordinator::Timeouts;
+        use crate::weights::UpdateMode;
+        let Some(inf) = &self.inference else {
+            if self.weights.is_some() {
+                return Err(
+                    "[weights] needs an [inference] pool: weights move to its servers".into(),
+                );
+            }
+            return Ok(None);
+        };
+        if self.backend.command.is_some() || self.backend.url.is_some() {
+            return Err(
+                "give [inference] (a pool of servers) or [backend] (one per worker), not both"
+                    .into(),
+            );
+        }
+        if inf.servers == 0 {
+            return Err("[inference] servers must be at least 1".into());
+        }
+        let ready_timeout = parse_duration(inf.ready_timeout.as_deref().unwrap_or("120s"))
+            .map_err(|e| format!("[inference] ready_timeout: {e}"))?;
+        let argv = inf.command.clone().unwrap_or_else(|| {
+            ["fleet", "mock-llm", "--port", "{port}"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
+        if argv.is_empty() {
+            return Err("[inference] command is empty".into());
+        }
+        let api: crate::weights::WeightApi = inf
+            .api
+            .as_deref()
+            .unwrap_or("sglang")
+            .parse()
+            .map_err(|e| format!("[inference] api: {e}"))?;
+        let mut spec = HttpServiceSpec::new(Self::expand(&argv, fleet))
+            .ready_when(
+                inf.ready_path.clone().unwrap_or_else(|| "/health".into()),
+                200,
+            )
+            .ready_within(ready_timeout);
+        spec.restart = fleet_actors::RestartPolicy::OnFailure {
+            max_restarts: inf.max_restarts.unwrap_or(5),
+            backoff_ms: 200,
+        };
+        let pool = super::updates::PoolPlan {
+            role: format!("{}-inference", self.role),
+            servers: inf.servers,
+            spec,
+            cpu: inf.cpu,
+            gpu: inf.gpu,
+            api,
+        };
+        let weights = match &self.weights {
+            None => None,
+            Some(w) => {
+                let mode = match w.update.as_deref().unwrap_or("rolling") {
+                    "rolling" => UpdateMode::Rolling {
+                        k: w.k.unwrap_or(1),
+                    },
+                    "stop_the_world" | "stop-the-world" => UpdateMode::StopTheWorld,
+                    other => {
+                        return Err(format!(
+                            "[weights] update = {other:?}: use \"rolling\" or \"stop_the_world\""
+                        ))
+                    }
+                };
+                if w.k == Some(0) {
+                    return Err("[weights] k must be at least 1".into());
+                }
+                let d = |v: &Option<String>, dflt: &str, key: &str| {
+                    parse_duration(v.as_deref().unwrap_or(dflt))
+                        .map_err(|e| format!("[weights] {key}: {e}"))
+                };
+                let dir = w
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("fleet-weights"));
+                let dir = if dir.is_relative() {
+                    std::env::current_dir().map(|c| c.join(&dir)).unwrap_or(dir)
+                } else {
+                    dir
+                };
+                Some(super::updates::WeightsPlan {
+                    role: format!("{}-trainer", self.role),
+                    mode,
+                    size: parse_bytes(w.size.as_deref().unwrap_or("8MiB"))
+                        .map_err(|e| format!("[weights] size: {e}"))?,
+                    dir,
+                    timeouts: Timeouts {
+                        drain: d(&w.drain_timeout, "30s", "drain_timeout")?,
+                        load: d(&w.load_timeout, "10m", "load_timeout")?,
+                        control: Duration::from_secs(10),
+                    },
+                })
+            }
+        };
+        Ok(Some((pool, weights)))
+    }
+
     /// The tasks: `episodes / group_size` of them (rounded up); each runs `group_size` times.
     pub fn tasks(&self) -> Result<Vec<Value>, String> {
         if self.group_size == 0 {
@@ -414,6 +625,7 @@ impl RolloutJob {
         self.config()?;
         self.trainer_step_time()?;
         self.interrupt_grace()?;
+        self.pool_plan("fleet")?;
         if !(0.0..=1.0).contains(&self.min_accepted) {
             return Err(format!(
                 "min_accepted = {} must be between 0 and 1 (a share of the episodes)",

@@ -215,7 +215,9 @@ enum Event {
     Done(EpisodeKey, Episode),
     /// An episode task ended without a result (it cannot, short of a panic).
     Lost(EpisodeKey, String),
-    Trained(u64),
+    Trained(u64, Option<super::updates::StepReport>),
+    /// A trainer step or its weight update failed for good.
+    TrainFailed(u64, String),
 }
 
 impl RolloutJob {
@@ -230,7 +232,8 @@ impl RolloutJob {
         mut opts: RunOptions,
     ) -> Result<JobReport, FleetError> {
         let bad = |e: String| FleetError::bad_request("the rollout job", e);
-        let kinds = self.worker_kind(fleet).map_err(bad)?;
+        let mut kinds = self.worker_kind(fleet).map_err(bad)?;
+        let pool_plan = self.pool_plan(fleet).map_err(bad)?;
         let tasks = self.tasks().map_err(bad)?;
         let config = self.config().map_err(bad)?;
         let step_time = self.trainer_step_time().map_err(bad)?;
@@ -288,6 +291,38 @@ impl RolloutJob {
             ));
         }
 
+        // The inference pool (and trainer) first: the rollout workers' proxies route over it.
+        let mut plan = None;
+        if let Some((pool, weights)) = pool_plan {
+            let roles = [pool.role.clone()]
+                .into_iter()
+                .chain(weights.iter().map(|w| w.role.clone()))
+                .collect::<Vec<_>>();
+            opts.progress.message(&format!(
+                "starting {} inference servers{}",
+                pool.servers,
+                weights.as_ref().map_or(String::new(), |w| format!(
+                    " and the trainer ({} of weights per version, {} updates)",
+                    human_bytes(w.size),
+                    w.mode
+                ))
+            ));
+            match super::updates::Plan::start(scheduler, pool, weights, ready_within).await {
+                Ok(p) => {
+                    if let fleet_actors::WorkerKind::Rollout(spec) = &mut kinds {
+                        spec.backend = fleet_actors::Backend::Pool(p.servers.clone());
+                    }
+                    plan = Some(p);
+                }
+                Err(e) => {
+                    for r in &roles {
+                        let _ = scheduler.delete_workers(Some(r), false).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let plan_roles = plan.as_ref().map(|p| p.roles.clone()).unwrap_or_default();
         let spec = SchedulingSpec::default()
             .cpu(self.workers.cpu)
             .gpu(self.workers.gpu)
@@ -295,7 +330,12 @@ impl RolloutJob {
         let job = Job::new(self.role.clone(), self.workers.replicas)
             .kind(kinds)
             .spec(spec);
-        scheduler.create_workers(job).await?;
+        if let Err(e) = scheduler.create_workers(job).await {
+            for r in &plan_roles {
+                let _ = scheduler.delete_workers(Some(r), false).await;
+            }
+            return Err(e);
+        }
         let result = async {
             if let Some(stop) = wait_ready(scheduler, &self.role, ready_within, &mut opts).await? {
                 report.ending = Ending::Interrupted(stop);
@@ -309,8 +349,17 @@ impl RolloutJob {
                 start_version,
             )
             .await?;
+            let plan = match plan.take() {
+                Some(mut p) => {
+                    p.attach(scheduler, &ctl, start_version).await?;
+                    Some(Arc::new(p))
+                }
+                None => None,
+            };
+            let supervisor = plan.as_ref().and_then(|p| p.supervise());
             let r = drive(
                 &ctl,
+                plan.clone(),
                 pending,
                 config.batch_size,
                 step_time,
@@ -320,6 +369,9 @@ impl RolloutJob {
                 &mut opts,
             )
             .await;
+            if let Some(s) = supervisor {
+                s.abort();
+            }
             let stats = ctl.stats();
             report.requeued = stats.requeued.values().sum();
             report.stats = Some(stats);
@@ -328,6 +380,11 @@ impl RolloutJob {
         .await;
         let synced = output.sync();
         let deleted = scheduler.delete_workers(Some(&self.role), false).await;
+        for r in &plan_roles {
+            if let Err(e) = scheduler.delete_workers(Some(r), false).await {
+                tracing::warn!(role = %r, error = %e, "could not delete the job's workers");
+            }
+        }
         report.elapsed = t0.elapsed();
         result?;
         synced.map_err(|e| FleetError::bad_request("the rollout job's output", e))?;
@@ -523,6 +580,7 @@ async fn failure_reason(
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     ctl: &RolloutController,
+    plan: Option<Arc<super::updates::Plan>>,
     pending: Vec<(EpisodeKey, Value)>,
     batch_size: u64,
     step_time: Duration,
@@ -602,9 +660,27 @@ async fn drive(
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
                 match ev {
-                    Event::Trained(v) => {
+                    Event::TrainFailed(v, why) => {
+                        training = false;
+                        if aborted.is_none() {
+                            aborted = Some(format!("the trainer's step to version {v} failed: {why}"));
+                            cancel_now = true;
+                        }
+                    }
+                    Event::Trained(v, step) => {
                         training = false;
                         state.version = v;
+                        if let Some(r) = step.as_ref().filter(|r| r.update.is_some()) {
+                            let mut line = format!(
+                                "version {v}: trained in {:.2?}, weights on the servers in {:.2?}",
+                                r.train,
+                                r.update.unwrap_or_default()
+                            );
+                            if !r.failed.is_empty() {
+                                line.push_str(&format!(" ({} server(s) failed and are being brought back: {})", r.failed.len(), r.failed.join("; ")));
+                            }
+                            opts.progress.message(&line);
+                        }
                         tally.output.sync().map_err(|e| FleetError::bad_request("the rollout job's output", e))?;
                         // Pushing the version to the proxies must not hold up the loop: a hung
                         // worker's push waits for its deadline (the controller holds that worker
@@ -694,9 +770,19 @@ async fn drive(
             training = true;
             let v = state.version + 1;
             let tx = events_tx.clone();
+            let plan = plan.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(step_time).await;
-                let _ = tx.send(Event::Trained(v));
+                let ev = match plan {
+                    Some(p) => match p.step(v, batch_size, step_time).await {
+                        Ok(r) => Event::Trained(v, Some(r)),
+                        Err(e) => Event::TrainFailed(v, e.to_string()),
+                    },
+                    None => {
+                        tokio::time::sleep(step_time).await;
+                        Event::Trained(v, None)
+                    }
+                };
+                let _ = tx.send(ev);
             });
         }
         if cancel_now && !cancelled {
@@ -718,4 +804,20 @@ async fn drive(
         tally.report.ending = Ending::Aborted(why);
     }
     Ok(())
+}
+
+/// `8.0 MiB`, `1.0 GiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut x = n as f64;
+    let mut i = 0;
+    while x >= 1024.0 && i + 1 < UNITS.len() {
+        x /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{x:.1} {}", UNITS[i])
+    }
 }
