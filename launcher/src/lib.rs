@@ -25,3 +25,4 @@ pub mod http_launcher;
 pub mod mock_llm;
 pub mod process;
 pub mod proxy;
+pub mod router;

@@ -9,6 +9,11 @@
 //! are configurable, and `GET /stats` exposes counters (requests, streams started, completed,
 //! cancelled) through which tests observe what reached the backend.
 //!
+//! It also serves SGLang's and vLLM's weight-update and pause routes (see `control`): its
+//! outputs are a deterministic function of the weights file it loaded, and every answer's
+//! `system_fingerprint` names that file's version (`fleet-mock-v<N>-<hash>`), so a test can
+//! check that each recorded turn's version is the version of the weights that generated it.
+//!
 //! Real deployments point `fleet proxy --backend` at vLLM or SGLang instead.
 //!
 //! ```no_run
@@ -20,11 +25,14 @@
 //! ```
 
 mod config;
+mod control;
+mod gate;
 mod request;
 mod respond;
 mod server;
 mod stats;
 pub mod tokenizer;
+pub mod weights;
 
 pub use config::{FailMode, MockConfig, MockError};
 pub use server::{serve, MockHandle};

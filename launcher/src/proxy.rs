@@ -49,6 +49,8 @@ mod upstream;
 pub mod bench;
 
 pub use config::{ProxyConfig, MIN_REMOTE_KEY_LEN};
+pub(crate) use config::BackendUrl;
+pub(crate) use upstream::{SendFailure, Upstream};
 pub use errors::BACKEND_ERROR_HEADER;
 pub use errors::{ApiError, ProxyError};
 pub use export::{discount_rewards, Trajectory, TurnExport};

@@ -55,6 +55,12 @@ pub struct MockConfig {
     pub model: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Longest a generation request is held while the mock is paused (503 after it).
+    pub hold_timeout: Duration,
+    /// A weights file loaded at start (see `weights`); `None`: the initial weights.
+    pub weights: Option<std::path::PathBuf>,
+    /// The version of the weights at start (default: from the file name, else 0).
+    pub weight_version: Option<u64>,
 }
 
 impl Default for MockConfig {
@@ -71,6 +77,9 @@ impl Default for MockConfig {
             max_tokens_limit: 4096,
             model: "fleet-mock".into(),
             max_body_bytes: 32 * 1024 * 1024,
+            hold_timeout: Duration::from_secs(600),
+            weights: None,
+            weight_version: None,
         }
     }
 }
@@ -131,4 +140,7 @@ pub enum MockError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The `--weights` file could not be loaded.
+    #[error("cannot load the initial weights: {0}")]
+    Weights(#[from] super::weights::WeightsError),
 }

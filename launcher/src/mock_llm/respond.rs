@@ -72,8 +72,15 @@ fn usage(p: &Parsed, completion_tokens: usize) -> Value {
     })
 }
 
-/// A whole (non-streamed) answer with one choice per entry of `choices`.
-pub(crate) fn whole(p: &Parsed, id: &str, choices: &[Vec<Sampled>]) -> Value {
+/// A whole (non-streamed) answer with one choice per entry of `choices`, finished with
+/// `finish` (`None`: the usual reason) and carrying `fingerprint` as `system_fingerprint`.
+pub(crate) fn whole(
+    p: &Parsed,
+    id: &str,
+    choices: &[Vec<Sampled>],
+    finish: Option<&str>,
+    fingerprint: &str,
+) -> Value {
     let mut total = 0;
     let rendered: Vec<Value> = choices
         .iter()
@@ -109,7 +116,10 @@ pub(crate) fn whole(p: &Parsed, id: &str, choices: &[Vec<Sampled>]) -> Value {
                     }
                 }
             }
-            c.insert("finish_reason".into(), json!(finish_reason(p)));
+            c.insert(
+                "finish_reason".into(),
+                json!(finish.unwrap_or(finish_reason(p))),
+            );
             if p.token_ids {
                 c.insert(
                     "token_ids".into(),
@@ -126,6 +136,7 @@ pub(crate) fn whole(p: &Parsed, id: &str, choices: &[Vec<Sampled>]) -> Value {
         "model": p.model,
         "choices": rendered,
         "usage": usage(p, total),
+        "system_fingerprint": fingerprint,
     });
     if p.token_ids && p.kind == Kind::Chat {
         out["prompt_token_ids"] = json!(p.prompt_ids);
@@ -138,6 +149,8 @@ pub(crate) struct Chunks<'a> {
     pub(crate) p: &'a Parsed,
     pub(crate) id: &'a str,
     pub(crate) created: u64,
+    /// `system_fingerprint` of every chunk: the weights that generate this stream.
+    pub(crate) fingerprint: &'a str,
 }
 
 impl Chunks<'_> {
@@ -148,6 +161,7 @@ impl Chunks<'_> {
             "created": self.created,
             "model": self.p.model,
             "choices": choices,
+            "system_fingerprint": self.fingerprint,
         })
     }
 
@@ -201,14 +215,15 @@ impl Chunks<'_> {
         self.envelope(json!([Value::Object(c)]))
     }
 
-    /// The chunk with the finish reason.
-    pub(crate) fn finish(&self) -> Value {
+    /// The chunk with the finish reason (`None`: the usual one).
+    pub(crate) fn finish(&self, reason: Option<&str>) -> Value {
+        let reason = reason.unwrap_or(finish_reason(self.p));
         let choice = match self.p.kind {
             Kind::Chat => {
-                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason(self.p)})
+                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason})
             }
             Kind::Completion => {
-                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason(self.p)})
+                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": reason})
             }
         };
         self.envelope(json!([choice]))

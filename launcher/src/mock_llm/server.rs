@@ -4,6 +4,10 @@
 //! pause and every send against the channel closing: when the client goes away, hyper drops
 //! the response body, the channel closes, and the task stops at once and counts the stream as
 //! cancelled. That counter is what tests read to see that a proxy really cancelled upstream.
+//!
+//! Every generation passes the `gate` (pause/continue, in-flight count, aborts) after its
+//! request was read and before it generates, and generates with the weights it was admitted
+//! under; the weight and pause routes themselves are in `control`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +22,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::config::{FailMode, MockConfig, MockError};
+use super::control;
+use super::gate::{Gate, Generating};
+use super::weights::{self, Weights};
 use super::request::{self, Kind, Parsed};
 use super::respond::{self, Chunks};
 use super::stats::{Counter, MockStats, StatsSnapshot};
@@ -71,11 +78,21 @@ struct Mock {
     config: MockConfig,
     stats: Arc<MockStats>,
     next_request: AtomicU64,
+    gate: Arc<Gate>,
 }
 
 /// Validates `config`, binds, and serves the mock in background tasks.
 pub async fn serve(config: MockConfig) -> Result<MockHandle, MockError> {
     config.validate()?;
+    let initial = match config.weights.clone() {
+        Some(path) => {
+            let version = config.weight_version;
+            tokio::task::spawn_blocking(move || weights::load(&path, version))
+                .await
+                .map_err(|e| MockError::BadConfig(format!("loading the weights failed: {e}")))??
+        }
+        None => Weights::initial(config.weight_version.unwrap_or(0)),
+    };
     let listener = TcpListener::bind(config.bind)
         .await
         .map_err(|source| MockError::Bind {
@@ -87,11 +104,12 @@ pub async fn serve(config: MockConfig) -> Result<MockHandle, MockError> {
         source,
     })?;
     let stats = Arc::new(MockStats::default());
-    tracing::info!(%addr, seed = config.seed, "mock-llm listening");
+    tracing::info!(%addr, seed = config.seed, weights = %initial.fingerprint(), "mock-llm listening");
     let mock = Arc::new(Mock {
         config,
         stats: Arc::clone(&stats),
         next_request: AtomicU64::new(0),
+        gate: Arc::new(Gate::new(initial)),
     });
     let listener = Listener::spawn("mock-llm", listener, move |req, _peer| {
         let mock = Arc::clone(&mock);
@@ -121,10 +139,32 @@ async fn handle(mock: Arc<Mock>, req: Request<Incoming>) -> Result<Response<Body
                 "id": mock.config.model, "object": "model", "created": 0, "owned_by": "fleet-mock"
             }]}),
         )),
-        (&Method::GET, "/stats") => Ok(json_response(
-            StatusCode::OK,
-            &serde_json::to_value(mock.stats.snapshot()).unwrap_or(Value::Null),
-        )),
+        (&Method::GET, "/stats") => {
+            let mut v = serde_json::to_value(mock.stats.snapshot()).unwrap_or(Value::Null);
+            let gate = mock.gate.state();
+            let w = mock.gate.weights();
+            v["paused"] = json!(gate.paused);
+            v["in_flight"] = json!(gate.in_flight);
+            v["weight_version"] = json!(w.version.to_string());
+            v["system_fingerprint"] = json!(w.fingerprint());
+            Ok(json_response(StatusCode::OK, &v))
+        }
+        (&Method::POST, "/update_weights_from_disk") => Ok(control::update_weights_from_disk(
+            Arc::clone(&mock.gate),
+            req,
+        )
+        .await),
+        (&Method::GET, "/get_weight_version") => Ok(control::get_weight_version(&mock.gate)),
+        (&Method::POST, "/pause_generation") => {
+            Ok(control::pause_generation(Arc::clone(&mock.gate), req).await)
+        }
+        (&Method::POST, "/continue_generation") => Ok(control::continue_generation(&mock.gate)),
+        (&Method::POST, "/pause") => {
+            let query = req.uri().query().map(str::to_string);
+            Ok(control::vllm_pause(Arc::clone(&mock.gate), query.as_deref()).await)
+        }
+        (&Method::POST, "/resume") => Ok(control::vllm_resume(&mock.gate)),
+        (&Method::GET, "/is_paused") => Ok(control::vllm_is_paused(&mock.gate)),
         (&Method::POST, "/v1/chat/completions") => completion(mock, req, Kind::Chat).await,
         (&Method::POST, "/v1/completions") => completion(mock, req, Kind::Completion).await,
         (m, p) => Ok(error(
@@ -183,10 +223,26 @@ async fn completion(
             ));
         }
     }
-    let parsed = match request::parse(kind, &body, &mock.config) {
+    let mut parsed = match request::parse(kind, &body, &mock.config) {
         Ok(p) => p,
         Err(msg) => return Ok(error(StatusCode::BAD_REQUEST, "invalid_request_error", msg)),
     };
+    // Held while paused; from here on the request's weights (and so its version) are fixed.
+    let generating = match mock.gate.admit(mock.config.hold_timeout).await {
+        Ok(g) => g,
+        Err(held) => {
+            return Ok(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                format!(
+                    "generation is paused and did not continue within {:?} (mock-llm --hold-timeout-secs)",
+                    held.0
+                ),
+            ))
+        }
+    };
+    // The outputs are a function of the weights file, the seed and the request.
+    parsed.seed ^= generating.weights.seed();
     let prefix = if kind == Kind::Chat {
         "chatcmpl"
     } else {
@@ -194,9 +250,9 @@ async fn completion(
     };
     let id = format!("{prefix}-mock-{n}");
     if parsed.stream {
-        Ok(stream(mock, parsed, id))
+        Ok(stream(mock, parsed, id, generating))
     } else {
-        Ok(whole(mock, parsed, id).await)
+        Ok(whole(mock, parsed, id, generating).await)
     }
 }
 
@@ -211,28 +267,44 @@ impl Drop for Abandoned<'_> {
     }
 }
 
-async fn whole(mock: Arc<Mock>, p: Parsed, id: String) -> Response<Body> {
+async fn whole(mock: Arc<Mock>, p: Parsed, id: String, mut g: Generating) -> Response<Body> {
     let mut guard = Abandoned(&mock.stats, true);
     let top = p.top_logprobs;
-    let choices: Vec<_> = (0..p.n)
+    let mut choices: Vec<_> = (0..p.n)
         .map(|c| sample(p.seed, &p.prompt_ids, c, p.max_tokens, top))
         .collect();
     let wait = mock.config.first_token_delay() + mock.config.token_delay() * p.max_tokens as u32;
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
+    let mut aborted = g.is_aborted();
+    if !wait.is_zero() && !aborted {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = g.aborted() => aborted = true,
+        }
     }
-    let body = respond::whole(&p, &id, &choices);
+    if aborted {
+        // Ended by a pause in abort mode: no output, as SGLang and vLLM answer an abort.
+        choices.iter_mut().for_each(Vec::clear);
+    }
+    let fingerprint = g.weights.fingerprint();
+    let body = respond::whole(
+        &p,
+        &id,
+        &choices,
+        aborted.then_some("abort"),
+        &fingerprint,
+    );
+    drop(g);
     guard.1 = false;
     mock.stats.bump(Counter::Completed);
     json_response(StatusCode::OK, &body)
 }
 
-fn stream(mock: Arc<Mock>, p: Parsed, id: String) -> Response<Body> {
+fn stream(mock: Arc<Mock>, p: Parsed, id: String, mut g: Generating) -> Response<Body> {
     let (tx, rx) = mpsc::channel(8);
     mock.stats.bump(Counter::StreamsStarted);
     tokio::spawn(async move {
         let stats = Arc::clone(&mock.stats);
-        match generate(&mock.config, &p, &id, &tx).await {
+        match generate(&mock.config, &p, &id, &tx, &mut g).await {
             Ok(()) => stats.bump(Counter::StreamsCompleted),
             Err(Gone) => {
                 tracing::debug!(%id, "client went away; stream cancelled");
@@ -251,28 +323,39 @@ async fn generate(
     p: &Parsed,
     id: &str,
     tx: &mpsc::Sender<Bytes>,
+    g: &mut Generating,
 ) -> Result<(), Gone> {
+    let fingerprint = g.weights.fingerprint();
     let chunks = Chunks {
         p,
         id,
         created: respond::now_secs(),
+        fingerprint: &fingerprint,
     };
     let tokens = sample(p.seed, &p.prompt_ids, 0, p.max_tokens, p.top_logprobs);
     if let Some(open) = chunks.opening() {
         send(tx, &open).await?;
     }
-    pause(tx, config.first_token_delay()).await?;
+    let mut aborted = pause(tx, config.first_token_delay(), g).await?;
     let delay = config.token_delay();
     let mut offset = 0;
+    let mut sent = 0;
     for (i, t) in tokens.iter().enumerate() {
+        if aborted {
+            break;
+        }
         if i > 0 {
-            pause(tx, delay).await?;
+            aborted = pause(tx, delay, g).await?;
+            if aborted {
+                break;
+            }
         }
         send(tx, &chunks.token(i, t, offset)).await?;
         offset += t.text.len();
+        sent += 1;
     }
-    send(tx, &chunks.finish()).await?;
-    if let Some(u) = chunks.usage(tokens.len()) {
+    send(tx, &chunks.finish(aborted.then_some("abort"))).await?;
+    if let Some(u) = chunks.usage(sent) {
         send(tx, &u).await?;
     }
     send_raw(tx, Bytes::from_static(b"data: [DONE]\n\n")).await
@@ -291,13 +374,19 @@ async fn send_raw(tx: &mpsc::Sender<Bytes>, b: Bytes) -> Result<(), Gone> {
     tx.send(b).await.map_err(|_| Gone)
 }
 
-/// Waits `d`, or returns early with `Gone` if the client leaves meanwhile.
-async fn pause(tx: &mpsc::Sender<Bytes>, d: Duration) -> Result<(), Gone> {
+/// Waits `d`, or returns early with `Gone` if the client leaves meanwhile, or with `true` if
+/// the request is aborted meanwhile.
+async fn pause(tx: &mpsc::Sender<Bytes>, d: Duration, g: &mut Generating) -> Result<bool, Gone> {
     if d.is_zero() {
-        return if tx.is_closed() { Err(Gone) } else { Ok(()) };
+        return if tx.is_closed() {
+            Err(Gone)
+        } else {
+            Ok(g.is_aborted())
+        };
     }
     tokio::select! {
         _ = tx.closed() => Err(Gone),
-        _ = tokio::time::sleep(d) => Ok(()),
+        _ = g.aborted() => Ok(true),
+        _ = tokio::time::sleep(d) => Ok(false),
     }
 }

@@ -75,6 +75,15 @@ pub struct ProxyConfig {
     /// Ask the backend for token ids with vLLM's `"return_token_ids": true` (turn off for a
     /// backend that rejects unknown fields; the proxy then records what it can and flags it).
     pub request_token_ids: bool,
+    /// More inference servers of the same role, after `backend`. With any (or with
+    /// `router`), every request goes through the router (`crate::router`).
+    pub more_backends: Vec<String>,
+    /// Use the router even with one backend (so that `/router/*` can drive it).
+    pub router: bool,
+    /// Longest a request waits in the router for a server to become available (503 after).
+    pub router_wait_timeout: Duration,
+    /// Consecutive failures (connect errors, timeouts, 5xx) that open a server's breaker.
+    pub breaker_threshold: u32,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -94,6 +103,8 @@ impl std::fmt::Debug for ProxyConfig {
             .field("session_idle_timeout", &self.session_idle_timeout)
             .field("backend_timeout", &self.backend_timeout)
             .field("export_timeout", &self.export_timeout)
+            .field("more_backends", &self.more_backends)
+            .field("router", &self.router)
             .finish_non_exhaustive()
     }
 }
@@ -117,13 +128,31 @@ impl ProxyConfig {
             export_timeout: Duration::from_secs(3600),
             body_read_timeout: Duration::from_secs(30),
             request_token_ids: true,
+            more_backends: Vec::new(),
+            router: false,
+            router_wait_timeout: Duration::from_secs(600),
+            breaker_threshold: 3,
         }
+    }
+
+    /// Whether requests go through the router.
+    pub fn uses_router(&self) -> bool {
+        self.router || !self.more_backends.is_empty()
+    }
+
+    /// Every backend, parsed (the router's servers).
+    pub(crate) fn all_backends(&self) -> Result<Vec<BackendUrl>, ProxyError> {
+        std::iter::once(&self.backend)
+            .chain(self.more_backends.iter())
+            .map(|u| BackendUrl::parse(u))
+            .collect()
     }
 
     /// Checks limits and the admin key against the bind address; returns the parsed backend
     /// and the admin key to use (random when none is configured).
     pub(crate) fn validate(&self) -> Result<(BackendUrl, AdminKey), ProxyError> {
         let backend = BackendUrl::parse(&self.backend)?;
+        self.all_backends()?;
         for (name, value) in [
             ("max_body_bytes", self.max_body_bytes),
             ("max_sessions", self.max_sessions),
@@ -139,6 +168,7 @@ impl ProxyConfig {
             ("backend_connect_timeout", self.backend_connect_timeout),
             ("export_timeout", self.export_timeout),
             ("body_read_timeout", self.body_read_timeout),
+            ("router_wait_timeout", self.router_wait_timeout),
         ] {
             if value.is_zero() {
                 return Err(ProxyError::BadConfig(format!("{name} must be positive")));

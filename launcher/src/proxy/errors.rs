@@ -127,6 +127,22 @@ pub enum ApiError {
     /// The backend did not answer within the deadline.
     #[error("inference backend did not answer within {0:?}")]
     BackendTimeout(Duration),
+    /// The router found no server to take the request within the request's deadline.
+    #[error("no inference server available after waiting {waited:?}: {servers}; restore or resume a server (POST /router/restore, /router/resume_all) or lower /router/min_version")]
+    NoServerAvailable {
+        /// How long the request waited.
+        waited: Duration,
+        /// Each server's state.
+        servers: String,
+    },
+    /// A `/router/*` route named a server the router does not have.
+    #[error("the router has no server {url}; its servers: {known}")]
+    UnknownServer {
+        /// The URL given.
+        url: String,
+        /// The router's servers.
+        known: String,
+    },
     /// `export_trajectories` waited its whole deadline and the session is still running.
     #[error("session {session} still running after waiting {waited:?}; export again later")]
     ExportTimeout {
@@ -148,6 +164,8 @@ impl ApiError {
             MissingKey | WrongKey => StatusCode::UNAUTHORIZED,
             NeedsAdmin { .. } | NeedsSession { .. } => StatusCode::FORBIDDEN,
             UnknownSession(_) | UnknownInteraction { .. } | NoRoute { .. } => StatusCode::NOT_FOUND,
+            UnknownServer { .. } => StatusCode::NOT_FOUND,
+            NoServerAvailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             SessionEnded(_) => StatusCode::GONE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             NoCapacity | TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -167,6 +185,8 @@ impl ApiError {
             MissingKey | WrongKey => "authentication_error",
             NeedsAdmin { .. } | NeedsSession { .. } => "permission_error",
             UnknownSession(_) | UnknownInteraction { .. } | NoRoute { .. } => "not_found_error",
+            UnknownServer { .. } => "not_found_error",
+            NoServerAvailable { .. } => "no_server_available",
             SessionEnded(_) => "session_ended",
             BodyTooLarge { .. } => "request_too_large",
             NoCapacity => "no_capacity",

@@ -93,6 +93,9 @@ pub struct TurnExport {
     pub finish_reason: Option<String>,
     /// The model the backend reported.
     pub model: Option<String>,
+    /// The backend's `system_fingerprint` for this turn (null if it sent none); with
+    /// `fleet mock-llm`, `fleet-mock-v<N>-<hash>` names the weights that generated it.
+    pub system_fingerprint: Option<String>,
     /// Fields the backend did not return: `prompt_token_ids`, `output_token_ids`, `logprobs`.
     pub missing: Vec<&'static str>,
 }
@@ -196,6 +199,7 @@ fn export_turn(t: Turn, reward: f64) -> TurnExport {
         response: rec.response,
         finish_reason: rec.finish_reason,
         model: rec.model,
+        system_fingerprint: rec.system_fingerprint,
         missing,
     }
 }
@@ -227,6 +231,7 @@ mod tests {
                 n_choices: 1,
                 finish_reason: None,
                 model: None,
+                system_fingerprint: None,
                 status: TurnStatus::Complete,
                 notes: Vec::new(),
             },

@@ -7,6 +7,11 @@
 //! `data: [DONE]`, so a reward sent right after the stream always finds its turn. If the client
 //! goes away, the response body is dropped, the task sees its channel close, and drops the
 //! backend's body, which closes that backend connection: the backend cancels the generation.
+//!
+//! With a router (several backends), the server is picked after the turn is begun and the
+//! turn records that server's version; the lease on the server is held until the answer is
+//! read whole or the stream ends, so the server's in-flight count is exact for `drain`. A
+//! request that failed before anything was sent goes to another server; once sent, never.
 
 use std::sync::Arc;
 
@@ -23,7 +28,8 @@ use super::openai::{self, Accumulator, Additions, Prepared, Stripped};
 use super::server::State;
 use super::sessions::{Endpoint, TurnGuard, TurnStatus};
 use super::sse;
-use super::upstream::error_chain;
+use super::upstream::{error_chain, Upstream};
+use crate::router::Lease;
 
 /// Response header carrying the turn's interaction id (for `/rl/set_reward`).
 pub const INTERACTION_HEADER: &str = "x-fleet-interaction-id";
@@ -52,20 +58,56 @@ pub(crate) async fn completion(
         usage: true,
     };
     let mut prepared = openai::prepare(endpoint, &body, add)?;
-    let turn = state.store.begin_turn(session, prepared.fingerprint)?;
+    let mut turn = state.store.begin_turn(session, prepared.fingerprint)?;
+    // With a router: the server, and so the version the turn records, is picked now.
+    let mut lease = match &state.router {
+        Some(r) => {
+            let l = r.pick(session).await?;
+            turn.version = l.version;
+            Some(l)
+        }
+        None => None,
+    };
+    let mut tried: Vec<u64> = Vec::new();
     let mut notes = Vec::new();
     // A backend may refuse a field the proxy added (SGLang: `return_token_ids` on a stream;
     // llama.cpp: logprobs with tools on a stream): send the agent's request again without it,
     // at most once per kind of field, and say so on the turn.
     let resp = loop {
-        let resp = state
-            .upstream
-            .post_json(endpoint.path(), prepared.body.clone())
-            .await?;
+        let resp = match lease.as_mut() {
+            None => {
+                state
+                    .upstream
+                    .post_json(endpoint.path(), prepared.body.clone())
+                    .await?
+            }
+            Some(l) => match l.post_json(endpoint.path(), prepared.body.clone()).await {
+                Ok(r) => r,
+                Err(f) => {
+                    // Nothing was sent: another server may take it (each server once).
+                    if f.unsent {
+                        tried.push(l.id());
+                        let other = state
+                            .router
+                            .as_ref()
+                            .and_then(|r| r.pick_other(session, &tried));
+                        if let Some(next) = other {
+                            tracing::info!(interaction = %turn.id, error = %f.error,
+                                "server unreachable before the request was sent; sending it to another");
+                            turn.version = next.version;
+                            *l = next;
+                            continue;
+                        }
+                    }
+                    return Err(f.error);
+                }
+            },
+        };
         if resp.status().is_success() {
             break resp;
         }
-        let err = state.upstream.error_from(resp).await;
+        let up = lease.as_ref().map_or(&state.upstream, |l| &l.upstream);
+        let err = up.error_from(resp).await;
         let refused = match &err {
             ApiError::BackendRejected { body, .. } => {
                 openai::refused_additions(&prepared, &String::from_utf8_lossy(body))
@@ -113,9 +155,12 @@ pub(crate) async fn completion(
         })
         .flatten();
     let mut out = if prepared.stream && is_sse {
-        stream(state, prepared, turn, resp.into_body())
+        stream(state, prepared, turn, resp.into_body(), lease)
     } else {
-        whole(state, prepared, turn, resp.into_body()).await?
+        let up = lease.as_ref().map_or(&state.upstream, |l| &l.upstream);
+        let out = whole(state, up, prepared, turn, resp.into_body()).await?;
+        drop(lease);
+        out
     };
     if let Some(id) = interaction {
         out.headers_mut().insert(INTERACTION_HEADER, id);
@@ -128,11 +173,12 @@ pub(crate) async fn completion(
 
 async fn whole(
     state: &Arc<State>,
+    upstream: &Upstream,
     prepared: Prepared,
     turn: TurnGuard,
     body: Incoming,
 ) -> Result<Response<Body>, ApiError> {
-    let bytes = state.upstream.read_body(body, MAX_ANSWER_BYTES).await?;
+    let bytes = upstream.read_body(body, MAX_ANSWER_BYTES).await?;
     let mut value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BackendInvalid(format!(
             "the answer is not JSON ({e}); is --backend an OpenAI-compatible server?"
@@ -155,10 +201,11 @@ fn stream(
     prepared: Prepared,
     turn: TurnGuard,
     body: Incoming,
+    lease: Option<Lease>,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let state = Arc::clone(state);
-    tokio::spawn(pump(state, prepared, turn, body, tx));
+    tokio::spawn(pump(state, prepared, turn, body, tx, lease));
     sse_response(rx)
 }
 
@@ -178,10 +225,12 @@ async fn pump(
     turn: TurnGuard,
     mut body: Incoming,
     tx: mpsc::Sender<Bytes>,
+    lease: Option<Lease>,
 ) {
     use http_body_util::BodyExt;
     let endpoint = prepared.endpoint;
-    let idle = state.upstream.timeout();
+    let up = lease.as_ref().map_or(&state.upstream, |l| &l.upstream);
+    let idle = up.timeout();
     let mut turn = Some(turn);
     let mut acc = Accumulator::default();
     let mut splitter = sse::Splitter::new(MAX_EVENT_BYTES);
@@ -195,7 +244,7 @@ async fn pump(
             Ok(None) => break Ending::Finished,
             Ok(Some(Err(e))) => {
                 break Ending::Broken(ApiError::BackendUnreachable {
-                    backend: state.upstream.root().to_string(),
+                    backend: up.root().to_string(),
                     detail: format!("the stream broke: {}", error_chain(&e)),
                 })
             }
@@ -245,8 +294,9 @@ async fn pump(
         }
     };
     // Dropping the body here, before anything else, closes the backend connection if the
-    // stream was not finished: that is the cancellation.
+    // stream was not finished: that is the cancellation. The server's lease ends with it.
     drop(body);
+    drop(lease);
     let Some(t) = turn.take() else { return };
     let status = match &ending {
         Ending::Finished if acc.has_output() => TurnStatus::Complete,

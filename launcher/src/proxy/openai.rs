@@ -280,6 +280,7 @@ struct ChoiceAcc {
 pub(crate) struct Accumulator {
     prompt_ids: Option<Vec<u32>>,
     model: Option<String>,
+    system_fingerprint: Option<String>,
     completion_tokens: Option<u64>,
     choices: BTreeMap<u32, ChoiceAcc>,
     /// A stream event carried an `error` object (vLLM and SGLang report a failure mid-stream
@@ -360,6 +361,11 @@ impl Accumulator {
                 self.model = Some(m.clone());
             }
         }
+        if let Some(Value::String(f)) = v.get("system_fingerprint") {
+            if self.system_fingerprint.is_none() {
+                self.system_fingerprint = Some(f.clone());
+            }
+        }
         if let Some(n) = v
             .get("usage")
             .and_then(|u| u.get("completion_tokens"))
@@ -424,6 +430,7 @@ impl Accumulator {
                 n_choices,
                 finish_reason,
                 model: self.model.clone(),
+                system_fingerprint: self.system_fingerprint.clone(),
                 status,
                 notes: notes.clone(),
             });

@@ -13,6 +13,10 @@
 //! | `GET /v1/models` | any | | the backend's answer |
 //! | `POST /rl/set_reward` | session | `{interaction_id? or turn?, reward}` (neither: the last turn), or `{rewards: [r0, r1, ...]}` one per turn | `{interaction_id, reward}` or `{interaction_ids, rewards}` |
 //! | `POST /rl/end_session` | session | | `{session_id, turns}`; 410 afterwards |
+//! | `GET, POST /router/...` | admin | see `crate::router` (`admin`) | with a router only; 404 without |
+//!
+//! With a router, `/health` reports every server instead of probing one backend (200 unless
+//! every server is `failed`), and `/stats` adds the same list under `router`.
 //!
 //! The key is checked before the body is read, so an unauthenticated client cannot make the
 //! proxy buffer anything.
@@ -65,8 +69,11 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::GET, "/health/live") => Ok(ok(json!({ "status": "ok" }))),
         (&Method::GET, "/stats") => {
             caller(state, &req)?;
-            let v = serde_json::to_value(state.store.stats())
+            let mut v = serde_json::to_value(state.store.stats())
                 .map_err(|e| ApiError::BadRequest(format!("cannot encode the stats: {e}")))?;
+            if let Some(r) = &state.router {
+                v["router"] = r.snapshot();
+            }
             Ok(ok(v))
         }
         (&Method::POST, "/grant_capacity") => {
@@ -126,6 +133,9 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 None => state.config.export_timeout,
             };
             let t = state.store.export(&b.session_id, discount, wait).await?;
+            if let Some(r) = &state.router {
+                r.forget_session(&b.session_id);
+            }
             tracing::info!(session = %t.session_id, turns = t.turns.len(), "trajectory exported");
             let v = serde_json::to_value(&t)
                 .map_err(|e| ApiError::BadRequest(format!("cannot encode the trajectory: {e}")))?;
@@ -150,12 +160,13 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         }
         (&Method::GET, "/v1/models") => {
             caller(state, &req)?;
-            let resp = state
-                .upstream
-                .get("/v1/models", state.upstream.timeout())
-                .await?;
+            let up = match &state.router {
+                Some(r) => r.any_upstream().unwrap_or_else(|| state.upstream.clone()),
+                None => state.upstream.clone(),
+            };
+            let resp = up.get("/v1/models", up.timeout()).await?;
             let status = resp.status();
-            let bytes = state.upstream.read_body(resp.into_body(), 1 << 20).await?;
+            let bytes = up.read_body(resp.into_body(), 1 << 20).await?;
             Ok(super::body::json_bytes_response(status, bytes))
         }
         (&Method::POST, "/rl/set_reward") => {
@@ -200,6 +211,25 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             tracing::info!(%session, turns, "session ended");
             Ok(ok(json!({ "session_id": session, "turns": turns })))
         }
+        (m, p) if p.starts_with("/router/") => {
+            let m = m.clone();
+            let Some(router) = state.router.clone() else {
+                return Err(ApiError::BadRequest(
+                    "this proxy has no router (one --backend); start it with several --backend or with --router".into(),
+                ));
+            };
+            admin(state, &req, "/router/*")?;
+            let body = raw_body(state, req).await?;
+            let v = crate::router::admin_route(
+                &router,
+                &m,
+                &path,
+                &body,
+                state.config.initial_version,
+            )
+            .await?;
+            Ok(ok(v))
+        }
         (m, _) => Err(ApiError::NoRoute {
             method: m.to_string(),
             path,
@@ -212,6 +242,29 @@ fn ok(v: Value) -> Response<Body> {
 }
 
 async fn health(state: &Arc<State>) -> Response<Body> {
+    if let Some(r) = &state.router {
+        // Several servers: report their states (no probe; the breakers see failures).
+        let stats = state.store.stats();
+        let usable = r.any_usable();
+        let body = json!({
+            "status": if usable { "ok" } else { "no_server_available" },
+            "admin_key_configured": state.admin.configured,
+            "router": r.snapshot(),
+            "version": stats.version,
+            "sessions": stats.sessions,
+            "active_sessions": stats.active_sessions,
+            "capacity": stats.capacity,
+            "exports_waiting": stats.exports_waiting,
+            "turns_incomplete": stats.turns_incomplete,
+            "turns_missing_token_ids": stats.turns_missing_token_ids,
+        });
+        let status = if usable {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return json_response(status, &body);
+    }
     let probe = state.upstream.get("/health", Duration::from_secs(2)).await;
     let backend = match &probe {
         Ok(r) => {

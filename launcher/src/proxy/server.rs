@@ -13,11 +13,14 @@ use super::listener::Listener;
 use super::routes;
 use super::sessions::{Limits, Store};
 use super::upstream::Upstream;
+use crate::router::{Reach, Router};
 
 /// Shared by every request.
 pub(crate) struct State {
     pub(crate) store: Arc<Store>,
     pub(crate) upstream: Upstream,
+    /// The router over several servers; `None`: the single `upstream`, as before.
+    pub(crate) router: Option<Arc<Router>>,
     pub(crate) admin: AdminKey,
     pub(crate) config: ProxyConfig,
 }
@@ -97,6 +100,21 @@ pub async fn serve(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         config.backend_connect_timeout,
         config.backend_timeout,
     );
+    let router = if config.uses_router() {
+        Some(Arc::new(Router::new(
+            &config.all_backends()?,
+            config.initial_version,
+            Reach {
+                api_key: config.backend_api_key.clone(),
+                connect_timeout: config.backend_connect_timeout,
+                timeout: config.backend_timeout,
+            },
+            config.breaker_threshold,
+            config.router_wait_timeout,
+        )))
+    } else {
+        None
+    };
     let reaper = AbortOnDrop(tokio::spawn(reap(
         Arc::clone(&store),
         (config.session_idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)),
@@ -106,6 +124,7 @@ pub async fn serve(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let state = Arc::new(State {
         store,
         upstream,
+        router,
         admin,
         config,
     });

@@ -75,6 +75,9 @@ pub struct TurnRecord {
     pub finish_reason: Option<String>,
     /// The model the backend reported.
     pub model: Option<String>,
+    /// The backend's `system_fingerprint` (for `fleet mock-llm`: the weights version and hash
+    /// that generated the turn).
+    pub system_fingerprint: Option<String>,
     /// How the turn ended.
     pub status: TurnStatus,
     /// What the recording lacks because of how the request had to be sent.
@@ -726,6 +729,7 @@ mod tests {
             n_choices: 1,
             finish_reason: None,
             model: None,
+            system_fingerprint: None,
             status: TurnStatus::Complete,
             notes: Vec::new(),
         }

@@ -79,6 +79,37 @@ impl Upstream {
         self.send(req, self.timeout).await
     }
 
+    /// POSTs JSON to `path` like [`Upstream::post_json`], and says on failure whether nothing
+    /// was sent (a connect error: another server may take the request safely).
+    pub(crate) async fn post_json_classified(
+        &self,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, SendFailure> {
+        let mut req = self
+            .request(Method::POST, path, Full::new(body).boxed())
+            .map_err(|error| SendFailure {
+                error,
+                unsent: true,
+            })?;
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(SendFailure {
+                error: ApiError::BackendTimeout(self.timeout),
+                unsent: false,
+            }),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(SendFailure {
+                unsent: e.is_connect(),
+                error: ApiError::BackendUnreachable {
+                    backend: self.root.clone(),
+                    detail: error_chain(&e),
+                },
+            }),
+        }
+    }
+
     /// GETs `path` within `deadline`.
     pub(crate) async fn get(
         &self,
@@ -165,6 +196,15 @@ impl Upstream {
             },
         }
     }
+}
+
+/// A request that failed, and whether it failed before any byte of it was sent.
+#[derive(Debug)]
+pub(crate) struct SendFailure {
+    /// The error the agent gets if it is not sent elsewhere.
+    pub(crate) error: ApiError,
+    /// Nothing was sent (connect refused, DNS, connect timeout): safe to send elsewhere.
+    pub(crate) unsent: bool,
 }
 
 /// An error and its sources, joined with ": ".

@@ -14,6 +14,13 @@ use fleet_launcher::mock_llm::{serve, FailMode, MockConfig};
 /// the same token ids and logprobs. It returns vLLM's `token_ids`/`prompt_token_ids` when asked
 /// with "return_token_ids": true. It is not a language model: for real use, run vLLM or SGLang
 /// and point the proxy at it with `fleet proxy --backend http://HOST:PORT`.
+///
+/// Weight updates and pauses, shaped like SGLang's (and vLLM's) routes: POST
+/// /update_weights_from_disk {"model_path": FILE, "weight_version": "N"?}, GET
+/// /get_weight_version, POST /pause_generation {"mode": "abort"|"in_place"|"retract"}, POST
+/// /continue_generation; vLLM's POST /pause?mode=abort|wait|keep, POST /resume, GET /is_paused.
+/// The outputs are a deterministic function of the weights file loaded (its BLAKE3 hash), and
+/// every answer carries "system_fingerprint": "fleet-mock-v<N>-<hash>".
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Address to bind.
@@ -46,6 +53,16 @@ pub struct Args {
     /// Model name reported.
     #[arg(long, default_value = "fleet-mock")]
     model: String,
+    /// A weights file to load at start (hashed, streamed; its version from --weight-version or
+    /// a name ending in -v<N>).
+    #[arg(long)]
+    weights: Option<std::path::PathBuf>,
+    /// The weights version at start (default: from the --weights file name, else 0).
+    #[arg(long)]
+    weight_version: Option<u64>,
+    /// Seconds a generation request is held while paused before it gets a 503.
+    #[arg(long, default_value_t = 600.0)]
+    hold_timeout_secs: f64,
 }
 
 /// Runs the mock.
@@ -60,6 +77,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         fail_mode: args.fail_mode,
         default_max_tokens: args.max_tokens,
         model: args.model,
+        weights: args.weights,
+        weight_version: args.weight_version,
+        hold_timeout: Duration::try_from_secs_f64(args.hold_timeout_secs).map_err(|_| {
+            anyhow::anyhow!("--hold-timeout-secs must be a non-negative number of seconds")
+        })?,
         ..MockConfig::default()
     };
     let mock = serve(config).await?;

@@ -19,12 +19,28 @@ use fleet_launcher::proxy::{serve, ProxyConfig};
 /// admin key comes from --admin-key-file, else FLEET_ADMIN_KEY, else it is random (admin routes
 /// are then locked). The backend key, if the backend wants one, comes from
 /// FLEET_BACKEND_API_KEY.
+///
+/// With several --backend (servers of one role), or with --router, requests go through the
+/// router: session-sticky, least in-flight otherwise, health-aware (a circuit breaker per
+/// server) and version-aware; each turn records the version of the server that served it.
+/// Admin routes under /router/ (GET/POST /router/servers, /router/drain, /router/pause_all,
+/// /router/restore, /router/resume_all, /router/fail, /router/min_version) drive it.
 #[derive(Debug, clap::Args)]
 #[command(disable_version_flag = true)]
 pub struct Args {
-    /// Root URL of the OpenAI-compatible inference server, e.g. http://127.0.0.1:8000.
+    /// Root URL of the OpenAI-compatible inference server, e.g. http://127.0.0.1:8000; repeat
+    /// it for several servers of one role (then the router is used).
+    #[arg(long, required = true)]
+    backend: Vec<String>,
+    /// Use the router even with one --backend (so that /router/* can drive it).
     #[arg(long)]
-    backend: String,
+    router: bool,
+    /// Seconds a request waits in the router for an available server; 503 after.
+    #[arg(long, default_value_t = 600.0)]
+    router_wait_secs: f64,
+    /// Consecutive failures (connect errors, timeouts, 5xx) that open a server's breaker.
+    #[arg(long, default_value_t = 3)]
+    breaker_failures: u32,
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
@@ -70,7 +86,13 @@ fn secs(name: &str, s: f64) -> anyhow::Result<Duration> {
 
 /// Runs the proxy.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut config = ProxyConfig::new(args.backend);
+    let mut backends = args.backend.into_iter();
+    let first = backends.next().context("give at least one --backend")?;
+    let mut config = ProxyConfig::new(first);
+    config.more_backends = backends.collect();
+    config.router = args.router;
+    config.router_wait_timeout = secs("router-wait-secs", args.router_wait_secs)?;
+    config.breaker_threshold = args.breaker_failures;
     config.bind = std::net::SocketAddr::new(args.host, args.port);
     config.admin_key = match &args.admin_key_file {
         Some(path) => Some(
