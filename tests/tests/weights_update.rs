@@ -40,16 +40,16 @@ fn child_pid(worker: &str) -> Option<u32> {
 
 async fn update_under_a_kill(name: &str, ports: (u16, u16), update: &str) {
     let dir = temp_dir(name);
-    let (episodes, batch, staleness) = (96u64, 12u64, 1u64);
+    let (episodes, batch, staleness) = (192u64, 16u64, 1u64);
     let mock = serde_json::to_string(&[
         "fleet",
         "mock-llm",
         "--port",
         "{port}",
         "--latency-ms",
-        "5",
+        "10",
         "--latency-max-ms",
-        "25",
+        "40",
     ])
     .unwrap();
     let toml = format!(
@@ -90,6 +90,17 @@ async fn update_under_a_kill(name: &str, ports: (u16, u16), update: &str) {
     .unwrap();
     let killed = child_pid(&victim).unwrap_or_else(|| panic!("{victim} runs"));
     unsafe { libc::kill(killed as i32, libc::SIGKILL) };
+    // Its launcher restarts it (a new pid) while the job goes on.
+    let v = victim.clone();
+    let restarted = wait_until(
+        "the killed server restarted",
+        Duration::from_secs(60),
+        || {
+            let v = v.clone();
+            async move { child_pid(&v).filter(|p| *p != killed) }
+        },
+    )
+    .await;
     let report = tokio::time::timeout(Duration::from_secs(240), run)
         .await
         .expect("the job ends")
@@ -123,12 +134,14 @@ async fn update_under_a_kill(name: &str, ports: (u16, u16), update: &str) {
     }
     assert!(turns >= episodes * 3);
     assert!(max_v >= 5, "the weights moved (to version {max_v})");
-    // The killed server came back: its launcher restarted it (a new pid).
-    let now = child_pid(&victim);
+    // The killed server came back: restarted, and loaded at the current version before it
+    // served again.
+    restarted.unwrap_or_else(|e| panic!("{victim} was restarted: {e}"));
     assert!(
-        now.is_some() && now != Some(killed),
-        "{victim} was restarted ({killed} -> {now:?})"
+        report.servers_recovered >= 1,
+        "the restarted server was brought back"
     );
+    assert!(report.updates.len() as u64 >= 5);
     // The weights files are real and one per version.
     for v in 1..=max_v {
         let f = dir.join("weights").join(format!("weights-v{v}.bin"));

@@ -399,11 +399,7 @@ impl Router {
                 .to_lowercase()
             })
             .collect();
-        format!(
-            "{}; min_version {}",
-            list.join(", "),
-            inner.min_version
-        )
+        format!("{}; min_version {}", list.join(", "), inner.min_version)
     }
 
     /// `{servers: [...], min_version}`.
@@ -641,12 +637,18 @@ mod tests {
             assert_eq!(r.pick("s").await.unwrap().version, 0);
         }
         let l = r.pick("s").await.unwrap();
-        assert_eq!(r.root_of("http://127.0.0.1:9001").unwrap(), "http://127.0.0.1:9001");
+        assert_eq!(
+            r.root_of("http://127.0.0.1:9001").unwrap(),
+            "http://127.0.0.1:9001"
+        );
         drop(l);
         r.set_min_version(1);
         match r.pick("s").await {
             Err(ApiError::NoServerAvailable { servers, .. }) => {
-                assert!(servers.contains("paused") && servers.contains("min_version 1"), "{servers}");
+                assert!(
+                    servers.contains("paused") && servers.contains("min_version 1"),
+                    "{servers}"
+                );
             }
             other => panic!("picked {:?}", other.map(|l| l.id())),
         }

@@ -178,6 +178,10 @@ pub struct JobReport {
     pub stats: Option<RolloutStats>,
     /// How it ended.
     pub ending: Ending,
+    /// Weight updates (with `[weights]`): each trainer step's timings.
+    pub updates: Vec<super::updates::StepReport>,
+    /// Inference servers brought back after a failure (loaded at the current version).
+    pub servers_recovered: u64,
 }
 
 impl JobReport {
@@ -275,6 +279,8 @@ impl RolloutJob {
             output: self.output.clone(),
             stats: None,
             ending: Ending::Completed,
+            updates: Vec::new(),
+            servers_recovered: 0,
         };
         if pending.is_empty() {
             opts.progress.message(&format!(
@@ -371,6 +377,9 @@ impl RolloutJob {
             .await;
             if let Some(s) = supervisor {
                 s.abort();
+            }
+            if let Some(p) = &plan {
+                report.servers_recovered = p.recovered();
             }
             let stats = ctl.stats();
             report.requeued = stats.requeued.values().sum();
@@ -670,6 +679,9 @@ async fn drive(
                     Event::Trained(v, step) => {
                         training = false;
                         state.version = v;
+                        if let Some(r) = &step {
+                            tally.report.updates.push(r.clone());
+                        }
                         if let Some(r) = step.as_ref().filter(|r| r.update.is_some()) {
                             let mut line = format!(
                                 "version {v}: trained in {:.2?}, weights on the servers in {:.2?}",

@@ -203,15 +203,22 @@ impl Coordinator {
         let _one = self.busy.lock().await;
         let started = Instant::now();
         lock(&self.state).target = version;
+        // Servers that failed or restarted since the last round are loaded at the new version
+        // directly (and are then not moved again below).
+        self.recover_locked().await;
         let live: Vec<&Server> = {
             let st = lock(&self.state);
             self.servers
                 .iter()
                 .filter(|s| !st.failed.contains_key(&s.name))
+                .filter(|s| st.confirmed.get(&s.name).is_none_or(|v| *v < version))
                 .collect()
         };
         let mut failed = Vec::new();
-        let mut moved = 0;
+        let mut moved = self
+            .servers
+            .len()
+            .saturating_sub(live.len() + lock(&self.state).failed.len());
         match self.mode {
             UpdateMode::StopTheWorld => {
                 let answers = self
@@ -382,9 +389,11 @@ impl Coordinator {
     /// server out of the routers that answers again is loaded at the current version, confirmed
     /// and restored. Returns the servers brought back.
     pub async fn recover(&self) -> Vec<String> {
-        let Ok(_one) = self.busy.try_lock() else {
-            return Vec::new();
-        };
+        let _one = self.busy.lock().await;
+        self.recover_locked().await
+    }
+
+    async fn recover_locked(&self) -> Vec<String> {
         let t = self.timeouts.control;
         let (target, failed, confirmed) = {
             let st = lock(&self.state);
