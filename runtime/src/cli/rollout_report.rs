@@ -206,6 +206,22 @@ pub fn print_summary(report: &JobReport) {
         versions.join(", ")
     };
     let _ = writeln!(out, "| episodes per policy version | {shown} |");
+    let mut updates: Vec<Duration> = report.updates.iter().filter_map(|u| u.update).collect();
+    if !updates.is_empty() {
+        updates.sort();
+        let mut train: Vec<Duration> = report.updates.iter().map(|u| u.train).collect();
+        train.sort();
+        let failed: usize = report.updates.iter().map(|u| u.failed.len()).sum();
+        let _ = writeln!(
+            out,
+            "| weight updates | {} (trainer step p50 {:.0?}; update p50 {:.0?}, max {:.0?}; {failed} server failure(s) during updates, {} server(s) brought back) |",
+            updates.len(),
+            train[train.len() / 2],
+            updates[updates.len() / 2],
+            updates[updates.len() - 1],
+            report.servers_recovered
+        );
+    }
     for (kind, r) in &report.rejected {
         let _ = writeln!(
             out,

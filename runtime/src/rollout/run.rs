@@ -643,6 +643,9 @@ async fn drive(
     let mut ended = 0u64;
     let mut untrained = 0u64;
     let mut training = false;
+    // The trainer step in flight: a step still running when the job ends is abandoned (its
+    // episodes are all in the output; nothing waits for its version).
+    let mut trainer: Option<tokio::task::JoinHandle<()>> = None;
     let mut grace_until: Option<tokio::time::Instant> = None;
     let mut cancelled = false;
     let mut aborted: Option<String> = None;
@@ -783,7 +786,7 @@ async fn drive(
             let v = state.version + 1;
             let tx = events_tx.clone();
             let plan = plan.clone();
-            tokio::spawn(async move {
+            trainer = Some(tokio::spawn(async move {
                 let ev = match plan {
                     Some(p) => match p.step(v, batch_size, step_time).await {
                         Ok(r) => Event::Trained(v, Some(r)),
@@ -795,7 +798,7 @@ async fn drive(
                     }
                 };
                 let _ = tx.send(ev);
-            });
+            }));
         }
         if cancel_now && !cancelled {
             cancelled = true;
@@ -807,6 +810,9 @@ async fn drive(
         state.in_flight = ctl.running();
         state.elapsed_s = started.elapsed().as_secs_f64();
         opts.progress.update(&state);
+    }
+    if let Some(t) = trainer.take() {
+        t.abort();
     }
     state.in_flight = ctl.running();
     opts.progress.finish(&state);

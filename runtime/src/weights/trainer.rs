@@ -7,7 +7,7 @@
 //! deterministic function of the version (so `fleet mock-llm`, whose outputs are a function of
 //! the file it loaded, generates differently at each version). `train_step` is not idempotent
 //! in a real trainer; here it carries the step's version, and a repeated call for a version
-//! already written answers from the file on disk without writing again.
+//! this engine already produced answers what it answered then, without a second step.
 //!
 //! Methods:
 //! - `train_step(TrainStep) -> Trained`: sleeps `step_ms`, writes `dir/weights-v<version>.bin`
@@ -86,6 +86,7 @@ pub fn write_weights(path: &Path, v: u64, size: u64) -> std::io::Result<()> {
 #[derive(Debug, Default)]
 pub struct SimTrainer {
     steps: u64,
+    done: std::collections::BTreeMap<u64, Trained>,
 }
 
 impl Engine for SimTrainer {
