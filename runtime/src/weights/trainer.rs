@@ -93,26 +93,30 @@ impl Engine for SimTrainer {
     fn call(&mut self, call: EngineCall<'_>) -> Result<Payload, EngineError> {
         match call.method() {
             "train_step" => call.handle(|s: TrainStep| {
-                let path = weights_path(&s.dir, s.version);
-                let done = std::fs::metadata(&path)
-                    .map(|m| m.len() == s.size)
-                    .unwrap_or(false);
-                if !done {
-                    std::thread::sleep(Duration::from_millis(s.step_ms.min(3_600_000)));
-                    write_weights(&path, s.version, s.size).map_err(|e| {
-                        EngineError::failed(format!(
-                            "writing the weights of version {} to {}: {e}",
-                            s.version,
-                            path.display()
-                        ))
-                    })?;
-                    self.steps += 1;
+                if let Some(t) = self.done.get(&s.version) {
+                    return Ok(t.clone());
                 }
-                Ok(Trained {
+                let path = weights_path(&s.dir, s.version);
+                std::thread::sleep(Duration::from_millis(s.step_ms.min(3_600_000)));
+                write_weights(&path, s.version, s.size).map_err(|e| {
+                    EngineError::failed(format!(
+                        "writing the weights of version {} to {}: {e}",
+                        s.version,
+                        path.display()
+                    ))
+                })?;
+                self.steps += 1;
+                let t = Trained {
                     version: s.version,
                     path,
                     size: s.size,
-                })
+                };
+                // A bounded record: the newest versions are the ones a retry can ask for.
+                self.done.insert(s.version, t.clone());
+                while self.done.len() > 64 {
+                    self.done.pop_first();
+                }
+                Ok(t)
             }),
             "steps" => call.reply(&self.steps),
             _ => Err(call.unknown_method()),
