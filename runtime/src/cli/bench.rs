@@ -74,6 +74,31 @@ enum Which {
         #[arg(long, default_value_t = 2)]
         rounds: usize,
     },
+    /// Generation throughput during rolling (k = 1 of 4) and stop-the-world weight updates
+    /// against steady state, over a pool of 4 mock servers, interleaved; update latency.
+    Weights {
+        /// Episodes per run.
+        #[arg(long, default_value_t = 256)]
+        episodes: u64,
+        /// Accepted episodes per version.
+        #[arg(long, default_value_t = 32)]
+        batch: u64,
+        /// Episodes at once.
+        #[arg(long, default_value_t = 32)]
+        concurrent: u64,
+        /// Mock generation rate per request, tokens/s.
+        #[arg(long, default_value_t = 400)]
+        tokens_per_s: u64,
+        /// Tokens per turn.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: u64,
+        /// Weights per version, MiB.
+        #[arg(long, default_value_t = 64)]
+        size_mib: u64,
+        /// Runs of each mode (interleaved).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// The proxy's overhead per chat completion against calling the mock backend directly.
     Proxy(super::bench_proxy::Args),
     /// Cross-node calls against raw ractor_cluster calls, calls/s across the link, and
@@ -157,6 +182,29 @@ async fn run_inner(args: Args) -> anyhow::Result<()> {
                 "### Rollout: episodes/s and controller overhead (zero-latency mock backend)\n"
             );
             println!("{}", bench::rollout::run(&need_fleet()?, episodes).await?);
+            return Ok(());
+        }
+        Which::Weights {
+            episodes,
+            batch,
+            concurrent,
+            tokens_per_s,
+            max_tokens,
+            size_mib,
+            rounds,
+        } => {
+            note_build();
+            println!("### Weight updates: generation throughput during updates vs steady state\n");
+            let p = bench::weights::Params {
+                episodes,
+                batch,
+                concurrent,
+                tokens_per_s,
+                max_tokens,
+                size: size_mib << 20,
+                rounds,
+            };
+            println!("{}", bench::weights::run(&need_fleet()?, &p).await?);
             return Ok(());
         }
         Which::RolloutAsync {
