@@ -641,7 +641,9 @@ async fn drive(
         first: Vec::new(),
     };
     let mut ended = 0u64;
-    let mut untrained = 0u64;
+    // Accepted episodes the trainer has not consumed yet, oldest first.
+    let mut untrained: std::collections::VecDeque<super::updates::TrainItem> =
+        std::collections::VecDeque::new();
     let mut training = false;
     // The trainer step in flight: a step still running when the job ends is abandoned (its
     // episodes are all in the output; nothing waits for its version).
@@ -719,8 +721,12 @@ async fn drive(
                         if let Some(f) = &opts.observe {
                             f(key, &ep);
                         }
-                        if ep.trajectory.is_some() {
-                            untrained += 1;
+                        if let Some(t) = ep.trajectory {
+                            untrained.push_back(super::updates::TrainItem {
+                                key,
+                                admitted_version: ep.admitted_version,
+                                trajectory: t,
+                            });
                         }
                         if aborted.is_none() {
                             aborted = tally.fail_fast(total).or_else(|| ctl.fatal().map(|e| e.to_string()));
@@ -780,19 +786,21 @@ async fn drive(
         // The simulated trainer: one step per batch of accepted episodes, the next as soon as
         // the last one ended and a batch is waiting.
         let more = !*admit_stop.borrow() && ended < total && aborted.is_none();
-        if !training && untrained >= batch_size && more {
-            untrained -= batch_size;
+        if !training && untrained.len() as u64 >= batch_size && more {
+            let batch: Vec<super::updates::TrainItem> =
+                untrained.drain(..batch_size as usize).collect();
             training = true;
             let v = state.version + 1;
             let tx = events_tx.clone();
             let plan = plan.clone();
             trainer = Some(tokio::spawn(async move {
                 let ev = match plan {
-                    Some(p) => match p.step(v, batch_size, step_time).await {
+                    Some(p) => match p.step(v, batch, step_time).await {
                         Ok(r) => Event::Trained(v, Some(r)),
                         Err(e) => Event::TrainFailed(v, e.to_string()),
                     },
                     None => {
+                        drop(batch);
                         tokio::time::sleep(step_time).await;
                         Event::Trained(v, None)
                     }

@@ -79,6 +79,17 @@ pub struct Plan {
     coordinator: Option<Arc<Coordinator>>,
 }
 
+/// One accepted episode, as the trainer gets it.
+#[derive(Clone, Debug)]
+pub struct TrainItem {
+    /// `(task_index, sample)`: the task is the GRPO group.
+    pub key: super::output::EpisodeKey,
+    /// The version it was admitted at.
+    pub admitted_version: u64,
+    /// The proxy's export (turns with token ids, logprobs, versions, rewards).
+    pub trajectory: Value,
+}
+
 /// One trainer step's timings.
 #[derive(Clone, Debug)]
 pub struct StepReport {
@@ -196,7 +207,7 @@ impl Plan {
         ));
         self.coordinator = Some(c);
         if version > 0 {
-            self.step(version, 0, Duration::ZERO).await?;
+            self.step(version, Vec::new(), Duration::ZERO).await?;
         }
         Ok(())
     }
@@ -211,9 +222,10 @@ impl Plan {
     pub async fn step(
         &self,
         version: u64,
-        episodes: u64,
+        batch: Vec<TrainItem>,
         step_time: Duration,
     ) -> Result<StepReport, FleetError> {
+        let episodes = batch.len() as u64;
         let (Some((w, trainer)), Some(c)) = (&self.weights, &self.coordinator) else {
             tokio::time::sleep(step_time).await;
             return Ok(StepReport {
