@@ -48,12 +48,12 @@ mod upstream;
 
 pub mod bench;
 
-pub use config::{ProxyConfig, MIN_REMOTE_KEY_LEN};
 pub(crate) use config::BackendUrl;
-pub(crate) use upstream::{SendFailure, Upstream};
+pub use config::{ProxyConfig, MIN_REMOTE_KEY_LEN};
 pub use errors::BACKEND_ERROR_HEADER;
 pub use errors::{ApiError, ProxyError};
 pub use export::{discount_rewards, Trajectory, TurnExport};
 pub use forward::{INTERACTION_HEADER, INTERACTION_IDS_HEADER};
 pub use server::{serve, ProxyHandle};
 pub use sessions::{Endpoint, TurnRecord, TurnStatus};
+pub(crate) use upstream::{SendFailure, Upstream};

@@ -26,8 +26,8 @@
 //! and have to learn sessions from headers.
 
 mod admin;
-mod breaker;
 pub mod bench;
+mod breaker;
 mod pool;
 
 pub(crate) use admin::route as admin_route;

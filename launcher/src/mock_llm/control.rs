@@ -233,8 +233,5 @@ pub(crate) fn vllm_resume(gate: &Gate) -> Response<Body> {
 
 /// `GET /is_paused` (vLLM).
 pub(crate) fn vllm_is_paused(gate: &Gate) -> Response<Body> {
-    json_response(
-        StatusCode::OK,
-        &json!({"is_paused": gate.state().paused}),
-    )
+    json_response(StatusCode::OK, &json!({"is_paused": gate.state().paused}))
 }

@@ -189,7 +189,10 @@ mod tests {
         let held = tokio::spawn(async move { g.admit(Duration::from_secs(5)).await.is_ok() });
         drop(first);
         gate.wait_idle(Duration::from_secs(5)).await.unwrap();
-        assert!(!held.is_finished(), "a held request is not admitted while paused");
+        assert!(
+            !held.is_finished(),
+            "a held request is not admitted while paused"
+        );
         gate.resume();
         assert!(held.await.unwrap());
     }

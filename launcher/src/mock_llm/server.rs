@@ -24,11 +24,11 @@ use tokio::sync::mpsc;
 use super::config::{FailMode, MockConfig, MockError};
 use super::control;
 use super::gate::{Gate, Generating};
-use super::weights::{self, Weights};
 use super::request::{self, Kind, Parsed};
 use super::respond::{self, Chunks};
 use super::stats::{Counter, MockStats, StatsSnapshot};
 use super::tokenizer::{sample, SplitMix};
+use super::weights::{self, Weights};
 use crate::proxy::body::{json_response, read_body, sse_response, Body, ReadBodyError};
 use crate::proxy::listener::Listener;
 
@@ -149,11 +149,9 @@ async fn handle(mock: Arc<Mock>, req: Request<Incoming>) -> Result<Response<Body
             v["system_fingerprint"] = json!(w.fingerprint());
             Ok(json_response(StatusCode::OK, &v))
         }
-        (&Method::POST, "/update_weights_from_disk") => Ok(control::update_weights_from_disk(
-            Arc::clone(&mock.gate),
-            req,
-        )
-        .await),
+        (&Method::POST, "/update_weights_from_disk") => {
+            Ok(control::update_weights_from_disk(Arc::clone(&mock.gate), req).await)
+        }
         (&Method::GET, "/get_weight_version") => Ok(control::get_weight_version(&mock.gate)),
         (&Method::POST, "/pause_generation") => {
             Ok(control::pause_generation(Arc::clone(&mock.gate), req).await)
@@ -286,13 +284,7 @@ async fn whole(mock: Arc<Mock>, p: Parsed, id: String, mut g: Generating) -> Res
         choices.iter_mut().for_each(Vec::clear);
     }
     let fingerprint = g.weights.fingerprint();
-    let body = respond::whole(
-        &p,
-        &id,
-        &choices,
-        aborted.then_some("abort"),
-        &fingerprint,
-    );
+    let body = respond::whole(&p, &id, &choices, aborted.then_some("abort"), &fingerprint);
     drop(g);
     guard.1 = false;
     mock.stats.bump(Counter::Completed);

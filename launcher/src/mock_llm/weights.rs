@@ -102,7 +102,8 @@ pub fn parse_version(v: &str) -> Result<u64, WeightsError> {
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
         return Err(WeightsError::BadVersion(v.to_string()));
     }
-    t.parse().map_err(|_| WeightsError::BadVersion(v.to_string()))
+    t.parse()
+        .map_err(|_| WeightsError::BadVersion(v.to_string()))
 }
 
 /// Reads and hashes `path` (blocking; call it off the async threads) with version `version`,

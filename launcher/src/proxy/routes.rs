@@ -220,14 +220,9 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             };
             admin(state, &req, "/router/*")?;
             let body = raw_body(state, req).await?;
-            let v = crate::router::admin_route(
-                &router,
-                &m,
-                &path,
-                &body,
-                state.config.initial_version,
-            )
-            .await?;
+            let v =
+                crate::router::admin_route(&router, &m, &path, &body, state.config.initial_version)
+                    .await?;
             Ok(ok(v))
         }
         (m, _) => Err(ApiError::NoRoute {

@@ -32,15 +32,16 @@ fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 fn wait_of(t: Option<f64>) -> Result<Duration, ApiError> {
     match t {
         None => Ok(DEFAULT_WAIT),
-        Some(t) if t.is_finite() && t >= 0.0 => {
-            Ok(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX).min(Duration::from_secs(3600)))
-        }
+        Some(t) if t.is_finite() && t >= 0.0 => Ok(Duration::try_from_secs_f64(t)
+            .unwrap_or(Duration::MAX)
+            .min(Duration::from_secs(3600))),
         Some(_) => Err(ApiError::BadRequest(
             "`timeout_secs` must be a non-negative number".into(),
         )),

@@ -141,7 +141,10 @@ mod tests {
         let mut b = Breaker::new(3);
         b.failure(t0);
         b.success();
-        assert!(!b.failure(t0) && !b.failure(t0), "a success resets the count");
+        assert!(
+            !b.failure(t0) && !b.failure(t0),
+            "a success resets the count"
+        );
         assert!(b.failure(t0), "the third consecutive failure opens it");
         assert_eq!(b.admit(t0), Admit::No(Some(t0 + INITIAL_BACKOFF)));
         assert_eq!(b.label(t0), "open");
