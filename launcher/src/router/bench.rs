@@ -200,7 +200,8 @@ pub async fn run(opts: RouterBenchOpts) -> Result<RouterBenchReport, BenchError>
                 call(&client, t).await?;
             }
         }
-        let mut samples: Vec<Vec<Duration>> = vec![Vec::with_capacity(opts.requests); 4];
+        let mut samples: Vec<Vec<Duration>> =
+            (0..4).map(|_| Vec::with_capacity(opts.requests)).collect();
         for _ in 0..opts.requests {
             for (i, t) in targets.iter().enumerate() {
                 samples[i].push(call(&client, t).await?);
