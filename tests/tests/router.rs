@@ -705,3 +705,84 @@ async fn each_turns_version_is_the_version_of_the_weights_that_generated_it() {
     }
     assert!(seen.contains_key(&2), "the update took effect: {seen:?}");
 }
+
+#[tokio::test]
+async fn replacing_the_server_set_removes_servers_from_the_picks_and_lets_their_requests_finish() {
+    let f = Fleet::start(&[vec![], vec![]], &[]).await;
+    let (_extra, extra_addr) = start_mock(&[]).await;
+    let extra_url = format!("http://{extra_addr}");
+    f.hold_at_mock(0).await;
+    f.hold_at_mock(1).await;
+    let (_, key) = f.session().await;
+    let held = {
+        let (http, url, key) = (f.http.clone(), f.url("/v1/chat/completions"), key.clone());
+        tokio::spawn(async move {
+            http.post(
+                &url,
+                Some(&key),
+                &json!({"model": "p", "max_tokens": 1,
+                "messages": [{"role": "user", "content": "in flight"}]}),
+            )
+            .await
+            .status
+        })
+    };
+    let fr = &f;
+    let removed = wait_until("the request at a mock", WAIT, || async move {
+        for i in 0..2 {
+            if fr.mock_requests(i).await == 1 {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    let kept = 1 - removed;
+    let r = f
+        .admin(
+            "/router/servers",
+            json!({"servers": [{"url": f.mock_url(kept)}, {"url": extra_url, "version": 5}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let urls: Vec<&str> = r.json["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls, vec![f.mock_url(kept).as_str(), extra_url.as_str()]);
+    f.release_at_mock(removed).await;
+    assert_eq!(
+        held.await.unwrap(),
+        200,
+        "the removed server's request finished"
+    );
+    f.release_at_mock(kept).await;
+
+    // The staleness floor: only the version-5 server takes new picks now.
+    let r = f.admin("/router/min_version", json!({"version": 5})).await;
+    assert_eq!(r.json, json!({"min_version": 5, "previous": 0}));
+    for n in 0..3 {
+        let key = if n == 0 {
+            key.clone()
+        } else {
+            f.session().await.1
+        };
+        let r = f.chat(&key, &format!("after {n}"), false).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    assert_eq!(
+        f.mock_requests(removed).await,
+        1,
+        "a removed server gets no new request"
+    );
+    assert_eq!(
+        f.mock_requests(kept).await,
+        0,
+        "a server below min_version gets none"
+    );
+    let extra = f.http.get(&format!("{extra_url}/stats")).await.json["requests"].as_u64();
+    assert_eq!(extra, Some(3));
+}
