@@ -371,13 +371,17 @@ impl Router {
             server: s.id,
             version: s.version,
         };
-        if inner.sessions.len() >= MAX_AFFINITIES && !inner.sessions.contains_key(session) {
-            // Stickiness is an optimisation: forgetting one is harmless.
-            if let Some(k) = inner.sessions.keys().next().cloned() {
-                inner.sessions.remove(&k);
+        if let Some(a) = inner.sessions.get_mut(session) {
+            *a = affinity;
+        } else {
+            if inner.sessions.len() >= MAX_AFFINITIES {
+                // Stickiness is an optimisation: forgetting one is harmless.
+                if let Some(k) = inner.sessions.keys().next().cloned() {
+                    inner.sessions.remove(&k);
+                }
             }
+            inner.sessions.insert(session.to_string(), affinity);
         }
-        inner.sessions.insert(session.to_string(), affinity);
         Ok(lease)
     }
 
