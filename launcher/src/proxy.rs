@@ -48,7 +48,7 @@ mod upstream;
 
 pub mod bench;
 
-pub(crate) use config::BackendUrl;
+pub(crate) use config::{random_token, BackendUrl};
 pub use config::{ProxyConfig, MIN_REMOTE_KEY_LEN};
 pub use errors::BACKEND_ERROR_HEADER;
 pub use errors::{ApiError, ProxyError};

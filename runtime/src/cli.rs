@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_proxy;
+mod bench_router;
 mod cluster_args;
 mod demo;
 mod head;

@@ -67,7 +67,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut samples: Vec<Duration>) -> Percentiles {
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Percentiles {
         samples.sort();
         let at = |q: f64| {
             if samples.is_empty() {
@@ -195,15 +195,15 @@ pub enum BenchError {
     },
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-struct Target {
-    url: String,
-    key: Option<String>,
-    body: Bytes,
+pub(crate) struct Target {
+    pub(crate) url: String,
+    pub(crate) key: Option<String>,
+    pub(crate) body: Bytes,
 }
 
-async fn call(client: &HttpClient, t: &Target) -> Result<Duration, BenchError> {
+pub(crate) async fn call(client: &HttpClient, t: &Target) -> Result<Duration, BenchError> {
     let err = |detail: String| BenchError::Request {
         url: t.url.clone(),
         detail,
@@ -236,7 +236,7 @@ async fn call(client: &HttpClient, t: &Target) -> Result<Duration, BenchError> {
     Ok(elapsed)
 }
 
-async fn post_admin(
+pub(crate) async fn post_admin(
     client: &HttpClient,
     url: String,
     key: &str,

@@ -8,6 +8,7 @@
 //! the next breaker turns half-open), each bounded by its own deadline. Nothing polls.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,17 @@ pub struct Router {
     reach: Reach,
     threshold: u32,
     wait: Duration,
+    /// Requests waiting for a server now.
+    waiting: AtomicUsize,
+}
+
+/// Counts a waiting request while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A request's hold on a server: counted in its in-flight number until dropped.
@@ -174,6 +186,7 @@ impl Router {
             reach,
             threshold,
             wait,
+            waiting: AtomicUsize::new(0),
         };
         {
             let mut inner = router.lock();
@@ -242,15 +255,25 @@ impl Router {
     /// Picks a server for `session` (see the module docs of `router`), waiting up to the
     /// router's deadline for one to become available; then 503 naming every server's state.
     pub(crate) async fn pick(self: &Arc<Self>, session: &str) -> Result<Lease, ApiError> {
+        let mut rx = self.changed.subscribe();
+        let first = match self.try_pick(session, &[]) {
+            Ok(lease) => return Ok(lease),
+            Err(m) => m,
+        };
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + self.wait;
-        let mut rx = self.changed.subscribe();
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        let mut miss = Some(first);
         // Bounded by the deadline: each turn either picks or waits for a change, a breaker's
         // half-open instant, or the deadline.
         loop {
-            let Miss::Wait(next) = match self.try_pick(session, &[]) {
-                Ok(lease) => return Ok(lease),
-                Err(m) => m,
+            let Miss::Wait(next) = match miss.take() {
+                Some(m) => m,
+                None => match self.try_pick(session, &[]) {
+                    Ok(lease) => return Ok(lease),
+                    Err(m) => m,
+                },
             };
             let wake = next
                 .map(tokio::time::Instant::from_std)
@@ -348,13 +371,17 @@ impl Router {
             server: s.id,
             version: s.version,
         };
-        if inner.sessions.len() >= MAX_AFFINITIES && !inner.sessions.contains_key(session) {
-            // Stickiness is an optimisation: forgetting one is harmless.
-            if let Some(k) = inner.sessions.keys().next().cloned() {
-                inner.sessions.remove(&k);
+        if let Some(a) = inner.sessions.get_mut(session) {
+            *a = affinity;
+        } else {
+            if inner.sessions.len() >= MAX_AFFINITIES {
+                // Stickiness is an optimisation: forgetting one is harmless.
+                if let Some(k) = inner.sessions.keys().next().cloned() {
+                    inner.sessions.remove(&k);
+                }
             }
+            inner.sessions.insert(session.to_string(), affinity);
         }
-        inner.sessions.insert(session.to_string(), affinity);
         Ok(lease)
     }
 
@@ -407,7 +434,11 @@ impl Router {
         let now = Instant::now();
         let inner = self.lock();
         let servers: Vec<Value> = inner.servers.iter().map(|s| s.json(now)).collect();
-        json!({"servers": servers, "min_version": inner.min_version})
+        json!({
+            "servers": servers,
+            "min_version": inner.min_version,
+            "waiting": self.waiting.load(Ordering::SeqCst),
+        })
     }
 
     /// Whether any server is serving with a breaker that lets traffic through (now or soon).
@@ -658,7 +689,7 @@ mod tests {
     async fn a_waiting_request_is_released_by_a_restore() {
         let r = Arc::new(Router {
             wait: Duration::from_secs(10),
-            ..Arc::try_unwrap(router(1)).ok().unwrap()
+            ..Arc::into_inner(router(1)).unwrap()
         });
         r.pause_all_now();
         let r2 = Arc::clone(&r);

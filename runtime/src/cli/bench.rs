@@ -101,6 +101,9 @@ enum Which {
     },
     /// The proxy's overhead per chat completion against calling the mock backend directly.
     Proxy(super::bench_proxy::Args),
+    /// The router's overhead per request (proxy with the router over 1 and N servers) against
+    /// calling a server directly and the proxy without a router.
+    Router(super::bench_router::Args),
     /// Cross-node calls against raw ractor_cluster calls, calls/s across the link, and
     /// creating many workers over three node processes (all on loopback).
     Cluster {
@@ -166,6 +169,7 @@ async fn run_inner(args: Args) -> anyhow::Result<()> {
     };
     let (call, spawn) = match args.which {
         Which::Proxy(a) => return super::bench_proxy::run(a).await,
+        Which::Router(a) => return super::bench_router::run(a).await,
         Which::Launcher {
             iters,
             spawn_rounds,
