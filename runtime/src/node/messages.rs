@@ -121,6 +121,9 @@ pub struct NodeInfo {
     pub ports_held: u64,
     /// Its workers.
     pub workers: Vec<LocalWorkerInfo>,
+    /// Its object store's URL and counters, if it runs one.
+    #[serde(default)]
+    pub store: Option<crate::store::StoreStats>,
 }
 
 /// How a worker ended, unasked.
