@@ -14,3 +14,4 @@ pub mod rollout;
 pub mod rollout_async;
 pub mod spawn;
 pub mod stats;
+pub mod store;

@@ -407,9 +407,9 @@ async fn start_store(
     ports: &mut PortAllocator,
 ) -> Result<crate::store::Store, ActorProcessingErr> {
     if cfg.port.is_none() {
-        let lease = ports.reserve(1).map_err(|e| {
-            format!("node {node}: no port for the object store: {e}")
-        })?;
+        let lease = ports
+            .reserve(1)
+            .map_err(|e| format!("node {node}: no port for the object store: {e}"))?;
         cfg.port = lease.ports.first().copied();
     }
     crate::store::Store::start(&node.to_string(), cfg)

@@ -246,10 +246,7 @@ mod tests {
     fn writes_in_progress_count_against_the_budget_and_give_it_back_when_abandoned() {
         let mut c = Catalog::new("n#1", 100);
         c.reserve("a", 70).unwrap();
-        assert!(
-            c.reserve("b", 31).is_err(),
-            "a reservation holds its bytes"
-        );
+        assert!(c.reserve("b", 31).is_err(), "a reservation holds its bytes");
         c.unreserve(70);
         c.reserve("b", 100).unwrap();
         assert_eq!(c.stats().reserved, 100);

@@ -149,7 +149,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "kb" => 1e3,
         "mb" => 1e6,
         "gb" => 1e9,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use B, KiB, MiB, GiB)"
+            ))
+        }
     };
     Ok((n * mult).round() as u64)
 }

@@ -50,8 +50,7 @@ pub(crate) enum Piece {
     Done,
 }
 
-pub(crate) type Sink =
-    tokio::task::JoinHandle<Result<(ObjectRef, PathBuf), StoreError>>;
+pub(crate) type Sink = tokio::task::JoinHandle<Result<(ObjectRef, PathBuf), StoreError>>;
 
 /// Runs `w` on a blocking thread fed by `rx`; it commits on [`Piece::Done`] and discards the
 /// object if the channel closes first.
@@ -106,7 +105,12 @@ pub(crate) async fn fetch_into(
             detail: format!("its URL {url:?} is not usable: {e}"),
         })?;
     // Reserve room before asking, so a full store says so without moving a byte.
-    let w = ObjectWriter::create(inner.clone(), Target::Copy(obj.clone()), Some(obj.size), ttl)?;
+    let w = ObjectWriter::create(
+        inner.clone(),
+        Target::Copy(obj.clone()),
+        Some(obj.size),
+        ttl,
+    )?;
     let resp = match tokio::time::timeout(IDLE_TIMEOUT, inner.client.request(req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return Err(unreachable(obj, e)),
@@ -120,15 +124,17 @@ pub(crate) async fn fetch_into(
     let status = resp.status().as_u16();
     if status != 200 {
         let body = resp.into_body();
-        let text = match tokio::time::timeout(IDLE_TIMEOUT, http_body_util::Limited::new(body, 64 << 10).collect()).await {
+        let text = match tokio::time::timeout(
+            IDLE_TIMEOUT,
+            http_body_util::Limited::new(body, 64 << 10).collect(),
+        )
+        .await
+        {
             Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
             _ => String::new(),
         };
         return Err(match status {
-            401 | 403 => StoreError::Unauthorized {
-                url,
-                detail: text,
-            },
+            401 | 403 => StoreError::Unauthorized { url, detail: text },
             404 => StoreError::NotFound {
                 id: obj.id,
                 node: obj.node.clone(),
@@ -147,7 +153,9 @@ pub(crate) async fn fetch_into(
             from: url,
             detail: format!(
                 "the store holds different bytes under this id (its checksum header says {})",
-                announced.map(|c| c.to_string()).unwrap_or_else(|| "nothing".into())
+                announced
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "nothing".into())
             ),
             expected_size: obj.size,
             expected: obj.checksum,
@@ -173,7 +181,10 @@ pub(crate) async fn fetch_into(
             Ok(Some(Err(e))) => {
                 break Err(unreachable(
                     obj,
-                    format!("the transfer broke off after {got} of {} bytes: {e}", obj.size),
+                    format!(
+                        "the transfer broke off after {got} of {} bytes: {e}",
+                        obj.size
+                    ),
                 ))
             }
             Ok(Some(Ok(f))) => f,

@@ -118,7 +118,10 @@ impl ObjectWriter {
         inner.check_open("writing an object")?;
         let (id, what) = match &target {
             Target::New { name, .. } => (ObjectId::generate(), format!("object {name:?}")),
-            Target::Copy(obj) => (obj.id, format!("a copy of object {} ({:?})", obj.id, obj.name)),
+            Target::Copy(obj) => (
+                obj.id,
+                format!("a copy of object {} ({:?})", obj.id, obj.name),
+            ),
         };
         let reserved = size_hint.unwrap_or(0);
         inner.catalog().reserve(&what, reserved)?;
@@ -181,13 +184,10 @@ impl ObjectWriter {
                 }
             }
         }
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| StoreError::BadRequest {
-                what: self.what.clone(),
-                detail: "the writer is already committed".into(),
-            })?;
+        let file = self.file.as_mut().ok_or_else(|| StoreError::BadRequest {
+            what: self.what.clone(),
+            detail: "the writer is already committed".into(),
+        })?;
         file.write_all(buf)
             .map_err(|e| StoreError::io(format!("writing {}", self.what), &self.inner.dir, e))?;
         self.hasher.update(buf);
@@ -237,11 +237,7 @@ impl ObjectWriter {
         };
         let path = inner.object_path(&self.id);
         std::fs::rename(&self.tmp, &path).map_err(|e| {
-            StoreError::io(
-                format!("renaming {} into place", self.what),
-                &inner.dir,
-                e,
-            )
+            StoreError::io(format!("renaming {} into place", self.what), &inner.dir, e)
         })?;
         let holder = match &self.target {
             Target::New { owner, .. } => owner.clone(),

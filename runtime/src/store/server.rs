@@ -169,7 +169,13 @@ fn serve_object(inner: &Arc<Inner>, id: ObjectId) -> Response<Body> {
     // Opened now: a delete after this point does not cut the response short.
     let file = match std::fs::File::open(&entry.path) {
         Ok(f) => f,
-        Err(e) => return error(&StoreError::io(format!("opening object {id}"), &inner.dir, e)),
+        Err(e) => {
+            return error(&StoreError::io(
+                format!("opening object {id}"),
+                &inner.dir,
+                e,
+            ))
+        }
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let chunk = inner.chunk;
@@ -211,7 +217,8 @@ fn serve_object(inner: &Arc<Inner>, id: ObjectId) -> Response<Body> {
         c.stats.served += 1;
         c.stats.bytes_served += sent;
     });
-    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))));
+    let stream =
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))));
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     let h = r.headers_mut();
     h.insert(
