@@ -209,13 +209,20 @@ fn serve_object(inner: &Arc<Inner>, id: ObjectId) -> Response<Body> {
             }
             buf.truncate(filled);
             sent += filled as u64;
+            if sent == size {
+                // Counted before the last chunk goes out, so a client that has the whole
+                // object always sees it counted.
+                let mut c = counter.catalog();
+                c.stats.served += 1;
+                c.stats.bytes_served += sent;
+            }
             if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                 return; // the client went away
             }
         }
-        let mut c = counter.catalog();
-        c.stats.served += 1;
-        c.stats.bytes_served += sent;
+        if size == 0 {
+            counter.catalog().stats.served += 1;
+        }
     });
     let stream =
         futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))));
