@@ -234,6 +234,7 @@ async fn run(
             resources: cfg.resources.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
+            store: crate::store::Store::for_node(&node.to_string()).map(|s| s.url().to_string()),
         };
         let t = Duration::from_secs(10);
         let admitted = match head

@@ -107,6 +107,8 @@ pub struct AgentState {
     draining: HashMap<u64, DrainingWorker>,
     next_drain: u64,
     store: Option<crate::store::Store>,
+    /// Ports the store holds from the allocator (not counted as the workers' `ports_held`).
+    store_ports: u64,
 }
 
 /// The HTTP service that hosts an isolated RpcServer.
@@ -392,7 +394,7 @@ impl AgentState {
             free_cpu_millis: self.ledger.free_cpu(),
             free_mem_mib: self.ledger.free_mem(),
             free_gpus: self.ledger.free_gpus().collect(),
-            ports_held: self.ports.held() as u64,
+            ports_held: (self.ports.held() as u64).saturating_sub(self.store_ports),
             workers,
             store: self.store.as_ref().map(|s| s.stats()),
         }
@@ -434,10 +436,12 @@ impl Actor for NodeAgent {
             Some(cfg) => Some(start_store(&args.node, cfg, &mut ports).await?),
             None => None,
         };
+        let store_ports = ports.held() as u64;
         Ok(AgentState {
             ledger: Ledger::new(args.resources.clone()),
             ports,
             store,
+            store_ports,
             node: args.node,
             registry: args.registry,
             directory: args.directory,
