@@ -187,19 +187,15 @@ fn serve_object(inner: &Arc<Inner>, id: ObjectId) -> Response<Body> {
         let mut sent = 0u64;
         while sent < size {
             let want = chunk.min((size - sent) as usize);
-            let mut buf = vec![0u8; want];
-            let mut filled = 0;
-            while filled < want {
-                match f.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
+            let mut buf = Vec::with_capacity(want);
+            // `read_to_end` on a `take` fills the spare capacity without zeroing it first.
+            let filled = match (&mut f).take(want as u64).read_to_end(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
                 }
-            }
+            };
             if filled < want {
                 let _ = tx.blocking_send(Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -207,7 +203,6 @@ fn serve_object(inner: &Arc<Inner>, id: ObjectId) -> Response<Body> {
                 )));
                 return;
             }
-            buf.truncate(filled);
             sent += filled as u64;
             if sent == size {
                 // Counted before the last chunk goes out, so a client that has the whole
