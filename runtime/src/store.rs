@@ -11,16 +11,16 @@
 //! an inference server is told to load `update_weights_from_disk {model_path}` from a path on
 //! its node.
 //!
-//! * [`object`]: ids, checksums (XXH3-128: why there), [`ObjectRef`];
-//! * [`catalog`]: the budget and lease bookkeeping (pure, unit-tested);
-//! * [`files`]: the directory layout, write-then-rename, cleanup of dead nodes' directories;
-//! * [`server`]: the hyper 1 server (`GET /v1/objects/{id}`, `GET /v1/stats`), token-checked;
-//! * [`fetch`]: the streaming client that fetches into the local store;
-//! * [`sweep`]: the TTL sweeper (sleeps until the next deadline; never polls);
-//! * [`config`]: directory, budget, listen address, the token derived from the cookie;
-//! * [`engine`]: the built-in `store` engine, so a worker can put and fetch without code of
+//! * [`object`] — ids, checksums (XXH3-128: why there), [`ObjectRef`];
+//! * [`catalog`] — the budget and lease bookkeeping (pure, unit-tested);
+//! * [`files`] — the directory layout, write-then-rename, cleanup of dead nodes' directories;
+//! * [`server`] — the hyper 1 server (`GET /v1/objects/{id}`, `GET /v1/stats`), token-checked;
+//! * [`fetch`] — the streaming client that fetches into the local store;
+//! * [`sweep`] — the TTL sweeper (sleeps until the next deadline; never polls);
+//! * [`config`] — directory, budget, listen address, the token derived from the cookie;
+//! * [`engine`] — the built-in `store` engine, so a worker can put and fetch without code of
 //!   its own (and tests can drive the store on a node process);
-//! * [`errors`]: [`StoreError`].
+//! * [`errors`] — [`StoreError`].
 //!
 //! **Who starts it.** Every node agent starts its node's store when it starts and stops it (and
 //! removes the node's directory) when it stops; the store's port comes from the node's port

@@ -121,11 +121,11 @@ impl Catalog {
     /// Turns a reservation of `reserved` bytes into the complete object `entry`. If the id is
     /// already held (the same object fetched twice at once), the existing entry stays and the
     /// new one is handed back for its file to be removed.
-    pub fn commit(&mut self, reserved: u64, entry: Entry) -> Result<&Entry, Entry> {
+    pub fn commit(&mut self, reserved: u64, entry: Entry) -> Result<&Entry, Box<Entry>> {
         self.unreserve(reserved);
         let id = entry.obj.id;
         if self.objects.contains_key(&id) {
-            return Err(entry);
+            return Err(Box::new(entry));
         }
         self.used += entry.obj.size;
         Ok(self.objects.entry(id).or_insert(entry))

@@ -62,13 +62,11 @@ pub struct Fetched {
 /// Fills `buf` with the pattern of `seed` at byte `offset` (a multiple of 8): the same bytes
 /// for the same seed and position, whoever writes them.
 pub fn fill_pattern(seed: u64, offset: u64, buf: &mut [u8]) {
-    let mut idx = offset / 8;
-    for word in buf.chunks_mut(8) {
+    for (idx, word) in (offset / 8..).zip(buf.chunks_mut(8)) {
         let mut z = seed ^ idx.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         let bytes = z.to_le_bytes();
         word.copy_from_slice(&bytes[..word.len()]);
-        idx += 1;
     }
 }
 
