@@ -15,3 +15,4 @@ pub mod rollout_async;
 pub mod spawn;
 pub mod stats;
 pub mod weights;
+pub mod store;

@@ -45,6 +45,15 @@ pub struct LocalBuilder {
     config: SchedulerConfig,
     run_dir: Option<std::path::PathBuf>,
     agents: crate::rollout::AgentRegistry,
+    store: StoreOptions,
+}
+
+/// How the embedded node's object store is set up (see [`crate::store`]).
+#[derive(Clone, Debug)]
+struct StoreOptions {
+    enabled: bool,
+    root: Option<std::path::PathBuf>,
+    budget: Option<u64>,
 }
 
 /// What makes a cluster a head.
@@ -55,6 +64,26 @@ struct HeadOptions {
 }
 
 impl LocalBuilder {
+    /// Where the node's object store keeps its objects: `DIR/<node>/` (default
+    /// `/dev/shm/fleet-store-<uid>` when `/dev/shm` exists, else the system temp dir).
+    pub fn store_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.store.root = Some(dir.into());
+        self
+    }
+
+    /// The object store's byte budget (default: 25% of its file system; 4 GiB at most off
+    /// `/dev/shm`).
+    pub fn store_budget(mut self, bytes: u64) -> Self {
+        self.store.budget = Some(bytes);
+        self
+    }
+
+    /// Runs this node without an object store.
+    pub fn no_store(mut self) -> Self {
+        self.store.enabled = false;
+        self
+    }
+
     /// Names the node (default `local`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -185,6 +214,12 @@ impl LocalBuilder {
                 ))
             }
         };
+        let store = self.store.enabled.then(|| {
+            let mut c = crate::store::StoreConfig::new(&cookie, self.listen_ip);
+            c.root = self.store.root.clone();
+            c.budget = self.store.budget;
+            c
+        });
         let transport = Transport::start(
             &format!("{}-{}", node.name, cluster_id),
             &TransportConfig {
@@ -214,6 +249,7 @@ impl LocalBuilder {
                     .unwrap_or_else(|| std::env::temp_dir().join(format!("fleet-{cluster_id}"))),
                 agents: self.agents,
                 max_message: self.config.max_payload,
+                store,
             },
         )
         .await
@@ -301,7 +337,7 @@ impl Cluster {
             gpus: None,
             port_range: crate::node::ports::DEFAULT_PORT_RANGE,
             labels: BTreeMap::new(),
-            registry: crate::weights::trainer::node_registry(),
+            registry: crate::node::engines::registry(),
             cookie: None,
             listen_port: None,
             listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
@@ -310,6 +346,11 @@ impl Cluster {
             config: SchedulerConfig::default(),
             run_dir: None,
             agents: crate::rollout::AgentRegistry::builtin(),
+            store: StoreOptions {
+                enabled: true,
+                root: None,
+                budget: None,
+            },
         }
     }
 
@@ -355,6 +396,12 @@ impl Cluster {
     /// This node's id.
     pub fn node_id(&self) -> &NodeId {
         &self.node
+    }
+
+    /// This node's object store: put objects here and pass their [`crate::store::ObjectRef`]
+    /// to engine calls on any node. `None` when built with [`LocalBuilder::no_store`].
+    pub fn store(&self) -> Option<crate::store::Store> {
+        crate::store::Store::for_node(&self.node.to_string())
     }
 
     /// The cluster id that scopes process groups.
@@ -419,7 +466,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Without shutdown(): stop the actors; the agent stops its workers.
+        // Without shutdown(): stop the actors; the agent stops its workers. The store goes
+        // now, not when the agent gets to it: its files may be memory (/dev/shm).
+        if let Some(store) = self.store() {
+            store.shutdown();
+        }
         if let Some(h) = &self.head {
             h.stop(Some("cluster dropped".into()));
         }

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod directory;
+pub mod engines;
 pub mod messages;
 pub mod ports;
 pub mod resources;

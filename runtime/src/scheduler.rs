@@ -125,6 +125,14 @@ impl Scheduler {
         }
     }
 
+    /// The object store of the node this scheduler runs on (the driver's store): put objects
+    /// here and pass their [`crate::store::ObjectRef`] as engine-call arguments, so a call's
+    /// arguments stay small whatever the data. `None` when that node runs no store.
+    pub fn store(&self) -> Option<crate::store::Store> {
+        let node = self.inner.local_node.as_ref()?;
+        crate::store::Store::for_node(&node.to_string())
+    }
+
     /// Adds a node that placement may use.
     pub async fn add_node(
         &self,

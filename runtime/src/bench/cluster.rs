@@ -45,6 +45,7 @@ pub async fn peer(head: String, name: String) -> Result<(), FleetError> {
             labels,
         },
         registry: fleet_actors::engine::builtin::registry(),
+        store: None,
         agents: crate::rollout::AgentRegistry::builtin(),
         run_dir: std::env::temp_dir().join(format!("fleet-bench-{}", std::process::id())),
         head,

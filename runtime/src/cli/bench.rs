@@ -130,6 +130,29 @@ enum Which {
         #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
         nodes: Vec<usize>,
     },
+    /// An object (1 GiB by default) moved between the stores of two processes on loopback vs
+    /// a raw TCP copy of the same bytes, and the same-node hand-off (a path, no copy).
+    Store {
+        /// Object size, e.g. 1GiB, 256MiB.
+        #[arg(long, default_value = "1GiB", value_parser = crate::store::config::parse_bytes)]
+        size: u64,
+        /// Measured rounds of each (after one warm-up round).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Store root for both processes (default: the store's default, /dev/shm/...).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Internal: the producer process for `fleet bench store`.
+    #[command(hide = true)]
+    StorePeer {
+        /// Object size in bytes.
+        #[arg(long)]
+        size: u64,
+        /// Store root.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Internal: a node process for `fleet bench cluster`.
     #[command(hide = true)]
     ClusterPeer {
@@ -236,6 +259,15 @@ async fn run_inner(args: Args) -> anyhow::Result<()> {
                     rounds
                 )
                 .await?
+            );
+            return Ok(());
+        }
+        Which::StorePeer { size, dir } => return Ok(bench::store::peer(size, dir).await?),
+        Which::Store { size, rounds, dir } => {
+            note_build();
+            println!(
+                "{}",
+                bench::store::run(&need_fleet()?, size, rounds.max(1), dir).await?
             );
             return Ok(());
         }

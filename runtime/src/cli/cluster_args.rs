@@ -134,3 +134,47 @@ pub fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
         .next()
         .with_context(|| format!("{addr:?} resolves to no address"))
 }
+
+/// The node's object store (the bulk data plane; see `fleet_runtime::store`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Directory for the object store; objects go to DIR/<node>/ (default
+    /// /dev/shm/fleet-store-<uid> when /dev/shm exists, else the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub store_dir: Option<PathBuf>,
+    /// Byte budget of the object store, e.g. 4GiB or 512MiB (default: 25% of its file
+    /// system, at most 4 GiB when it is not /dev/shm). A put past it is refused.
+    #[arg(long, value_name = "BYTES", value_parser = crate::store::config::parse_bytes)]
+    pub store_budget: Option<u64>,
+    /// Run this node without an object store.
+    #[arg(long, conflicts_with_all = ["store_dir", "store_budget"])]
+    pub no_store: bool,
+}
+
+impl StoreArgs {
+    /// The store's config for a node with this cookie listening on `ip`, or `None` with
+    /// `--no-store`.
+    pub fn config(&self, cookie: &str, ip: IpAddr) -> Option<crate::store::StoreConfig> {
+        if self.no_store {
+            return None;
+        }
+        let mut c = crate::store::StoreConfig::new(cookie, ip);
+        c.root = self.store_dir.clone();
+        c.budget = self.store_budget;
+        Some(c)
+    }
+
+    /// Applies the flags to an embedded cluster's builder.
+    pub fn apply(&self, mut b: crate::LocalBuilder) -> crate::LocalBuilder {
+        if self.no_store {
+            return b.no_store();
+        }
+        if let Some(d) = &self.store_dir {
+            b = b.store_dir(d);
+        }
+        if let Some(n) = self.store_budget {
+            b = b.store_budget(n);
+        }
+        b
+    }
+}

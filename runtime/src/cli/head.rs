@@ -41,6 +41,8 @@ pub struct Args {
     resources: ResourceArgs,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    store: super::cluster_args::StoreArgs,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     serve_for: Option<Duration>,
@@ -85,7 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.no_workers {
         b = b.no_workers();
     }
-    let cluster = b.start().await?;
+    let cluster = args.store.apply(b).start().await?;
     let mut events = cluster.member_events();
     println!(
         "fleet head listening on {}:{}",

@@ -1,7 +1,7 @@
 //! `fleet node`: serve a node until Ctrl-C, alone or as a member of a head's cluster
 //! (`--join ADDR`).
 
-use super::cluster_args::{resolve, ResourceArgs, SecurityArgs};
+use super::cluster_args::{resolve, ResourceArgs, SecurityArgs, StoreArgs};
 use crate::membership::{JoinConfig, JoinedNode, TransportConfig};
 use crate::Cluster;
 use anyhow::Context;
@@ -37,6 +37,8 @@ pub struct Args {
     resources: ResourceArgs,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Join the cluster of the head at HOST:PORT (`fleet head --listen`). The node reconnects
     /// with backoff; when cut off from the head for longer than its lease it stops its workers
     /// and joins again as a new member.
@@ -94,10 +96,13 @@ async fn run_joined(args: Args, head: String) -> anyhow::Result<()> {
     let cookie = args.security.cookie(&[listen.ip(), head_ip])?;
     let name = args.resources.node_name("node");
     let resources = args.resources.resources();
+    let store = args.store.config(&cookie, listen.ip());
+    let registry = crate::node::engines::registry();
     let node = JoinedNode::start(JoinConfig {
         name: name.clone(),
         resources: resources.clone(),
-        registry: crate::weights::trainer::node_registry(),
+        registry,
+        store,
         agents: crate::rollout::AgentRegistry::builtin(),
         run_dir: std::env::temp_dir().join(format!("fleet-node-{}", std::process::id())),
         head: head.clone(),
@@ -166,7 +171,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = args.listen_port.or(args.listen.map(|a| a.port())) {
         b = b.listen_port(p);
     }
-    let cluster = b.start().await?;
+    let cluster = args.store.apply(b).start().await?;
     let info = cluster.node_info().await?;
     println!(
         "fleet node {} up: {:.1} CPUs, {} MiB, GPUs {:?}, worker ports {}-{}, cluster port 127.0.0.1:{}",

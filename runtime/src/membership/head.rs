@@ -68,6 +68,7 @@ struct Member {
     agent: ActorRef<AgentMsg>,
     resources: NodeResources,
     pid: u32,
+    store: Option<String>,
     state: MemberState,
     last_beat: Instant,
     joined: Instant,
@@ -131,6 +132,7 @@ impl HeadState {
                 agent,
                 resources: req.resources.clone(),
                 pid: req.pid,
+                store: req.store.clone(),
                 state: MemberState::Alive,
                 last_beat: now,
                 joined: now,
@@ -237,6 +239,7 @@ impl HeadState {
                         free_gpus: vec![],
                         workers: 0,
                         last_beat_ms: now.saturating_duration_since(m.last_beat).as_millis() as u64,
+                        store: m.store.clone(),
                     },
                     live.then(|| m.agent.clone()),
                 )
@@ -285,6 +288,8 @@ async fn status(
                     free_gpus: vec![],
                     workers: 0,
                     last_beat_ms: 0,
+                    store: crate::store::Store::for_node(&id.to_string())
+                        .map(|s| s.url().to_string()),
                 },
                 local_agent,
             ),

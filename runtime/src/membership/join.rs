@@ -44,6 +44,8 @@ pub struct JoinConfig {
     pub transport: TransportConfig,
     /// Largest call result or HTTP body the node sends back.
     pub max_message: usize,
+    /// The node's object store (restarted under the new id after a fence, like the agent).
+    pub store: Option<crate::store::StoreConfig>,
 }
 
 /// What the node is now.
@@ -216,6 +218,7 @@ async fn run(
                 run_dir: cfg.run_dir.clone(),
                 max_message: cfg.max_message,
                 agents: cfg.agents.clone(),
+                store: cfg.store.clone(),
             },
         )
         .await;
@@ -231,6 +234,7 @@ async fn run(
             resources: cfg.resources.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
+            store: crate::store::Store::for_node(&node.to_string()).map(|s| s.url().to_string()),
         };
         let t = Duration::from_secs(10);
         let admitted = match head

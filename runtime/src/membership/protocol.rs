@@ -45,6 +45,8 @@ pub struct JoinRequest {
     pub version: String,
     /// The pid of the node process (for `fleet status`).
     pub pid: u32,
+    /// Its object store's URL (`http://HOST:PORT`), if it runs one.
+    pub store: Option<String>,
 }
 
 /// The head's answer to a join: the cluster's id and the failure-detection settings.
@@ -154,6 +156,9 @@ pub struct NodeRow {
     pub workers: u64,
     /// Milliseconds since its last beat (0 for the head's own node).
     pub last_beat_ms: u64,
+    /// Its object store's URL, if it runs one.
+    #[serde(default)]
+    pub store: Option<String>,
 }
 
 /// What `fleet status` shows.

@@ -52,6 +52,9 @@ pub struct AgentArgs {
     /// Largest call result or HTTP response body sent back to a caller (bytes); a larger one is
     /// answered with `PayloadTooLarge` so it never becomes a frame that would drop the session.
     pub max_message: usize,
+    /// The node's object store (see [`crate::store`]), started with the agent and stopped
+    /// with it; `None`: no store on this node.
+    pub store: Option<crate::store::StoreConfig>,
 }
 
 struct LocalWorker {
@@ -103,6 +106,9 @@ pub struct AgentState {
     max_message: usize,
     draining: HashMap<u64, DrainingWorker>,
     next_drain: u64,
+    store: Option<crate::store::Store>,
+    /// Ports the store holds from the allocator (not counted as the workers' `ports_held`).
+    store_ports: u64,
 }
 
 /// The HTTP service that hosts an isolated RpcServer.
@@ -388,10 +394,29 @@ impl AgentState {
             free_cpu_millis: self.ledger.free_cpu(),
             free_mem_mib: self.ledger.free_mem(),
             free_gpus: self.ledger.free_gpus().collect(),
-            ports_held: self.ports.held() as u64,
+            ports_held: (self.ports.held() as u64).saturating_sub(self.store_ports),
             workers,
+            store: self.store.as_ref().map(|s| s.stats()),
         }
     }
+}
+
+/// Starts the node's store on a port from the node's allocator (claimed host-wide, held for
+/// the life of the agent), unless the config names a port.
+async fn start_store(
+    node: &NodeId,
+    mut cfg: crate::store::StoreConfig,
+    ports: &mut PortAllocator,
+) -> Result<crate::store::Store, ActorProcessingErr> {
+    if cfg.port.is_none() {
+        let lease = ports
+            .reserve(1)
+            .map_err(|e| format!("node {node}: no port for the object store: {e}"))?;
+        cfg.port = lease.ports.first().copied();
+    }
+    crate::store::Store::start(&node.to_string(), cfg)
+        .await
+        .map_err(|e| format!("node {node}: the object store did not start: {e}").into())
 }
 
 impl Actor for NodeAgent {
@@ -406,9 +431,17 @@ impl Actor for NodeAgent {
     ) -> Result<Self::State, ActorProcessingErr> {
         let (lo, hi) = args.resources.port_range;
         tracing::info!(node = %args.node, cpus = args.resources.cpu_millis as f64 / 1000.0, mem_mib = args.resources.mem_mib, gpus = ?args.resources.gpus, ports = %format!("{lo}..={hi}"), "node agent started");
+        let mut ports = PortAllocator::new(lo, hi);
+        let store = match args.store {
+            Some(cfg) => Some(start_store(&args.node, cfg, &mut ports).await?),
+            None => None,
+        };
+        let store_ports = ports.held() as u64;
         Ok(AgentState {
             ledger: Ledger::new(args.resources.clone()),
-            ports: PortAllocator::new(lo, hi),
+            ports,
+            store,
+            store_ports,
             node: args.node,
             registry: args.registry,
             directory: args.directory,
@@ -769,6 +802,9 @@ impl Actor for NodeAgent {
                 w.actor.stop(Some("node agent stopped".into()));
             }
             state.reclaim(&id);
+        }
+        if let Some(store) = &state.store {
+            store.shutdown();
         }
         tracing::info!(node = %state.node, "node agent stopped");
         Ok(())

@@ -117,10 +117,14 @@ pub struct NodeInfo {
     pub free_mem_mib: u64,
     /// Free GPU ids.
     pub free_gpus: Vec<u32>,
-    /// Ports reserved now.
+    /// Ports reserved now for workers and callers (the object store's own port is not
+    /// counted).
     pub ports_held: u64,
     /// Its workers.
     pub workers: Vec<LocalWorkerInfo>,
+    /// Its object store's URL and counters, if it runs one.
+    #[serde(default)]
+    pub store: Option<crate::store::StoreStats>,
 }
 
 /// How a worker ended, unasked.

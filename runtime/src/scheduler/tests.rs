@@ -22,6 +22,7 @@ async fn start_agent(node: &NodeId, resources: &NodeResources) -> ractor::ActorR
             run_dir: std::env::temp_dir(),
             max_message: 8 << 20,
             agents: crate::rollout::AgentRegistry::builtin(),
+            store: None,
         },
     )
     .await

@@ -124,13 +124,6 @@ impl Engine for SimTrainer {
     }
 }
 
-/// The engines every fleet node registers: the built-in ones and `sim-trainer`.
-pub fn node_registry() -> EngineRegistry {
-    let mut r = fleet_actors::engine::builtin::registry();
-    register(&mut r);
-    r
-}
-
 /// Adds `sim-trainer` to a registry.
 pub fn register(r: &mut EngineRegistry) {
     r.register_default::<SimTrainer>(ENGINE_TYPE);

@@ -1,0 +1,13 @@
+//! The engines every fleet node registers by type name: the built-in ones (`counter`, `echo`,
+//! `sleep`), the object store's engine and the simulated trainer (`sim-trainer`). A program
+//! embedding fleet adds its own to the same registry.
+
+use fleet_actors::EngineRegistry;
+
+/// A registry with every engine a node knows.
+pub fn registry() -> EngineRegistry {
+    let mut r = fleet_actors::engine::builtin::registry();
+    crate::store::engine::register(&mut r);
+    crate::weights::trainer::register(&mut r);
+    r
+}
