@@ -4,7 +4,8 @@
 use super::forward::Target;
 use crate::http::Client;
 use crate::process::{
-    wait_ready, watch_liveness, ChildHandle, ChildSpec, LivenessProbe, ProcessError, ReadinessProbe,
+    wait_ready, watch_liveness, ChildHandle, ChildSpec, LivenessProbe, ProcessError,
+    ReadinessProbe, StdinSecret,
 };
 use fleet_actors::rpc_server::{
     CallReply, Control, ControlOk, ControlReply, Lifecycle, WorkerMsg, WorkerStatus,
@@ -58,6 +59,10 @@ pub struct HttpLauncherArgs {
     pub max_in_flight: usize,
     /// The pooled client (share one per node).
     pub client: Client,
+    /// A secret handed to the child on its stdin at every start (never through its
+    /// environment), and sent as `Authorization: Bearer` on fleet RPC forwards: the token of
+    /// a `fleet rpc-server --token-stdin`, the admin key of a `fleet proxy --admin-key-stdin`.
+    pub secret: Option<StdinSecret>,
 }
 
 impl std::fmt::Debug for HttpLauncherArgs {
@@ -117,6 +122,7 @@ impl State {
             ),
             child: child.watch(),
             stopping: self.stopping.clone(),
+            token: self.args.secret.as_ref().map(|s| s.expose().to_string()),
         })
     }
 
@@ -184,6 +190,9 @@ impl State {
             .env("FLEET_PORT", "{port}");
         if let Some(cwd) = &self.args.spec.cwd {
             spec = spec.cwd(cwd.clone());
+        }
+        if let Some(secret) = &self.args.secret {
+            spec = spec.stdin_secret(secret.clone());
         }
         if let Some(dir) = &self.args.log_dir {
             spec = spec.log_dir(dir.clone());

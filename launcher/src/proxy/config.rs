@@ -47,7 +47,8 @@ pub struct ProxyConfig {
     /// trailing `/v1` is accepted and ignored).
     pub backend: String,
     /// The admin key; `None` means a random one (see [`super::ProxyHandle::admin_key`]).
-    /// `Some("")` on a loopback bind turns admin authentication off, for local experiments.
+    /// An empty (or all-whitespace) key is refused on every address: a key file holding only a
+    /// newline, or `FLEET_ADMIN_KEY=`, must not turn authentication off.
     pub admin_key: Option<String>,
     /// Key sent to the backend as `Authorization: Bearer` (vLLM's `--api-key`), if any. Clients'
     /// keys are never forwarded.
@@ -150,6 +151,9 @@ impl ProxyConfig {
                 configured: false,
             },
             Some(k) => {
+                if k.trim().is_empty() {
+                    return Err(ProxyError::EmptyAdminKey { addr: self.bind });
+                }
                 if !self.bind.ip().is_loopback() {
                     check_remote_key(self.bind, k)?;
                 }
@@ -256,7 +260,7 @@ mod tests {
 
     #[test]
     fn weak_admin_keys_are_refused_on_a_non_loopback_bind() {
-        for key in ["", "  ", "admin", "ChangeMe", "short-key"] {
+        for key in ["admin", "ChangeMe", "short-key"] {
             assert!(
                 matches!(
                     on("0.0.0.0:0", Some(key)),
@@ -270,8 +274,20 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_admin_key_is_refused_on_every_address() {
+        for addr in ["127.0.0.1:0", "0.0.0.0:0"] {
+            for key in ["", " ", "\n"] {
+                assert!(
+                    matches!(on(addr, Some(key)), Err(ProxyError::EmptyAdminKey { .. })),
+                    "{key:?} accepted on {addr}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn weak_admin_keys_are_allowed_on_loopback() {
-        for key in ["", "admin"] {
+        for key in ["admin"] {
             let (_, k) = on("127.0.0.1:0", Some(key)).unwrap();
             assert!(k.configured);
         }

@@ -223,6 +223,12 @@ pub enum ProxyError {
         /// The minimum length on a non-loopback bind.
         min: usize,
     },
+    /// The admin key is empty (a key file holding only a newline, `FLEET_ADMIN_KEY=`).
+    #[error("refusing to serve on {addr} with an empty admin key: it would turn admin authentication off; put a random key in the file (e.g. `openssl rand -hex 32 > admin.key`), or give no key at all to get a random one (admin routes are then locked)")]
+    EmptyAdminKey {
+        /// The bind address.
+        addr: std::net::SocketAddr,
+    },
     /// A limit was configured as zero.
     #[error("invalid configuration: {0}")]
     BadConfig(String),

@@ -243,12 +243,9 @@ async fn health(state: &Arc<State>) -> Response<Body> {
 
 fn caller(state: &State, req: &Request<Incoming>) -> Result<Caller, ApiError> {
     let Some(key) = auth::presented_key(req.headers()) else {
-        // An empty admin key (allowed on loopback only) turns admin authentication off.
-        if state.admin.key.is_empty() {
-            return Ok(Caller::Admin);
-        }
         return Err(ApiError::MissingKey);
     };
+    // The admin key is never empty (`ProxyConfig::validate` refuses one).
     if !state.admin.key.is_empty() && auth::secret_eq(&state.admin.key, key) {
         return Ok(Caller::Admin);
     }

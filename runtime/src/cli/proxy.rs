@@ -16,8 +16,10 @@ use fleet_launcher::proxy::{serve, ProxyConfig};
 /// Agents talk to it as if it were OpenAI (`OPENAI_BASE_URL=http://HOST:PORT/v1`, with a
 /// session key as the API key); it forwards to the inference backend (vLLM, SGLang, or `fleet
 /// mock-llm`) and records every turn with token ids, logprobs and the policy version. The
-/// admin key comes from --admin-key-file, else FLEET_ADMIN_KEY, else it is random (admin routes
-/// are then locked). The backend key, if the backend wants one, comes from
+/// admin key comes from --admin-key-file, else --admin-key-stdin, else FLEET_ADMIN_KEY
+/// (removed from the environment once read), else it is random (admin routes are then
+/// locked). An empty key is refused (it would turn authentication off), and off loopback so is
+/// a short or well-known one. The backend key, if the backend wants one, comes from
 /// FLEET_BACKEND_API_KEY.
 #[derive(Debug, clap::Args)]
 #[command(disable_version_flag = true)]
@@ -31,9 +33,13 @@ pub struct Args {
     /// Port to bind; 0 picks a free one (printed on stdout).
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// File holding the admin key (trailing whitespace ignored).
+    /// File holding the admin key (trailing whitespace ignored; an empty one is refused).
     #[arg(long)]
     admin_key_file: Option<PathBuf>,
+    /// Read the admin key from the first line of stdin (how a rollout worker hands it over,
+    /// so that it is never in the proxy's environment).
+    #[arg(long, conflicts_with = "admin_key_file")]
+    admin_key_stdin: bool,
     /// Policy version recorded until the first POST /set_version.
     #[arg(long = "version", default_value_t = 0)]
     policy_version: u64,
@@ -79,7 +85,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .trim_end()
                 .to_string(),
         ),
-        None => std::env::var("FLEET_ADMIN_KEY").ok(),
+        None if args.admin_key_stdin => Some(
+            crate::rpc_http::token_from_stdin()
+                .context("--admin-key-stdin: reading the admin key from stdin")?,
+        ),
+        None => crate::secrets::take("FLEET_ADMIN_KEY"),
     };
     config.backend_api_key = std::env::var("FLEET_BACKEND_API_KEY")
         .ok()

@@ -135,6 +135,8 @@ fn isolated_rpc_server(
                 worker.to_string(),
                 "--node".into(),
                 node.to_string(),
+                // The token the launcher sends arrives on stdin (see `spawn`).
+                "--token-stdin".into(),
             ]
         }
     };
@@ -278,6 +280,12 @@ impl AgentState {
                 Actor::spawn_linked(None, RpcServer, args, myself.get_cell()).await
             }
             Some(mut spec) => {
+                // An isolated rpc-server gets a random token of its own on stdin, which the
+                // launcher sends with every call: nothing else on this host can drive it, and
+                // nothing it forks inherits the token (it is not in its environment or argv).
+                let secret = matches!(req.kind, WorkerKind::RpcServer(_)).then(|| {
+                    fleet_launcher::process::StdinSecret::new(crate::rpc_http::auth::random_token())
+                });
                 for (k, v) in &spec.env {
                     env.insert(k.clone(), v.clone());
                 }
@@ -298,6 +306,7 @@ impl AgentState {
                     on_failure: Some(hook),
                     max_in_flight: 1024,
                     client: self.client.clone(),
+                    secret,
                 };
                 Actor::spawn_linked(None, HttpLauncher, args, myself.get_cell()).await
             }
