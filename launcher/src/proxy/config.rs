@@ -76,6 +76,8 @@ pub struct ProxyConfig {
     /// Ask the backend for token ids with vLLM's `"return_token_ids": true` (turn off for a
     /// backend that rejects unknown fields; the proxy then records what it can and flags it).
     pub request_token_ids: bool,
+    /// The listen backlog (default [`crate::listen::DEFAULT_LISTEN_BACKLOG`]).
+    pub listen_backlog: u32,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -118,6 +120,7 @@ impl ProxyConfig {
             export_timeout: Duration::from_secs(3600),
             body_read_timeout: Duration::from_secs(30),
             request_token_ids: true,
+            listen_backlog: crate::listen::DEFAULT_LISTEN_BACKLOG,
         }
     }
 

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::config::{AdminKey, ProxyConfig};
@@ -73,11 +72,12 @@ impl ProxyHandle {
 /// Validates `config`, binds, and serves the proxy in background tasks.
 pub async fn serve(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let (backend, admin) = config.validate()?;
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            addr: config.bind,
-            source,
+    let listener =
+        crate::listen::bind_with_backlog(config.bind, config.listen_backlog).map_err(|source| {
+            ProxyError::Bind {
+                addr: config.bind,
+                source,
+            }
         })?;
     let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
         addr: config.bind,

@@ -65,6 +65,10 @@ pub struct Args {
     /// Longest an export waits for its session to end.
     #[arg(long, default_value_t = 3600.0)]
     export_timeout_secs: f64,
+    /// Listen backlog (connections the kernel queues before they are accepted; capped by
+    /// net.core.somaxconn).
+    #[arg(long, default_value_t = fleet_launcher::listen::DEFAULT_LISTEN_BACKLOG)]
+    listen_backlog: u32,
     /// Do not add vLLM's `"return_token_ids": true` to requests (for backends that reject it).
     #[arg(long)]
     no_request_token_ids: bool,
@@ -106,6 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     config.export_timeout = secs("export-timeout-secs", args.export_timeout_secs)?;
     config.request_token_ids = !args.no_request_token_ids;
+    config.listen_backlog = args.listen_backlog;
     let proxy = serve(config).await?;
     if !proxy.admin_key_configured() {
         tracing::warn!("no admin key configured: a random one is in use, so admin routes are locked; set --admin-key-file or FLEET_ADMIN_KEY");
