@@ -170,7 +170,10 @@ impl State {
             a.replace("{worker}", &self.args.worker.to_string())
                 .replace("{index}", &self.args.worker.index.to_string())
         };
-        let argv: Vec<String> = self.args.spec.argv.iter().map(|a| fill(a)).collect();
+        let mut argv: Vec<String> = self.args.spec.argv.iter().map(|a| fill(a)).collect();
+        if self.args.secret.is_some() {
+            secret_flag(&mut argv);
+        }
         let Some((program, rest)) = argv.split_first() else {
             return Err(bad("the command (argv) is empty".into()));
         };
@@ -219,6 +222,20 @@ impl State {
                 tail: tail.to_vec(),
             });
         }
+    }
+}
+
+/// Tells a fleet server that its secret is on stdin: `fleet rpc-server` gets `--token-stdin`,
+/// `fleet proxy` `--admin-key-stdin`, unless the command already says so. Other commands are
+/// left alone (they read the line themselves, or ignore it).
+fn secret_flag(argv: &mut Vec<String>) {
+    let flag = match argv.get(1).map(String::as_str) {
+        Some("rpc-server") => "--token-stdin",
+        Some("proxy") => "--admin-key-stdin",
+        _ => return,
+    };
+    if !argv.iter().any(|a| a == flag) {
+        argv.push(flag.to_string());
     }
 }
 

@@ -135,8 +135,6 @@ fn isolated_rpc_server(
                 worker.to_string(),
                 "--node".into(),
                 node.to_string(),
-                // The token the launcher sends arrives on stdin (see `spawn`).
-                "--token-stdin".into(),
             ]
         }
     };
@@ -280,10 +278,14 @@ impl AgentState {
                 Actor::spawn_linked(None, RpcServer, args, myself.get_cell()).await
             }
             Some(mut spec) => {
-                // An isolated rpc-server gets a random token of its own on stdin, which the
-                // launcher sends with every call: nothing else on this host can drive it, and
-                // nothing it forks inherits the token (it is not in its environment or argv).
-                let secret = matches!(req.kind, WorkerKind::RpcServer(_)).then(|| {
+                // An isolated rpc-server (any service spoken to over fleet RPC) gets a random
+                // token of its own on stdin (the launcher adds `--token-stdin` to a `fleet
+                // rpc-server` command), which the launcher sends with every call: nothing else
+                // on this host can drive it, and nothing it forks inherits the token (it is not
+                // in its environment or argv).
+                let fleet_rpc = matches!(req.kind, WorkerKind::RpcServer(_))
+                    || spec.protocol == CallProtocol::FleetRpc;
+                let secret = fleet_rpc.then(|| {
                     fleet_launcher::process::StdinSecret::new(crate::rpc_http::auth::random_token())
                 });
                 for (k, v) in &spec.env {
