@@ -78,6 +78,12 @@ pub struct ProxyConfig {
     pub request_token_ids: bool,
     /// The listen backlog (default [`crate::listen::DEFAULT_LISTEN_BACKLOG`]).
     pub listen_backlog: u32,
+    /// Most bytes one session records (an estimate of its turns' size); a request past it is
+    /// answered 413 `session_byte_limit_reached` (default 256 MiB).
+    pub max_session_bytes: usize,
+    /// A connection whose writes make no progress for this long (a streaming client that
+    /// stopped reading) is closed; its turn is recorded as cancelled (default 60 s).
+    pub write_stall_timeout: Duration,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -121,6 +127,8 @@ impl ProxyConfig {
             body_read_timeout: Duration::from_secs(30),
             request_token_ids: true,
             listen_backlog: crate::listen::DEFAULT_LISTEN_BACKLOG,
+            max_session_bytes: 256 * 1024 * 1024,
+            write_stall_timeout: Duration::from_secs(60),
         }
     }
 
@@ -132,6 +140,7 @@ impl ProxyConfig {
             ("max_body_bytes", self.max_body_bytes),
             ("max_sessions", self.max_sessions),
             ("max_turns_per_session", self.max_turns_per_session),
+            ("max_session_bytes", self.max_session_bytes),
         ] {
             if value == 0 {
                 return Err(ProxyError::BadConfig(format!("{name} must be at least 1")));
@@ -143,10 +152,17 @@ impl ProxyConfig {
             ("backend_connect_timeout", self.backend_connect_timeout),
             ("export_timeout", self.export_timeout),
             ("body_read_timeout", self.body_read_timeout),
+            ("write_stall_timeout", self.write_stall_timeout),
         ] {
             if value.is_zero() {
                 return Err(ProxyError::BadConfig(format!("{name} must be positive")));
             }
+        }
+        if self.initial_version > i64::MAX as u64 {
+            return Err(ProxyError::BadConfig(format!(
+                "the initial version must be at most {} (exports carry versions as signed 64-bit numbers)",
+                i64::MAX
+            )));
         }
         let key = match &self.admin_key {
             None => AdminKey {

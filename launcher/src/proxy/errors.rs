@@ -67,7 +67,9 @@ pub enum ApiError {
     #[error("session {0} has ended; ask the controller for a new session")]
     SessionEnded(String),
     /// The request body is larger than the proxy's limit.
-    #[error("request body larger than the limit of {limit} bytes")]
+    #[error(
+        "request body larger than the limit of {limit} bytes (`fleet proxy --max-body-bytes`)"
+    )]
     BodyTooLarge {
         /// The limit in bytes.
         limit: usize,
@@ -91,6 +93,16 @@ pub enum ApiError {
         session: String,
         /// The limit.
         max: usize,
+    },
+    /// The session has recorded as many bytes as it may.
+    #[error("session {session} has recorded {recorded} bytes, reaching its limit of {limit} bytes (`fleet proxy --max-session-bytes`); end and export it, and start a new one")]
+    SessionTooLarge {
+        /// The session.
+        session: String,
+        /// Bytes recorded so far (an estimate of the turns' size in memory).
+        recorded: usize,
+        /// The limit.
+        limit: usize,
     },
     /// The backend could not be reached or broke the connection.
     #[error("inference backend {backend} unreachable: {detail}")]
@@ -149,7 +161,7 @@ impl ApiError {
             NeedsAdmin { .. } | NeedsSession { .. } => StatusCode::FORBIDDEN,
             UnknownSession(_) | UnknownInteraction { .. } | NoRoute { .. } => StatusCode::NOT_FOUND,
             SessionEnded(_) => StatusCode::GONE,
-            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTooLarge { .. } | SessionTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             NoCapacity | TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
             BackendUnreachable { .. } | BackendInvalid(_) => StatusCode::BAD_GATEWAY,
             BackendStatus { status, .. } if status.is_client_error() => *status,
@@ -172,6 +184,7 @@ impl ApiError {
             NoCapacity => "no_capacity",
             TooManySessions { .. } => "too_many_sessions",
             TooManyTurns { .. } => "turn_limit_reached",
+            SessionTooLarge { .. } => "session_byte_limit_reached",
             BackendUnreachable { .. }
             | BackendStatus { .. }
             | BackendRejected { .. }

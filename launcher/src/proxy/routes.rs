@@ -114,16 +114,17 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                     Err(e) => return Err(e),
                 }
             }
+            let max = state.config.export_timeout;
             let wait = match b.timeout_secs {
-                Some(t) if !(t.is_finite() && t >= 0.0) => {
-                    return Err(ApiError::BadRequest(
-                        "`timeout_secs` must be a non-negative number".into(),
-                    ))
+                Some(t) if !(t.is_finite() && t >= 0.0 && t <= max.as_secs_f64()) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`timeout_secs` must be a number from 0 to the export timeout, {} s \
+                         (`fleet proxy --export-timeout-secs`); got {t}",
+                        max.as_secs_f64()
+                    )))
                 }
-                Some(t) => Duration::try_from_secs_f64(t)
-                    .unwrap_or(Duration::MAX)
-                    .min(state.config.export_timeout),
-                None => state.config.export_timeout,
+                Some(t) => Duration::try_from_secs_f64(t).unwrap_or(max).min(max),
+                None => max,
             };
             let t = state.store.export(&b.session_id, discount, wait).await?;
             tracing::info!(session = %t.session_id, turns = t.turns.len(), "trajectory exported");
@@ -134,6 +135,15 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, "/set_version") => {
             admin(state, &req, "/set_version")?;
             let b: SetVersion = json_body(state, req, false).await?;
+            // Exports carry versions as signed 64-bit numbers (-1 marks prompt tokens): a
+            // larger one would wrap.
+            if b.version > i64::MAX as u64 {
+                return Err(ApiError::BadRequest(format!(
+                    "`version` must be at most {} (it is exported as a signed 64-bit number); got {}",
+                    i64::MAX,
+                    b.version
+                )));
+            }
             let previous = state.store.set_version(b.version);
             tracing::info!(version = b.version, previous, "policy version set");
             Ok(ok(json!({ "version": b.version, "previous": previous })))

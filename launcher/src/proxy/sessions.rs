@@ -125,6 +125,24 @@ impl TurnRecord {
     }
 }
 
+/// About how many bytes a turn takes once recorded: its texts, token ids and logprobs. The
+/// session byte limit counts this; it is an estimate (a walk over the JSON values, no
+/// serialisation), not the export's exact size.
+pub(crate) fn recorded_bytes(r: &TurnRecord) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::Null | Value::Bool(_) => 4,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => a.iter().map(value).sum::<usize>() + 2,
+            Value::Object(m) => m.iter().map(|(k, v)| k.len() + 3 + value(v)).sum::<usize>() + 2,
+        }
+    }
+    let ids = r.prompt_ids.as_ref().map_or(0, Vec::len) + r.output_ids.as_ref().map_or(0, Vec::len);
+    let lps = r.output_logprobs.as_ref().map_or(0, Vec::len);
+    value(&r.request) + value(&r.response) + ids * 4 + lps * 8 + 256
+}
+
 /// One recorded turn.
 #[derive(Debug, Clone)]
 pub(crate) struct Turn {
@@ -168,6 +186,8 @@ struct Session {
     /// Interaction ids of turns replaced by a re-send, to the id of the turn kept, so that a
     /// reward sent with the old id still lands.
     aliases: HashMap<String, String>,
+    /// Bytes recorded (an estimate, see [`recorded_bytes`]), against `Limits::max_bytes`.
+    bytes: usize,
 }
 
 impl Session {
@@ -208,6 +228,8 @@ pub(crate) struct Limits {
     pub(crate) max_sessions: usize,
     pub(crate) max_turns: usize,
     pub(crate) idle_timeout: Duration,
+    /// Most bytes one session records (413 `session_byte_limit_reached` above).
+    pub(crate) max_bytes: usize,
 }
 
 /// A session as `/rl/start_session` hands it out.
@@ -356,6 +378,7 @@ impl Store {
                 progress,
                 warned_incomplete: false,
                 aliases: HashMap::new(),
+                bytes: 0,
             },
         );
         Ok(NewSession {
@@ -387,6 +410,13 @@ impl Store {
             .ok_or_else(|| ApiError::UnknownSession(session.to_string()))?;
         if s.ended.is_some() {
             return Err(ApiError::SessionEnded(session.to_string()));
+        }
+        if s.bytes >= self.limits.max_bytes {
+            return Err(ApiError::SessionTooLarge {
+                session: session.to_string(),
+                recorded: s.bytes,
+                limit: self.limits.max_bytes,
+            });
         }
         if s.turns.len() + s.inflight >= self.limits.max_turns {
             return Err(ApiError::TooManyTurns {
@@ -497,6 +527,7 @@ impl Store {
                 self.turns_missing_token_ids.fetch_add(1, Ordering::Relaxed);
             }
             let id = choice_id(&base, record.choice_index);
+            s.bytes = s.bytes.saturating_add(recorded_bytes(&record));
             if !gaps.is_empty() {
                 self.turns_incomplete.fetch_add(1, Ordering::Relaxed);
                 if !s.warned_incomplete {
@@ -707,6 +738,7 @@ mod tests {
                 max_sessions: 2,
                 max_turns,
                 idle_timeout: Duration::from_secs(60),
+                max_bytes: usize::MAX,
             },
             7,
         ))

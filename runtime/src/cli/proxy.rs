@@ -65,6 +65,16 @@ pub struct Args {
     /// Longest an export waits for its session to end.
     #[arg(long, default_value_t = 3600.0)]
     export_timeout_secs: f64,
+    /// Most bytes one session records (413 session_byte_limit_reached above).
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_session_bytes: usize,
+    /// Seconds a connection's writes may make no progress (a client that stopped reading a
+    /// stream or an export) before it is closed; its turn is recorded as cancelled.
+    #[arg(long, default_value_t = 60.0)]
+    write_stall_secs: f64,
+    /// Seconds a client may take to send a request body; 400 body_incomplete after.
+    #[arg(long, default_value_t = 30.0)]
+    body_read_timeout_secs: f64,
     /// Listen backlog (connections the kernel queues before they are accepted; capped by
     /// net.core.somaxconn).
     #[arg(long, default_value_t = fleet_launcher::listen::DEFAULT_LISTEN_BACKLOG)]
@@ -111,6 +121,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     config.export_timeout = secs("export-timeout-secs", args.export_timeout_secs)?;
     config.request_token_ids = !args.no_request_token_ids;
     config.listen_backlog = args.listen_backlog;
+    config.max_session_bytes = args.max_session_bytes;
+    config.write_stall_timeout = secs("write-stall-secs", args.write_stall_secs)?;
+    config.body_read_timeout = secs("body-read-timeout-secs", args.body_read_timeout_secs)?;
     let proxy = serve(config).await?;
     if !proxy.admin_key_configured() {
         tracing::warn!("no admin key configured: a random one is in use, so admin routes are locked; set --admin-key-file or FLEET_ADMIN_KEY");
