@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -126,11 +127,15 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 Some(t) => Duration::try_from_secs_f64(t).unwrap_or(max).min(max),
                 None => max,
             };
-            let t = state.store.export(&b.session_id, discount, wait).await?;
-            tracing::info!(session = %t.session_id, turns = t.turns.len(), "trajectory exported");
-            let v = serde_json::to_value(&t)
-                .map_err(|e| ApiError::BadRequest(format!("cannot encode the trajectory: {e}")))?;
-            Ok(ok(v))
+            let f = state.store.take_finished(&b.session_id, wait).await?;
+            tracing::info!(session = %f.session_id, turns = f.turns.len(), "trajectory exported");
+            // Streamed turn by turn: an export never holds more than a chunk beyond its session.
+            let mut resp = Response::new(BodyExt::boxed(super::export::streamed(f, discount)));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            Ok(resp)
         }
         (&Method::POST, "/set_version") => {
             admin(state, &req, "/set_version")?;

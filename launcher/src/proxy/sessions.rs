@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::auth;
 use super::config::random_token;
 use super::errors::ApiError;
-use super::export::{self, Trajectory};
+use super::export;
 
 /// Which OpenAI endpoint a turn went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -619,12 +619,30 @@ impl Store {
 
     /// Waits (on the session's watch channel, up to `wait`) until the session has ended and no
     /// turn is in flight, then removes it and returns its discounted trajectory.
+    #[cfg(test)]
     pub(crate) async fn export(
         &self,
         session: &str,
         discount: f64,
         wait: Duration,
-    ) -> Result<Trajectory, ApiError> {
+    ) -> Result<export::Trajectory, ApiError> {
+        let f = self.take_finished(session, wait).await?;
+        Ok(export::build(
+            f.session_id,
+            f.task_id,
+            f.end_reason,
+            discount,
+            f.turns,
+        ))
+    }
+
+    /// Waits (on the session's watch channel, up to `wait`) until the session has ended and no
+    /// turn is in flight, then removes it and hands over its turns, for an export.
+    pub(crate) async fn take_finished(
+        &self,
+        session: &str,
+        wait: Duration,
+    ) -> Result<export::Finished, ApiError> {
         let mut progress = {
             let inner = self.lock();
             let s = inner
@@ -658,9 +676,12 @@ impl Store {
         };
         let s = s.ok_or_else(|| ApiError::UnknownSession(session.to_string()))?;
         let end_reason = s.ended.map(|(r, _)| r).unwrap_or("ended");
-        Ok(export::build(
-            s.id, s.task_id, end_reason, discount, s.turns,
-        ))
+        Ok(export::Finished {
+            session_id: s.id,
+            task_id: s.task_id,
+            end_reason,
+            turns: s.turns,
+        })
     }
 
     /// Ends sessions idle for longer than the idle timeout and forgets ended sessions nobody
