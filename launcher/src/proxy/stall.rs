@@ -82,7 +82,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
                 Poll::Pending => Poll::Pending,
             },
             done => {
-                self.timer = None;
+                if matches!(done, Poll::Ready(Ok(n)) if n > 0) {
+                    self.timer = None;
+                }
                 done
             }
         }
@@ -99,7 +101,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
                 Poll::Pending => Poll::Pending,
             },
             done => {
-                self.timer = None;
+                if matches!(done, Poll::Ready(Ok(n)) if n > 0) {
+                    self.timer = None;
+                }
                 done
             }
         }
@@ -110,15 +114,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A flush that completes is no progress (on a socket it is a no-op): only a write that
+        // went through resets the timer.
         match Pin::new(&mut self.inner).poll_flush(cx) {
             Poll::Pending => match self.blocked(cx) {
                 Poll::Ready(e) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             },
-            done => {
-                self.timer = None;
-                done
-            }
+            done => done,
         }
     }
 
