@@ -237,7 +237,7 @@ pub enum ProxyError {
         min: usize,
     },
     /// The admin key is empty (a key file holding only a newline, `FLEET_ADMIN_KEY=`).
-    #[error("refusing to serve on {addr} with an empty admin key: it would turn admin authentication off; put a random key in the file (e.g. `openssl rand -hex 32 > admin.key`), or give no key at all to get a random one (admin routes are then locked)")]
+    #[error("refusing to serve on {addr} with an empty admin key (an empty --admin-key-file or FLEET_ADMIN_KEY): it would turn admin authentication off; use a random key (`openssl rand -hex 32 > admin.key`, then --admin-key-file admin.key), or give none to get a random one (admin routes are then locked)")]
     EmptyAdminKey {
         /// The bind address.
         addr: std::net::SocketAddr,

@@ -148,7 +148,6 @@ fn host_name() -> String {
 /// Runs the server with the built-in engines until it is stopped.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = configured_token(&args)?;
-    let generated = token.is_none();
     let mut config = RpcHttpConfig::new(fleet_actors::engine::builtin::registry())
         .addr(SocketAddr::new(args.host, args.port))
         .worker(args.worker)
@@ -160,23 +159,5 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .listen_backlog(args.listen_backlog);
     config.token = token;
     config.env.extend(args.env);
-    run_until_stopped_announcing(config, generated).await
-}
-
-/// [`run_until_stopped`], saying on stderr which token a generated one is.
-async fn run_until_stopped_announcing(
-    config: RpcHttpConfig,
-    generated: bool,
-) -> anyhow::Result<()> {
-    // Off loopback a missing token is refused by `serve`, never replaced by a random one.
-    if !generated || !config.addr.ip().is_loopback() {
-        return run_until_stopped(config).await;
-    }
-    let token = crate::rpc_http::auth::random_token();
-    eprintln!(
-        "fleet rpc-server: no token configured; this run's token is {token}\n\
-         fleet rpc-server: send it as `Authorization: Bearer {token}` (GET /health needs none); \
-         give --token-file FILE to choose one"
-    );
-    run_until_stopped(config.token(token)).await
+    run_until_stopped(config).await
 }
