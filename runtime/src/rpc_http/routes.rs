@@ -228,7 +228,7 @@ async fn dispatch(ctx: &Ctx, req: Request<Incoming>) -> Answer {
         BodyCodec::Json => {
             let result = match body {
                 Ok(body) => json_route(ctx, route, &parts.headers, &body, &what).await,
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             };
             match result {
                 Ok(resp) => resp,
@@ -239,7 +239,7 @@ async fn dispatch(ctx: &Ctx, req: Request<Incoming>) -> Answer {
             Route::Call => {
                 let reply = match body {
                     Ok(body) => bincode_call(ctx, &parts.headers, &body).await,
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(e),
                 };
                 match reply {
                     Ok(reply) => bincode(200, &reply),
@@ -249,7 +249,7 @@ async fn dispatch(ctx: &Ctx, req: Request<Incoming>) -> Answer {
             _ => {
                 let reply = match body {
                     Ok(body) => bincode_control(ctx, &parts.headers, &body).await,
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(e),
                 };
                 match reply {
                     Ok(reply) => bincode(200, &reply),
