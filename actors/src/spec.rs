@@ -342,7 +342,10 @@ pub struct RolloutSpec {
     /// The inference server.
     pub backend: Backend,
     /// The OpenAI-compatible proxy command; `None` for `fleet proxy --backend {backend} --port
-    /// {port}` with this node's fleet executable. `{backend}` is the backend's base URL.
+    /// {port}` with this node's fleet executable. `{backend}` is the backend's base URL. The
+    /// worker's admin key arrives on the command's stdin as one line (never in its environment);
+    /// `fleet proxy` reads it with `--admin-key-stdin`, which is added to a `fleet proxy`
+    /// command that lacks it.
     pub proxy_command: Option<Vec<String>>,
     /// The agent.
     pub agent: AgentSpec,

@@ -22,6 +22,7 @@
 
 pub mod http;
 pub mod http_launcher;
+pub mod listen;
 pub mod mock_llm;
 pub mod process;
 pub mod proxy;

@@ -15,7 +15,7 @@
 //!   from tokio's `spawn_blocking` pool (whose idle threads exit after ten seconds) or from a
 //!   short-lived runtime worker thread would therefore kill a healthy child some time later. All
 //!   forks here happen on one dedicated, never-exiting spawner thread (see `spawner.rs`).
-//! - **Output capture**: stdin is null and stdout/stderr are pipes, never the parent's own
+//! - **Output capture**: stdin is null (or carries one secret line, [`StdinSecret`]) and stdout/stderr are pipes, never the parent's own
 //!   stdout (an actor's stdout may be closed or shared). A pump reads them line by line into
 //!   `tracing` (tagged with the worker label and stream), an append-mode log file and a ring
 //!   buffer tail that error messages quote.
@@ -48,7 +48,7 @@ pub use error::ProcessError;
 pub use liveness::{watch_liveness, LivenessProbe};
 pub use placeholders::{fill_placeholders, PlaceholderError};
 pub use readiness::{wait_ready, ReadinessProbe};
-pub use spec::{ChildSpec, DEFAULT_TAIL_LINES, MAX_LINE_BYTES};
+pub use spec::{ChildSpec, StdinSecret, DEFAULT_TAIL_LINES, MAX_LINE_BYTES, SECRET_ENV_VARS};
 
 /// The `fleet` executable of this node: `FLEET_BIN` if set, else this process's own executable
 /// if it is named `fleet`.

@@ -44,6 +44,7 @@ mod routes;
 mod server;
 mod sessions;
 mod sse;
+mod stall;
 mod upstream;
 
 pub mod bench;

@@ -5,6 +5,7 @@
 //! into `BENCHMARKS.md` together with the command that produced it. Timings live here and in
 //! that file, never in test assertions.
 
+pub mod agents;
 pub mod baseline;
 pub mod call;
 pub mod cluster;

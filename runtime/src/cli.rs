@@ -53,6 +53,10 @@ enum Command {
 /// Parses the command line, runs the chosen subcommand on a tokio runtime and maps the result to
 /// an exit code.
 pub fn main() -> std::process::ExitCode {
+    // First, while this is the only thread: secrets out of the environment (nothing forked
+    // later inherits them), and the open-file limit up to the hard limit.
+    crate::secrets::take_from_env();
+    let nofile = crate::secrets::raise_nofile_limit();
     let cli = Cli::parse();
     // Jobs that draw a progress bar log only warnings unless RUST_LOG says otherwise.
     let default_filter = match cli.command {
@@ -60,6 +64,12 @@ pub fn main() -> std::process::ExitCode {
         _ => "info",
     };
     logging::init(cli.log_json, default_filter);
+    match nofile {
+        Ok((before, after)) => tracing::debug!(before, after, "open-file limit (RLIMIT_NOFILE)"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit; many connections may fail with EMFILE")
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,6 +15,7 @@ pub(crate) mod remote;
 pub mod rollout;
 pub mod rpc_http;
 pub mod scheduler;
+pub mod secrets;
 pub mod store;
 pub mod weights;
 

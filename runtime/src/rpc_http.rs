@@ -13,7 +13,18 @@
 //!
 //! # The protocol
 //!
-//! ## JSON routes (`Content-Type: application/json`, or none) — for people, curl and AReaL
+//! ## Authentication and limits
+//!
+//! Every route but `GET /health` needs the server's token, `Authorization: Bearer <token>`
+//! (401 `unauthorized` without it; see [`auth`] for where the token comes from). A `POST`
+//! must say what it sends, `Content-Type: application/json` or `application/x-fleet-bincode`
+//! (415 otherwise: a browser's no-cors request, `text/plain` or none, never runs anything). A
+//! body must fit in [`RpcHttpConfig::max_body_bytes`] (413) and arrive within
+//! [`RpcHttpConfig::body_read_timeout`] (408); request heads within
+//! [`RpcHttpConfig::header_read_timeout`]. `X-Fleet-Timeout-Ms` above
+//! [`MAX_TIMEOUT_MS`] (30 days) is a 400.
+//!
+//! ## JSON routes (`Content-Type: application/json`) — for people, curl and AReaL
 //!
 //! | route | body | answer |
 //! | --- | --- | --- |
@@ -74,6 +85,7 @@
 //! line, signals, graceful shutdown), passing its own
 //! [`EngineRegistry`](fleet_actors::EngineRegistry).
 
+pub mod auth;
 mod body;
 mod config;
 mod errors;
@@ -83,7 +95,11 @@ mod server;
 pub mod wire;
 mod worker;
 
-pub use config::{RpcHttpConfig, DEFAULT_MAX_BODY_BYTES};
+pub use auth::token_from_stdin;
+pub use config::{
+    RpcHttpConfig, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_LISTEN_BACKLOG, DEFAULT_MAX_BODY_BYTES,
+    MAX_TIMEOUT_MS,
+};
 pub use errors::ApiError;
 pub use run::run_until_stopped;
 pub use server::{serve, RpcHttpServer, ServeError};

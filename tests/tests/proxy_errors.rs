@@ -309,8 +309,53 @@ async fn a_weak_admin_key_is_refused_on_a_non_loopback_bind() {
             .read_to_string(&mut stderr)
             .unwrap();
         assert!(!status.success(), "{key:?} accepted");
-        assert!(stderr.contains("refusing to bind"), "{key:?}: {stderr}");
+        assert!(stderr.contains("refusing to"), "{key:?}: {stderr}");
     }
+}
+
+/// An empty admin key (a key file holding only a newline, `FLEET_ADMIN_KEY=`) would turn admin
+/// authentication off: it is refused at start on loopback too, and the error says what to do.
+#[tokio::test]
+async fn an_empty_admin_key_is_refused_at_start_on_loopback_too() {
+    let dir = std::env::temp_dir().join(format!("fleet-empty-admin-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("admin.key");
+    std::fs::write(&file, "\n").unwrap();
+    let file = file.display().to_string();
+    let cases: [(&[&str], Option<&str>); 3] = [
+        (&["--admin-key-file", &file], None),
+        (&[], Some("")),
+        (&[], Some("  ")),
+    ];
+    for (args, env) in cases {
+        let mut cmd = Command::new(fleet_bin());
+        cmd.args(["proxy", "--port", "0", "--backend", "http://127.0.0.1:9"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match env {
+            Some(v) => cmd.env("FLEET_ADMIN_KEY", v),
+            None => cmd.env_remove("FLEET_ADMIN_KEY"),
+        };
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::from(cmd).output(),
+        )
+        .await
+        .expect("fleet proxy exits at once")
+        .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} {env:?} accepted");
+        assert!(
+            stderr.contains("empty admin key") && stderr.contains("openssl rand"),
+            "{args:?} {env:?}: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("listening"),
+            "never listened"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

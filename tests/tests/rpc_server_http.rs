@@ -36,9 +36,11 @@ struct RpcServerProcess {
 
 impl RpcServerProcess {
     async fn start(extra: &[&str]) -> RpcServerProcess {
+        let token = format!("test-token-{:x}", rand_u64());
         let mut cmd = Command::new(fleet_bin());
         cmd.args(["rpc-server", "--port", "0", "--worker", "test/3"])
-            .args(extra);
+            .args(extra)
+            .env("FLEET_RPC_TOKEN", &token);
         let child = PipedChild::spawn("rpc-server", &mut cmd).expect("start fleet rpc-server");
         let addr = child
             .wait_for_stdout(Duration::from_secs(20), parse_listening_line)
@@ -51,7 +53,7 @@ impl RpcServerProcess {
         );
         RpcServerProcess {
             child,
-            http: Http::new(addr),
+            http: Http::new(addr).token(&token),
         }
     }
 }
@@ -62,6 +64,21 @@ struct Http {
     client: Client,
     addr: SocketAddr,
     base: String,
+    /// Sent as `Authorization: Bearer` on every request.
+    token: Option<String>,
+}
+
+/// A random number for tokens (each test's server has its own).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
 }
 
 impl Http {
@@ -70,10 +87,28 @@ impl Http {
             client: Client::new(),
             addr,
             base: format!("http://{addr}"),
+            token: None,
+        }
+    }
+
+    fn token(mut self, token: &str) -> Http {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// The same server without the token.
+    fn anonymous(&self) -> Http {
+        Http {
+            token: None,
+            ..self.clone()
         }
     }
 
     async fn send(&self, req: HttpRequest) -> HttpResponse {
+        let req = match &self.token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
+        };
         let policy = RetryPolicy::non_idempotent()
             .max_attempts(1)
             .deadline(Duration::from_secs(30))
@@ -695,10 +730,17 @@ async fn malformed_and_oversize_requests_get_typed_errors_and_the_server_keeps_s
         "{r:?}"
     );
     // A declared 100 MB body is refused from its headers alone: the client never sends it.
+    let auth = format!(
+        "Authorization: Bearer {}\r\n",
+        h.token.as_deref().unwrap_or("")
+    );
     let answer = raw_exchange(
         h.addr,
-        b"POST /call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-          Content-Length: 100000000\r\n\r\n",
+        format!(
+            "POST /call HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: 100000000\r\n\r\n"
+        )
+        .as_bytes(),
         false,
     )
     .await;
@@ -708,8 +750,11 @@ async fn malformed_and_oversize_requests_get_typed_errors_and_the_server_keeps_s
     // A request cut short, and a request that is not HTTP at all.
     let answer = raw_exchange(
         h.addr,
-        b"POST /call HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-          Content-Length: 100\r\n\r\n{\"engine_name\"",
+        format!(
+            "POST /call HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n{{\"engine_name\""
+        )
+        .as_bytes(),
         true,
     )
     .await;
@@ -872,7 +917,7 @@ async fn library_mode_serves_a_programs_own_engine_and_shutdown_runs_its_destroy
     .await
     .expect("serve");
     assert_ne!(server.addr().port(), 0, "the real port is reported");
-    let h = Http::new(server.addr());
+    let h = Http::new(server.addr()).token(server.token());
 
     let m = assert_error(
         h.post(
@@ -916,7 +961,7 @@ async fn health_is_503_while_destroy_hooks_run_and_destroy_stops_the_server() {
     let (release, held) = std::sync::mpsc::channel::<()>();
     let registry = greeter_registry(destroyed.clone(), Arc::new(Mutex::new(Some(held))));
     let server = serve(RpcHttpConfig::new(registry)).await.expect("serve");
-    let h = Http::new(server.addr());
+    let h = Http::new(server.addr()).token(server.token());
     h.post(
         "/create_engine",
         json!({"engine": "greeter", "engine_name": "g", "init_args": {"greeting": "hi"}}),
@@ -958,4 +1003,222 @@ async fn health_is_503_while_destroy_hooks_run_and_destroy_stops_the_server() {
         .shutdown()
         .await
         .expect("shutdown after destroy is fine");
+}
+
+// ---- authentication and limits ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_or_browser_style_request_runs_nothing_and_the_server_keeps_serving() {
+    let server = RpcServerProcess::start(&[]).await;
+    let h = &server.http;
+    let anon = h.anonymous();
+    h.post(
+        "/create_engine",
+        json!({"engine": "counter", "engine_name": "c"}),
+    )
+    .await;
+
+    // What a web page's no-cors request sends: POST /destroy without a body, a content type
+    // or a token. Then with a wrong token, then the same with text/plain.
+    let resp = anon.send(HttpRequest::post("/destroy", Vec::new())).await;
+    let m = assert_error(json_of(resp), 401, "unauthorized");
+    assert!(
+        m.contains("Authorization: Bearer"),
+        "says what to send: {m}"
+    );
+    let wrong = anon.clone().token("not-the-token");
+    let resp = wrong
+        .send(HttpRequest::post("/destroy", "{}").header("content-type", "text/plain"))
+        .await;
+    assert_error(json_of(resp), 401, "unauthorized");
+    assert_error(anon.get("/status").await, 401, "unauthorized");
+    let (status, CallReply(r)) = anon.bincode("/call", vec![1, 2, 3], None).await;
+    assert_eq!(status, 401);
+    assert!(matches!(r, Err(FleetError::BadRequest { .. })), "{r:?}");
+    // With the token, a body type other than JSON or bincode, or none, is still refused.
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut req = HttpRequest::post("/destroy", Vec::new());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        assert_error(json_of(h.send(req).await), 415, "unsupported_media_type");
+    }
+
+    // Health stays open; the worker was never destroyed and still counts.
+    assert_eq!(anon.get("/health").await.0, 200);
+    assert_eq!(
+        h.post(
+            "/call",
+            json!({"engine_name": "c", "method": "incr", "args": 2})
+        )
+        .await,
+        (200, json!({"result": 2}))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_configured_token_loopback_gets_a_random_one_and_other_addresses_refuse_to_start()
+{
+    // Loopback: a random token, printed on stderr, and it works.
+    let mut cmd = Command::new(fleet_bin());
+    cmd.args(["rpc-server", "--port", "0"])
+        .env_remove("FLEET_RPC_TOKEN");
+    let child = PipedChild::spawn("rpc-server", &mut cmd).expect("start");
+    let addr = child
+        .wait_for_stdout(Duration::from_secs(20), parse_listening_line)
+        .await
+        .expect("listening");
+    let token = wait_until("the token on stderr", Duration::from_secs(10), || {
+        let lines = child.stderr_lines();
+        async move {
+            lines.iter().find_map(|l| {
+                l.split("this run's token is ")
+                    .nth(1)
+                    .map(|t| t.trim().to_string())
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let h = Http::new(addr);
+    assert_error(h.get("/status").await, 401, "unauthorized");
+    assert_eq!(h.clone().token(&token).status().await.calls_done, 0);
+    drop(child);
+
+    // Any other address: no token, an empty one, a short one are all refused at start, each
+    // saying what to do.
+    let dir = std::env::temp_dir().join(format!("fleet-rpc-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.token");
+    std::fs::write(&empty, "\n").unwrap();
+    let cases: Vec<(Vec<String>, Option<&str>, &str)> = vec![
+        (
+            vec!["--host".into(), "0.0.0.0".into()],
+            None,
+            "--token-file",
+        ),
+        (
+            vec!["--host".into(), "0.0.0.0".into()],
+            Some(""),
+            "FLEET_RPC_TOKEN is set but empty",
+        ),
+        (
+            vec![
+                "--host".into(),
+                "0.0.0.0".into(),
+                "--token-file".into(),
+                empty.display().to_string(),
+            ],
+            None,
+            "is empty",
+        ),
+        (vec![], Some(" "), "FLEET_RPC_TOKEN is set but empty"),
+        (
+            vec!["--host".into(), "0.0.0.0".into()],
+            Some("short"),
+            "too short",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let mut cmd = Command::new(fleet_bin());
+        cmd.args(["rpc-server", "--port", "0"]).args(&args);
+        match env {
+            Some(v) => cmd.env("FLEET_RPC_TOKEN", v),
+            None => cmd.env_remove("FLEET_RPC_TOKEN"),
+        };
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::from(cmd).output(),
+        )
+        .await
+        .expect("exits at once")
+        .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} {env:?} started");
+        assert!(err.contains(needle), "{args:?} {env:?}: {err}");
+        assert!(out.stdout.is_empty(), "never listened: {args:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_numbers_in_requests_are_a_400_and_the_server_keeps_serving() {
+    let server = RpcServerProcess::start(&[]).await;
+    let h = &server.http;
+    h.post(
+        "/create_engine",
+        json!({"engine": "counter", "engine_name": "c"}),
+    )
+    .await;
+    let call = json!({"engine_name": "c", "method": "incr", "args": 1});
+    for ms in [
+        "18446744073709551615",
+        "99999999999999999999999",
+        "1e300",
+        "-1",
+        "0",
+    ] {
+        let m = assert_error(
+            h.post_with("/call", call.clone(), &[("x-fleet-timeout-ms", ms)])
+                .await,
+            400,
+            "bad_request",
+        );
+        assert!(m.contains("X-Fleet-Timeout-Ms"), "{m}");
+    }
+    let m = assert_error(
+        h.post("/destroy", json!({"timeout_ms": u64::MAX})).await,
+        400,
+        "bad_request",
+    );
+    assert!(m.contains("timeout_ms"), "{m}");
+    assert_error(
+        h.post("/destroy", json!({"timeout_ms": 1e300})).await,
+        400,
+        "bad_request",
+    );
+    let (status, ControlReply(r)) = h
+        .bincode(
+            "/control",
+            encode_body(&Control::Destroy {
+                timeout_ms: u64::MAX,
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(matches!(r, Err(FleetError::BadRequest { .. })), "{r:?}");
+    assert_eq!(h.get("/health").await.0, 200, "not destroyed");
+    assert_eq!(h.post("/call", call).await, (200, json!({"result": 1})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_arriving_is_answered_408_naming_the_limit() {
+    let server = RpcServerProcess::start(&["--body-read-timeout", "1s"]).await;
+    let h = &server.http;
+    let auth = format!(
+        "Authorization: Bearer {}\r\n",
+        h.token.as_deref().unwrap_or("")
+    );
+    // Half a body, and the connection kept open.
+    let answer = raw_exchange(
+        h.addr,
+        format!(
+            "POST /call HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n{{\"engine_name\""
+        )
+        .as_bytes(),
+        false,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("body_timeout") && answer.contains("--body-read-timeout"),
+        "{answer}"
+    );
+    assert_eq!(h.get("/health").await.0, 200);
 }

@@ -4,7 +4,8 @@
 use super::forward::Target;
 use crate::http::Client;
 use crate::process::{
-    wait_ready, watch_liveness, ChildHandle, ChildSpec, LivenessProbe, ProcessError, ReadinessProbe,
+    wait_ready, watch_liveness, ChildHandle, ChildSpec, LivenessProbe, ProcessError,
+    ReadinessProbe, StdinSecret,
 };
 use fleet_actors::rpc_server::{
     CallReply, Control, ControlOk, ControlReply, Lifecycle, WorkerMsg, WorkerStatus,
@@ -58,6 +59,10 @@ pub struct HttpLauncherArgs {
     pub max_in_flight: usize,
     /// The pooled client (share one per node).
     pub client: Client,
+    /// A secret handed to the child on its stdin at every start (never through its
+    /// environment), and sent as `Authorization: Bearer` on fleet RPC forwards: the token of
+    /// a `fleet rpc-server --token-stdin`, the admin key of a `fleet proxy --admin-key-stdin`.
+    pub secret: Option<StdinSecret>,
 }
 
 impl std::fmt::Debug for HttpLauncherArgs {
@@ -117,6 +122,7 @@ impl State {
             ),
             child: child.watch(),
             stopping: self.stopping.clone(),
+            token: self.args.secret.as_ref().map(|s| s.expose().to_string()),
         })
     }
 
@@ -164,7 +170,10 @@ impl State {
             a.replace("{worker}", &self.args.worker.to_string())
                 .replace("{index}", &self.args.worker.index.to_string())
         };
-        let argv: Vec<String> = self.args.spec.argv.iter().map(|a| fill(a)).collect();
+        let mut argv: Vec<String> = self.args.spec.argv.iter().map(|a| fill(a)).collect();
+        if self.args.secret.is_some() {
+            secret_flag(&mut argv);
+        }
         let Some((program, rest)) = argv.split_first() else {
             return Err(bad("the command (argv) is empty".into()));
         };
@@ -184,6 +193,9 @@ impl State {
             .env("FLEET_PORT", "{port}");
         if let Some(cwd) = &self.args.spec.cwd {
             spec = spec.cwd(cwd.clone());
+        }
+        if let Some(secret) = &self.args.secret {
+            spec = spec.stdin_secret(secret.clone());
         }
         if let Some(dir) = &self.args.log_dir {
             spec = spec.log_dir(dir.clone());
@@ -210,6 +222,20 @@ impl State {
                 tail: tail.to_vec(),
             });
         }
+    }
+}
+
+/// Tells a fleet server that its secret is on stdin: `fleet rpc-server` gets `--token-stdin`,
+/// `fleet proxy` `--admin-key-stdin`, unless the command already says so. Other commands are
+/// left alone (they read the line themselves, or ignore it).
+fn secret_flag(argv: &mut Vec<String>) {
+    let flag = match argv.get(1).map(String::as_str) {
+        Some("rpc-server") => "--token-stdin",
+        Some("proxy") => "--admin-key-stdin",
+        _ => return,
+    };
+    if !argv.iter().any(|a| a == flag) {
+        argv.push(flag.to_string());
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) struct Target {
     pub(crate) child: ChildWatch,
     /// Set when the worker is being destroyed, so calls cut short say so.
     pub(crate) stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The child's token, sent as `Authorization: Bearer` on fleet RPC requests.
+    pub(crate) token: Option<String>,
 }
 
 /// How long a forward whose connection broke waits to learn whether the child exited (the
@@ -131,6 +133,14 @@ impl Target {
                     detail: format!("{attempts} attempts; {last}"),
                 }
             }
+        }
+    }
+
+    /// Adds the child's token to a fleet RPC request.
+    fn authorized(&self, req: HttpRequest) -> HttpRequest {
+        match &self.token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
         }
     }
 
@@ -255,6 +265,7 @@ impl Target {
         if let Some(id) = &req.request_id {
             http = http.request_id(id.to_string());
         }
+        let http = self.authorized(http);
         let r = self.send(http, deadline, safe).await?;
         self.fleet_reply::<CallReply>("/call", &r, safe)?.0
     }
@@ -268,7 +279,7 @@ impl Target {
         let http = HttpRequest::post("/control", fleet_actors::wire::encode(&control))
             .header("content-type", FLEET_RPC_CONTENT_TYPE);
         let idempotent = !matches!(control, Control::CreateEngine { .. });
-        let http = http.header(TIMEOUT_HEADER, deadline.as_millis().to_string());
+        let http = self.authorized(http.header(TIMEOUT_HEADER, deadline.as_millis().to_string()));
         let r = self.send(http, deadline, idempotent).await?;
         self.fleet_reply::<ControlReply>("/control", &r, idempotent)?
             .0

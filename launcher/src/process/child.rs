@@ -201,13 +201,24 @@ impl ChildHandle {
 
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
-            .stdin(Stdio::null())
+            .stdin(if spec.stdin_secret.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
         if spec.clear_env {
             cmd.env_clear();
+        }
+        // Secrets this process was started with never pass on through the environment, unless
+        // the spec sets them explicitly.
+        for name in super::spec::SECRET_ENV_VARS {
+            if !spec.env.contains_key(*name) {
+                cmd.env_remove(name);
+            }
         }
         cmd.envs(&spec.env);
         if let Some(dir) = &spec.cwd {
@@ -253,6 +264,18 @@ impl ChildHandle {
             });
         };
         tracing::info!(worker = %label, pid, program = %spec.program, "child started");
+        if let (Some(secret), Some(mut stdin)) = (spec.stdin_secret, child.stdin.take()) {
+            // A pipe holds far more than one line, so this write does not wait for the child.
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut line = secret.expose().as_bytes().to_vec();
+                line.push(b'\n');
+                if let Err(e) = stdin.write_all(&line).await {
+                    tracing::warn!(pid, error = %e, "cannot hand the child its secret on stdin");
+                }
+                let _ = stdin.shutdown().await;
+            });
+        }
         let guard = guard::spawn(&spec.label, pid).await;
 
         let tail: SharedTail = Arc::new(Mutex::new(Tail::new(spec.tail_lines)));

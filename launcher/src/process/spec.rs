@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 
 use super::placeholders::{fill_placeholders, PlaceholderError};
 
+/// Environment variables that hold fleet's secrets (the cluster cookie, the proxy's admin key,
+/// an rpc-server's token). A child never inherits them from this process; a spec that needs
+/// one sets it explicitly (better: hands it over with [`StdinSecret`]).
+pub const SECRET_ENV_VARS: &[&str] = &["FLEET_COOKIE", "FLEET_ADMIN_KEY", "FLEET_RPC_TOKEN"];
+
 /// How many output lines a child keeps in memory by default for error messages.
 pub const DEFAULT_TAIL_LINES: usize = 200;
 
@@ -36,6 +41,38 @@ pub struct ChildSpec {
     pub log_dir: Option<PathBuf>,
     /// How many of the last output lines (stdout and stderr interleaved) to keep in memory.
     pub tail_lines: usize,
+    /// A secret written to the child's stdin as one line, after which stdin is closed (see
+    /// [`StdinSecret`]); `None` gives the child a null stdin.
+    pub stdin_secret: Option<StdinSecret>,
+}
+
+/// A secret (a token, an admin key) handed to a child on its stdin instead of its environment
+/// or arguments.
+///
+/// Why stdin: a process's environment (`/proc/PID/environ`) is readable by every process of the
+/// same user and is inherited by everything the child forks (agents, tool code); its arguments
+/// (`/proc/PID/cmdline`) are readable by every user; a file lingers on disk. A line on a pipe is
+/// read once by the child at start, and what the child forks later inherits only a stdin at
+/// end of file. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StdinSecret(String);
+
+impl StdinSecret {
+    /// Wraps a secret (one line: a newline in it would end it early).
+    pub fn new(secret: impl Into<String>) -> StdinSecret {
+        StdinSecret(secret.into())
+    }
+
+    /// The secret.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for StdinSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StdinSecret(<redacted>)")
+    }
 }
 
 impl ChildSpec {
@@ -51,7 +88,14 @@ impl ChildSpec {
             clear_env: false,
             log_dir: None,
             tail_lines: DEFAULT_TAIL_LINES,
+            stdin_secret: None,
         }
+    }
+
+    /// Hands `secret` to the child on its stdin (one line, then end of file).
+    pub fn stdin_secret(mut self, secret: StdinSecret) -> ChildSpec {
+        self.stdin_secret = Some(secret);
+        self
     }
 
     /// Appends arguments.

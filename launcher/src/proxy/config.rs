@@ -47,7 +47,8 @@ pub struct ProxyConfig {
     /// trailing `/v1` is accepted and ignored).
     pub backend: String,
     /// The admin key; `None` means a random one (see [`super::ProxyHandle::admin_key`]).
-    /// `Some("")` on a loopback bind turns admin authentication off, for local experiments.
+    /// An empty (or all-whitespace) key is refused on every address: a key file holding only a
+    /// newline, or `FLEET_ADMIN_KEY=`, must not turn authentication off.
     pub admin_key: Option<String>,
     /// Key sent to the backend as `Authorization: Bearer` (vLLM's `--api-key`), if any. Clients'
     /// keys are never forwarded.
@@ -84,6 +85,14 @@ pub struct ProxyConfig {
     pub router_wait_timeout: Duration,
     /// Consecutive failures (connect errors, timeouts, 5xx) that open a server's breaker.
     pub breaker_threshold: u32,
+    /// The listen backlog (default [`crate::listen::DEFAULT_LISTEN_BACKLOG`]).
+    pub listen_backlog: u32,
+    /// Most bytes one session records (an estimate of its turns' size); a request past it is
+    /// answered 413 `session_byte_limit_reached` (default 256 MiB).
+    pub max_session_bytes: usize,
+    /// A connection whose writes make no progress for this long (a streaming client that
+    /// stopped reading) is closed; its turn is recorded as cancelled (default 60 s).
+    pub write_stall_timeout: Duration,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -132,6 +141,9 @@ impl ProxyConfig {
             router: false,
             router_wait_timeout: Duration::from_secs(600),
             breaker_threshold: 3,
+            listen_backlog: crate::listen::DEFAULT_LISTEN_BACKLOG,
+            max_session_bytes: 256 * 1024 * 1024,
+            write_stall_timeout: Duration::from_secs(60),
         }
     }
 
@@ -157,6 +169,7 @@ impl ProxyConfig {
             ("max_body_bytes", self.max_body_bytes),
             ("max_sessions", self.max_sessions),
             ("max_turns_per_session", self.max_turns_per_session),
+            ("max_session_bytes", self.max_session_bytes),
         ] {
             if value == 0 {
                 return Err(ProxyError::BadConfig(format!("{name} must be at least 1")));
@@ -169,10 +182,17 @@ impl ProxyConfig {
             ("export_timeout", self.export_timeout),
             ("body_read_timeout", self.body_read_timeout),
             ("router_wait_timeout", self.router_wait_timeout),
+            ("write_stall_timeout", self.write_stall_timeout),
         ] {
             if value.is_zero() {
                 return Err(ProxyError::BadConfig(format!("{name} must be positive")));
             }
+        }
+        if self.initial_version > i64::MAX as u64 {
+            return Err(ProxyError::BadConfig(format!(
+                "the initial version must be at most {} (exports carry versions as signed 64-bit numbers)",
+                i64::MAX
+            )));
         }
         let key = match &self.admin_key {
             None => AdminKey {
@@ -180,6 +200,9 @@ impl ProxyConfig {
                 configured: false,
             },
             Some(k) => {
+                if k.trim().is_empty() {
+                    return Err(ProxyError::EmptyAdminKey { addr: self.bind });
+                }
                 if !self.bind.ip().is_loopback() {
                     check_remote_key(self.bind, k)?;
                 }
@@ -286,7 +309,7 @@ mod tests {
 
     #[test]
     fn weak_admin_keys_are_refused_on_a_non_loopback_bind() {
-        for key in ["", "  ", "admin", "ChangeMe", "short-key"] {
+        for key in ["admin", "ChangeMe", "short-key"] {
             assert!(
                 matches!(
                     on("0.0.0.0:0", Some(key)),
@@ -300,11 +323,21 @@ mod tests {
     }
 
     #[test]
-    fn weak_admin_keys_are_allowed_on_loopback() {
-        for key in ["", "admin"] {
-            let (_, k) = on("127.0.0.1:0", Some(key)).unwrap();
-            assert!(k.configured);
+    fn an_empty_admin_key_is_refused_on_every_address() {
+        for addr in ["127.0.0.1:0", "0.0.0.0:0"] {
+            for key in ["", " ", "\n"] {
+                assert!(
+                    matches!(on(addr, Some(key)), Err(ProxyError::EmptyAdminKey { .. })),
+                    "{key:?} accepted on {addr}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn weak_admin_keys_are_allowed_on_loopback() {
+        let (_, k) = on("127.0.0.1:0", Some("admin")).unwrap();
+        assert!(k.configured);
         let (_, k) = on("127.0.0.1:0", None).unwrap();
         assert!(!k.configured);
         assert_eq!(k.key.len(), 64);

@@ -67,7 +67,9 @@ pub enum ApiError {
     #[error("session {0} has ended; ask the controller for a new session")]
     SessionEnded(String),
     /// The request body is larger than the proxy's limit.
-    #[error("request body larger than the limit of {limit} bytes")]
+    #[error(
+        "request body larger than the limit of {limit} bytes (`fleet proxy --max-body-bytes`)"
+    )]
     BodyTooLarge {
         /// The limit in bytes.
         limit: usize,
@@ -91,6 +93,16 @@ pub enum ApiError {
         session: String,
         /// The limit.
         max: usize,
+    },
+    /// The session has recorded as many bytes as it may.
+    #[error("session {session} has recorded {recorded} bytes, reaching its limit of {limit} bytes (`fleet proxy --max-session-bytes`); end and export it, and start a new one")]
+    SessionTooLarge {
+        /// The session.
+        session: String,
+        /// Bytes recorded so far (an estimate of the turns' size in memory).
+        recorded: usize,
+        /// The limit.
+        limit: usize,
     },
     /// The backend could not be reached or broke the connection.
     #[error("inference backend {backend} unreachable: {detail}")]
@@ -167,7 +179,7 @@ impl ApiError {
             UnknownServer { .. } => StatusCode::NOT_FOUND,
             NoServerAvailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             SessionEnded(_) => StatusCode::GONE,
-            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTooLarge { .. } | SessionTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             NoCapacity | TooManySessions { .. } => StatusCode::TOO_MANY_REQUESTS,
             BackendUnreachable { .. } | BackendInvalid(_) => StatusCode::BAD_GATEWAY,
             BackendStatus { status, .. } if status.is_client_error() => *status,
@@ -192,6 +204,7 @@ impl ApiError {
             NoCapacity => "no_capacity",
             TooManySessions { .. } => "too_many_sessions",
             TooManyTurns { .. } => "turn_limit_reached",
+            SessionTooLarge { .. } => "session_byte_limit_reached",
             BackendUnreachable { .. }
             | BackendStatus { .. }
             | BackendRejected { .. }
@@ -242,6 +255,12 @@ pub enum ProxyError {
         reason: &'static str,
         /// The minimum length on a non-loopback bind.
         min: usize,
+    },
+    /// The admin key is empty (a key file holding only a newline, `FLEET_ADMIN_KEY=`).
+    #[error("refusing to serve on {addr} with an empty admin key (an empty --admin-key-file or FLEET_ADMIN_KEY): it would turn admin authentication off; use a random key (`openssl rand -hex 32 > admin.key`, then --admin-key-file admin.key), or give none to get a random one (admin routes are then locked)")]
+    EmptyAdminKey {
+        /// The bind address.
+        addr: std::net::SocketAddr,
     },
     /// A limit was configured as zero.
     #[error("invalid configuration: {0}")]

@@ -5,6 +5,7 @@
 //! sending headers slowly. Shutdown is a watch channel: the accept loop stops, open connections
 //! are asked to finish their current response, and after a short grace period they are dropped
 //! (which also drops any stream in flight, and with it the upstream request it was reading).
+//! A write deadline (`stall.rs`) closes a connection whose client stopped reading.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,9 +21,29 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::body::Body;
+use super::stall::StallGuard;
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send a request's headers, by default.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Per-connection limits of an accept loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnLimits {
+    /// A connection that has not sent a full request head within this is closed.
+    pub(crate) header_read_timeout: Duration,
+    /// A connection whose writes make no progress for this long is closed (see `stall.rs`);
+    /// `None`: no deadline.
+    pub(crate) write_stall_timeout: Option<Duration>,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            write_stall_timeout: None,
+        }
+    }
+}
 /// How long open connections get to finish after shutdown was asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -44,8 +65,23 @@ impl Listener {
         F: Future<Output = Result<Response<Body>, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
+        Listener::spawn_with(name, listener, ConnLimits::default(), handler)
+    }
+
+    /// [`Listener::spawn`] with per-connection limits.
+    pub(crate) fn spawn_with<H, F, E>(
+        name: &'static str,
+        listener: TcpListener,
+        limits: ConnLimits,
+        handler: H,
+    ) -> Listener
+    where
+        H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Result<Response<Body>, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(name, listener, handler, stop_rx));
+        let task = tokio::spawn(accept_loop(name, listener, limits, handler, stop_rx));
         Listener {
             stop,
             task: Some(task),
@@ -79,6 +115,7 @@ impl Drop for Listener {
 async fn accept_loop<H, F, E>(
     name: &'static str,
     listener: TcpListener,
+    limits: ConnLimits,
     handler: H,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -107,8 +144,11 @@ async fn accept_loop<H, F, E>(
             let service = service_fn(move |req| handler(req, peer));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(
+                    TokioIo::new(StallGuard::new(stream, limits.write_stall_timeout)),
+                    service,
+                );
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

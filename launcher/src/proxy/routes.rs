@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
@@ -121,29 +122,43 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                     Err(e) => return Err(e),
                 }
             }
+            let max = state.config.export_timeout;
             let wait = match b.timeout_secs {
-                Some(t) if !(t.is_finite() && t >= 0.0) => {
-                    return Err(ApiError::BadRequest(
-                        "`timeout_secs` must be a non-negative number".into(),
-                    ))
+                Some(t) if !(t.is_finite() && t >= 0.0 && t <= max.as_secs_f64()) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "`timeout_secs` must be a number from 0 to the export timeout, {} s \
+                         (`fleet proxy --export-timeout-secs`); got {t}",
+                        max.as_secs_f64()
+                    )))
                 }
-                Some(t) => Duration::try_from_secs_f64(t)
-                    .unwrap_or(Duration::MAX)
-                    .min(state.config.export_timeout),
-                None => state.config.export_timeout,
+                Some(t) => Duration::try_from_secs_f64(t).unwrap_or(max).min(max),
+                None => max,
             };
-            let t = state.store.export(&b.session_id, discount, wait).await?;
+            let f = state.store.take_finished(&b.session_id, wait).await?;
             if let Some(r) = &state.router {
                 r.forget_session(&b.session_id);
             }
-            tracing::info!(session = %t.session_id, turns = t.turns.len(), "trajectory exported");
-            let v = serde_json::to_value(&t)
-                .map_err(|e| ApiError::BadRequest(format!("cannot encode the trajectory: {e}")))?;
-            Ok(ok(v))
+            tracing::info!(session = %f.session_id, turns = f.turns.len(), "trajectory exported");
+            // Streamed turn by turn: an export never holds more than a chunk beyond its session.
+            let mut resp = Response::new(BodyExt::boxed(super::export::streamed(f, discount)));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            Ok(resp)
         }
         (&Method::POST, "/set_version") => {
             admin(state, &req, "/set_version")?;
             let b: SetVersion = json_body(state, req, false).await?;
+            // Exports carry versions as signed 64-bit numbers (-1 marks prompt tokens): a
+            // larger one would wrap.
+            if b.version > i64::MAX as u64 {
+                return Err(ApiError::BadRequest(format!(
+                    "`version` must be at most {} (it is exported as a signed 64-bit number); got {}",
+                    i64::MAX,
+                    b.version
+                )));
+            }
             let previous = state.store.set_version(b.version);
             tracing::info!(version = b.version, previous, "policy version set");
             Ok(ok(json!({ "version": b.version, "previous": previous })))
@@ -291,12 +306,9 @@ async fn health(state: &Arc<State>) -> Response<Body> {
 
 fn caller(state: &State, req: &Request<Incoming>) -> Result<Caller, ApiError> {
     let Some(key) = auth::presented_key(req.headers()) else {
-        // An empty admin key (allowed on loopback only) turns admin authentication off.
-        if state.admin.key.is_empty() {
-            return Ok(Caller::Admin);
-        }
         return Err(ApiError::MissingKey);
     };
+    // The admin key is never empty (`ProxyConfig::validate` refuses one).
     if !state.admin.key.is_empty() && auth::secret_eq(&state.admin.key, key) {
         return Ok(Caller::Admin);
     }

@@ -4,12 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::config::{AdminKey, ProxyConfig};
 use super::errors::ProxyError;
-use super::listener::Listener;
+use super::listener::{ConnLimits, Listener, DEFAULT_HEADER_READ_TIMEOUT};
 use super::routes;
 use super::sessions::{Limits, Store};
 use super::upstream::Upstream;
@@ -76,11 +75,12 @@ impl ProxyHandle {
 /// Validates `config`, binds, and serves the proxy in background tasks.
 pub async fn serve(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
     let (backend, admin) = config.validate()?;
-    let listener = TcpListener::bind(config.bind)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            addr: config.bind,
-            source,
+    let listener =
+        crate::listen::bind_with_backlog(config.bind, config.listen_backlog).map_err(|source| {
+            ProxyError::Bind {
+                addr: config.bind,
+                source,
+            }
         })?;
     let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
         addr: config.bind,
@@ -91,6 +91,7 @@ pub async fn serve(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
             max_sessions: config.max_sessions,
             max_turns: config.max_turns_per_session,
             idle_timeout: config.session_idle_timeout,
+            max_bytes: config.max_session_bytes,
         },
         config.initial_version,
     ));
@@ -129,7 +130,11 @@ pub async fn serve(config: ProxyConfig) -> Result<ProxyHandle, ProxyError> {
         config,
     });
     tracing::info!(%addr, backend = %backend.root, admin_key_configured, "proxy listening");
-    let listener = Listener::spawn("proxy", listener, move |req, _peer| {
+    let limits = ConnLimits {
+        header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        write_stall_timeout: Some(state.config.write_stall_timeout),
+    };
+    let listener = Listener::spawn_with("proxy", listener, limits, move |req, _peer| {
         let state = Arc::clone(&state);
         async move { Ok::<_, std::convert::Infallible>(routes::handle(state, req).await) }
     });

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::auth;
 use super::config::random_token;
 use super::errors::ApiError;
-use super::export::{self, Trajectory};
+use super::export;
 
 /// Which OpenAI endpoint a turn went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -128,6 +128,24 @@ impl TurnRecord {
     }
 }
 
+/// About how many bytes a turn takes once recorded: its texts, token ids and logprobs. The
+/// session byte limit counts this; it is an estimate (a walk over the JSON values, no
+/// serialisation), not the export's exact size.
+pub(crate) fn recorded_bytes(r: &TurnRecord) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::Null | Value::Bool(_) => 4,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => a.iter().map(value).sum::<usize>() + 2,
+            Value::Object(m) => m.iter().map(|(k, v)| k.len() + 3 + value(v)).sum::<usize>() + 2,
+        }
+    }
+    let ids = r.prompt_ids.as_ref().map_or(0, Vec::len) + r.output_ids.as_ref().map_or(0, Vec::len);
+    let lps = r.output_logprobs.as_ref().map_or(0, Vec::len);
+    value(&r.request) + value(&r.response) + ids * 4 + lps * 8 + 256
+}
+
 /// One recorded turn.
 #[derive(Debug, Clone)]
 pub(crate) struct Turn {
@@ -171,6 +189,8 @@ struct Session {
     /// Interaction ids of turns replaced by a re-send, to the id of the turn kept, so that a
     /// reward sent with the old id still lands.
     aliases: HashMap<String, String>,
+    /// Bytes recorded (an estimate, see [`recorded_bytes`]), against `Limits::max_bytes`.
+    bytes: usize,
 }
 
 impl Session {
@@ -211,6 +231,8 @@ pub(crate) struct Limits {
     pub(crate) max_sessions: usize,
     pub(crate) max_turns: usize,
     pub(crate) idle_timeout: Duration,
+    /// Most bytes one session records (413 `session_byte_limit_reached` above).
+    pub(crate) max_bytes: usize,
 }
 
 /// A session as `/rl/start_session` hands it out.
@@ -359,6 +381,7 @@ impl Store {
                 progress,
                 warned_incomplete: false,
                 aliases: HashMap::new(),
+                bytes: 0,
             },
         );
         Ok(NewSession {
@@ -390,6 +413,13 @@ impl Store {
             .ok_or_else(|| ApiError::UnknownSession(session.to_string()))?;
         if s.ended.is_some() {
             return Err(ApiError::SessionEnded(session.to_string()));
+        }
+        if s.bytes >= self.limits.max_bytes {
+            return Err(ApiError::SessionTooLarge {
+                session: session.to_string(),
+                recorded: s.bytes,
+                limit: self.limits.max_bytes,
+            });
         }
         if s.turns.len() + s.inflight >= self.limits.max_turns {
             return Err(ApiError::TooManyTurns {
@@ -500,6 +530,7 @@ impl Store {
                 self.turns_missing_token_ids.fetch_add(1, Ordering::Relaxed);
             }
             let id = choice_id(&base, record.choice_index);
+            s.bytes = s.bytes.saturating_add(recorded_bytes(&record));
             if !gaps.is_empty() {
                 self.turns_incomplete.fetch_add(1, Ordering::Relaxed);
                 if !s.warned_incomplete {
@@ -591,12 +622,30 @@ impl Store {
 
     /// Waits (on the session's watch channel, up to `wait`) until the session has ended and no
     /// turn is in flight, then removes it and returns its discounted trajectory.
+    #[cfg(test)]
     pub(crate) async fn export(
         &self,
         session: &str,
         discount: f64,
         wait: Duration,
-    ) -> Result<Trajectory, ApiError> {
+    ) -> Result<export::Trajectory, ApiError> {
+        let f = self.take_finished(session, wait).await?;
+        Ok(export::build(
+            f.session_id,
+            f.task_id,
+            f.end_reason,
+            discount,
+            f.turns,
+        ))
+    }
+
+    /// Waits (on the session's watch channel, up to `wait`) until the session has ended and no
+    /// turn is in flight, then removes it and hands over its turns, for an export.
+    pub(crate) async fn take_finished(
+        &self,
+        session: &str,
+        wait: Duration,
+    ) -> Result<export::Finished, ApiError> {
         let mut progress = {
             let inner = self.lock();
             let s = inner
@@ -630,9 +679,12 @@ impl Store {
         };
         let s = s.ok_or_else(|| ApiError::UnknownSession(session.to_string()))?;
         let end_reason = s.ended.map(|(r, _)| r).unwrap_or("ended");
-        Ok(export::build(
-            s.id, s.task_id, end_reason, discount, s.turns,
-        ))
+        Ok(export::Finished {
+            session_id: s.id,
+            task_id: s.task_id,
+            end_reason,
+            turns: s.turns,
+        })
     }
 
     /// Ends sessions idle for longer than the idle timeout and forgets ended sessions nobody
@@ -710,6 +762,7 @@ mod tests {
                 max_sessions: 2,
                 max_turns,
                 idle_timeout: Duration::from_secs(60),
+                max_bytes: usize::MAX,
             },
             7,
         ))

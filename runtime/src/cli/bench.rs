@@ -104,6 +104,23 @@ enum Which {
     /// The router's overhead per request (proxy with the router over 1 and N servers) against
     /// calling a server directly and the proxy without a router.
     Router(super::bench_router::Args),
+    /// A burst of agents at one proxy, each on a connection of its own (proxy and mock-llm
+    /// are child processes with their default limits): statuses, transport errors, p50/p99.
+    Agents {
+        /// Agents at once.
+        #[arg(long, default_value_t = 5000)]
+        agents: usize,
+        /// Completions per agent.
+        #[arg(long, default_value_t = 2)]
+        turns: usize,
+        /// Soft open-file limit the servers start with (as after `ulimit -n`); 0 keeps this
+        /// process's.
+        #[arg(long, default_value_t = 1024)]
+        server_nofile: u64,
+        /// Another fleet executable to run the same burst against first (a before/after).
+        #[arg(long)]
+        baseline: Option<std::path::PathBuf>,
+    },
     /// Cross-node calls against raw ractor_cluster calls, calls/s across the link, and
     /// creating many workers over three node processes (all on loopback).
     Cluster {
@@ -193,6 +210,31 @@ async fn run_inner(args: Args) -> anyhow::Result<()> {
     let (call, spawn) = match args.which {
         Which::Proxy(a) => return super::bench_proxy::run(a).await,
         Which::Router(a) => return super::bench_router::run(a).await,
+        Which::Agents {
+            agents,
+            turns,
+            server_nofile,
+            baseline,
+        } => {
+            note_build();
+            let nofile = (server_nofile > 0).then_some(server_nofile);
+            let mut rows = Vec::new();
+            if let Some(b) = baseline {
+                let r = bench::agents::burst(&b, agents, turns.max(1), nofile).await?;
+                rows.push((format!("baseline ({})", b.display()), r));
+            }
+            let r = bench::agents::burst(
+                std::path::Path::new(&need_fleet()?),
+                agents,
+                turns.max(1),
+                nofile,
+            )
+            .await?;
+            rows.push(("this build".to_string(), r));
+            println!("### A burst of agents at one proxy (servers start with soft nofile {server_nofile})\n");
+            println!("{}", bench::agents::table(&rows));
+            return Ok(());
+        }
         Which::Launcher {
             iters,
             spawn_rounds,

@@ -100,7 +100,7 @@ impl SecurityArgs {
             anyhow::ensure!(!c.is_empty(), "the cookie file {} is empty", path.display());
             return Ok(c);
         }
-        if let Ok(c) = std::env::var("FLEET_COOKIE") {
+        if let Some(c) = crate::secrets::take("FLEET_COOKIE") {
             let c = c.trim().to_string();
             anyhow::ensure!(!c.is_empty(), "FLEET_COOKIE is set but empty");
             return Ok(c);

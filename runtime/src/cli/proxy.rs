@@ -16,8 +16,10 @@ use fleet_launcher::proxy::{serve, ProxyConfig};
 /// Agents talk to it as if it were OpenAI (`OPENAI_BASE_URL=http://HOST:PORT/v1`, with a
 /// session key as the API key); it forwards to the inference backend (vLLM, SGLang, or `fleet
 /// mock-llm`) and records every turn with token ids, logprobs and the policy version. The
-/// admin key comes from --admin-key-file, else FLEET_ADMIN_KEY, else it is random (admin routes
-/// are then locked). The backend key, if the backend wants one, comes from
+/// admin key comes from --admin-key-file, else --admin-key-stdin, else FLEET_ADMIN_KEY
+/// (removed from the environment once read), else it is random (admin routes are then
+/// locked). An empty key is refused (it would turn authentication off), and off loopback so is
+/// a short or well-known one. The backend key, if the backend wants one, comes from
 /// FLEET_BACKEND_API_KEY.
 ///
 /// With several --backend (servers of one role), or with --router, requests go through the
@@ -47,9 +49,13 @@ pub struct Args {
     /// Port to bind; 0 picks a free one (printed on stdout).
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// File holding the admin key (trailing whitespace ignored).
+    /// File holding the admin key (trailing whitespace ignored; an empty one is refused).
     #[arg(long)]
     admin_key_file: Option<PathBuf>,
+    /// Read the admin key from the first line of stdin (how a rollout worker hands it over,
+    /// so that it is never in the proxy's environment).
+    #[arg(long, conflicts_with = "admin_key_file")]
+    admin_key_stdin: bool,
     /// Policy version recorded until the first POST /set_version.
     #[arg(long = "version", default_value_t = 0)]
     policy_version: u64,
@@ -75,6 +81,20 @@ pub struct Args {
     /// Longest an export waits for its session to end.
     #[arg(long, default_value_t = 3600.0)]
     export_timeout_secs: f64,
+    /// Most bytes one session records (413 session_byte_limit_reached above).
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_session_bytes: usize,
+    /// Seconds a connection's writes may make no progress (a client that stopped reading a
+    /// stream or an export) before it is closed; its turn is recorded as cancelled.
+    #[arg(long, default_value_t = 60.0)]
+    write_stall_secs: f64,
+    /// Seconds a client may take to send a request body; 400 body_incomplete after.
+    #[arg(long, default_value_t = 30.0)]
+    body_read_timeout_secs: f64,
+    /// Listen backlog (connections the kernel queues before they are accepted; capped by
+    /// net.core.somaxconn).
+    #[arg(long, default_value_t = fleet_launcher::listen::DEFAULT_LISTEN_BACKLOG)]
+    listen_backlog: u32,
     /// Do not add vLLM's `"return_token_ids": true` to requests (for backends that reject it).
     #[arg(long)]
     no_request_token_ids: bool,
@@ -101,7 +121,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .trim_end()
                 .to_string(),
         ),
-        None => std::env::var("FLEET_ADMIN_KEY").ok(),
+        None if args.admin_key_stdin => Some(
+            crate::rpc_http::token_from_stdin()
+                .context("--admin-key-stdin: reading the admin key from stdin")?,
+        ),
+        None => crate::secrets::take("FLEET_ADMIN_KEY"),
     };
     config.backend_api_key = std::env::var("FLEET_BACKEND_API_KEY")
         .ok()
@@ -118,6 +142,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     config.export_timeout = secs("export-timeout-secs", args.export_timeout_secs)?;
     config.request_token_ids = !args.no_request_token_ids;
+    config.listen_backlog = args.listen_backlog;
+    config.max_session_bytes = args.max_session_bytes;
+    config.write_stall_timeout = secs("write-stall-secs", args.write_stall_secs)?;
+    config.body_read_timeout = secs("body-read-timeout-secs", args.body_read_timeout_secs)?;
     let proxy = serve(config).await?;
     if !proxy.admin_key_configured() {
         tracing::warn!("no admin key configured: a random one is in use, so admin routes are locked; set --admin-key-file or FLEET_ADMIN_KEY");

@@ -1,8 +1,13 @@
 //! `fleet rpc-server`: one RpcServer worker in a process of its own, behind HTTP.
 
-use crate::rpc_http::{run_until_stopped, RpcHttpConfig, DEFAULT_MAX_BODY_BYTES};
+use crate::rpc_http::{
+    run_until_stopped, token_from_stdin, RpcHttpConfig, DEFAULT_LISTEN_BACKLOG,
+    DEFAULT_MAX_BODY_BYTES,
+};
+use anyhow::Context;
 use fleet_actors::WorkerId;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Serve one RpcServer worker over HTTP, in a process of its own.
@@ -18,6 +23,13 @@ use std::time::Duration;
 /// The first stdout line is `fleet rpc-server listening on HOST:PORT` (use `--port 0` and read
 /// it). SIGTERM/Ctrl-C run the engines' destroy hooks and exit 0; so does `POST /destroy`,
 /// after answering.
+///
+/// Authentication: every route but GET /health needs `Authorization: Bearer TOKEN` (401
+/// without). The token comes from --token-stdin (one line; what fleet's launcher uses),
+/// else --token-file, else FLEET_RPC_TOKEN (removed from the environment once read); with
+/// none, a random token is printed on stderr, on a loopback address only: on any other
+/// address the server refuses to start without one (at least 16 characters). Every POST must
+/// send `Content-Type: application/json` or `application/x-fleet-bincode` (415 otherwise).
 ///
 /// JSON routes (errors are `{"error": {"kind", "message"}}` with 400/404/409/413/500/503):
 ///
@@ -35,12 +47,14 @@ use std::time::Duration;
 ///
 /// Example:
 ///
-///   fleet rpc-server --port 8000 --worker actor/0 &
+///   openssl rand -hex 32 > token; chmod 600 token
+///   fleet rpc-server --port 8000 --worker actor/0 --token-file token &
 ///
-///   curl -s localhost:8000/create_engine -H 'content-type: application/json' \
-///        -d '{"engine":"counter","engine_name":"c"}'
+///   curl -s localhost:8000/create_engine -H "authorization: Bearer $(cat token)" \
+///        -H 'content-type: application/json' -d '{"engine":"counter","engine_name":"c"}'
 ///
-///   curl -s localhost:8000/call -H 'content-type: application/json' \
+///   curl -s localhost:8000/call -H "authorization: Bearer $(cat token)" \
+///        -H 'content-type: application/json' \
 ///        -d '{"engine_name":"c","method":"incr","args":5}'        # {"result":5}
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -70,6 +84,46 @@ pub struct Args {
     /// Bound on the engines' destroy hooks at shutdown.
     #[arg(long, default_value = "30s", value_parser = super::node::parse_duration)]
     destroy_timeout: Duration,
+    /// Read the token from the first line of stdin (how fleet's launcher hands it over).
+    #[arg(long, conflicts_with = "token_file")]
+    token_stdin: bool,
+    /// File holding the token (trailing whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Deadline for a request body to arrive in full; 408 after (e.g. 30s).
+    #[arg(long, default_value = "30s", value_parser = super::node::parse_duration)]
+    body_read_timeout: Duration,
+    /// Listen backlog (connections the kernel queues before they are accepted; capped by
+    /// net.core.somaxconn).
+    #[arg(long, default_value_t = DEFAULT_LISTEN_BACKLOG)]
+    listen_backlog: u32,
+}
+
+/// The configured token, if any: --token-stdin, --token-file, FLEET_RPC_TOKEN.
+fn configured_token(args: &Args) -> anyhow::Result<Option<String>> {
+    if args.token_stdin {
+        return token_from_stdin()
+            .map(Some)
+            .context("--token-stdin: reading the token from stdin");
+    }
+    if let Some(path) = &args.token_file {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        let t = t.trim_end().to_string();
+        anyhow::ensure!(
+            !t.is_empty(),
+            "the token file {} is empty: an empty token would turn authentication off; put a random string in it (e.g. `openssl rand -hex 32 > {}`)",
+            path.display(),
+            path.display()
+        );
+        return Ok(Some(t));
+    }
+    match crate::secrets::take("FLEET_RPC_TOKEN") {
+        Some(t) if t.trim().is_empty() => anyhow::bail!(
+            "FLEET_RPC_TOKEN is set but empty: an empty token would turn authentication off; unset it (a random token is then used on loopback) or set a random string"
+        ),
+        other => Ok(other),
+    }
 }
 
 fn parse_worker(s: &str) -> Result<WorkerId, String> {
@@ -93,13 +147,17 @@ fn host_name() -> String {
 
 /// Runs the server with the built-in engines until it is stopped.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let token = configured_token(&args)?;
     let mut config = RpcHttpConfig::new(fleet_actors::engine::builtin::registry())
         .addr(SocketAddr::new(args.host, args.port))
         .worker(args.worker)
         .node(args.node.unwrap_or_else(host_name))
         .max_body_bytes(args.max_body_bytes)
         .call_timeout(args.call_timeout)
-        .destroy_timeout(args.destroy_timeout);
+        .destroy_timeout(args.destroy_timeout)
+        .body_read_timeout(args.body_read_timeout)
+        .listen_backlog(args.listen_backlog);
+    config.token = token;
     config.env.extend(args.env);
     run_until_stopped(config).await
 }

@@ -284,6 +284,16 @@ impl AgentState {
                 Actor::spawn_linked(None, RpcServer, args, myself.get_cell()).await
             }
             Some(mut spec) => {
+                // An isolated rpc-server (any service spoken to over fleet RPC) gets a random
+                // token of its own on stdin (the launcher adds `--token-stdin` to a `fleet
+                // rpc-server` command), which the launcher sends with every call: nothing else
+                // on this host can drive it, and nothing it forks inherits the token (it is not
+                // in its environment or argv).
+                let fleet_rpc = matches!(req.kind, WorkerKind::RpcServer(_))
+                    || spec.protocol == CallProtocol::FleetRpc;
+                let secret = fleet_rpc.then(|| {
+                    fleet_launcher::process::StdinSecret::new(crate::rpc_http::auth::random_token())
+                });
                 for (k, v) in &spec.env {
                     env.insert(k.clone(), v.clone());
                 }
@@ -304,6 +314,7 @@ impl AgentState {
                     on_failure: Some(hook),
                     max_in_flight: 1024,
                     client: self.client.clone(),
+                    secret,
                 };
                 Actor::spawn_linked(None, HttpLauncher, args, myself.get_cell()).await
             }

@@ -97,6 +97,11 @@ pub async fn run(
         ));
     };
     let mut cmd = tokio::process::Command::new(program);
+    // An agent runs untrusted tool code: it never inherits fleet's secrets from this process
+    // (C12), even in a program that did not take them out of its environment at start.
+    for name in fleet_launcher::process::SECRET_ENV_VARS {
+        cmd.env_remove(name);
+    }
     cmd.args(args)
         .envs(env)
         .env("OPENAI_BASE_URL", base_url)

@@ -16,6 +16,7 @@ use fleet_actors::{
 };
 use fleet_launcher::http::Client;
 use fleet_launcher::http_launcher::{FailureHook, HttpLauncher, HttpLauncherArgs, WorkerFailure};
+use fleet_launcher::process::StdinSecret;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::Value;
@@ -399,11 +400,7 @@ impl State {
     }
 }
 
-fn proxy_spec(
-    args: &RolloutArgs,
-    backend_urls: &[String],
-    admin_key: &str,
-) -> Result<HttpServiceSpec, FleetError> {
+fn proxy_spec(args: &RolloutArgs, backend_urls: &[String]) -> Result<HttpServiceSpec, FleetError> {
     let argv = match &args.spec.proxy_command {
         Some(c) => c.clone(),
         None => {
@@ -442,13 +439,24 @@ fn proxy_spec(
             out.push(a.replace("{backend}", &first));
         }
     }
-    let argv = out;
+    let mut argv = out;
+    // The admin key goes to the proxy on its stdin, never in its environment (which every
+    // agent-visible process of this user can read, C12); `fleet proxy` reads it there with
+    // `--admin-key-stdin`.
+    if argv.get(1).is_some_and(|a| a == "proxy") && !argv.iter().any(|a| a == "--admin-key-stdin") {
+        argv.push("--admin-key-stdin".into());
+    }
+    // A pool is routed (even one server per node: the coordinator drives `/router/*`).
+    if matches!(args.spec.backend, Backend::Pool(_))
+        && argv.get(1).is_some_and(|a| a == "proxy")
+        && !argv.iter().any(|a| a == "--router")
+    {
+        argv.push("--router".into());
+    }
     // The proxy's readiness is its own liveness: its `/health` answers 503 while the backend
     // is unreachable, which for a real model lasts minutes; the worker waits for the backend
     // through the backend's own readiness (and its `ready_timeout`) instead.
-    Ok(HttpServiceSpec::new(argv)
-        .env("FLEET_ADMIN_KEY", admin_key)
-        .ready_when("/health/live", 200))
+    Ok(HttpServiceSpec::new(argv).ready_when("/health/live", 200))
 }
 
 impl Actor for RolloutWorker {
@@ -488,6 +496,7 @@ impl Actor for RolloutWorker {
                 )),
                 max_in_flight: 1024,
                 client: args.client.clone(),
+                secret: None,
             };
         let probe_path = match &args.spec.backend {
             Backend::Command(spec) => spec.readiness.path.clone(),
@@ -537,13 +546,14 @@ impl Actor for RolloutWorker {
         if pool_urls.is_empty() {
             pool_urls.push(backend_url.clone());
         }
-        let pspec = proxy_spec(&args, &pool_urls, &admin_key).map_err(|e| e.to_string())?;
-        let a = launcher(
+        let pspec = proxy_spec(&args, &pool_urls).map_err(|e| e.to_string())?;
+        let mut a = launcher(
             WorkerId::new(format!("{role}.proxy"), index),
             pspec,
             args.ports[1],
             "proxy",
         );
+        a.secret = Some(StdinSecret::new(admin_key.clone()));
         let (proxy_actor, _) = match Actor::spawn_linked(None, HttpLauncher, a, myself.get_cell())
             .await
         {

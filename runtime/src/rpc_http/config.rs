@@ -10,8 +10,17 @@ use std::time::Duration;
 /// but it still needs a bound).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default deadline for a request body to arrive in full: 30 s (the proxy's too).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub use fleet_launcher::listen::DEFAULT_LISTEN_BACKLOG;
+
+/// The largest deadline a request may ask for (`X-Fleet-Timeout-Ms`, a destroy's
+/// `timeout_ms`): 30 days. A larger one is a 400, never a wrapped or saturated value.
+pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+
 /// Settings of [`serve`](super::serve). Build with [`RpcHttpConfig::new`] and the setters.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RpcHttpConfig {
     /// Address to bind; port 0 picks a free port (read it back with
     /// [`RpcHttpServer::addr`](super::RpcHttpServer::addr)).
@@ -41,6 +50,30 @@ pub struct RpcHttpConfig {
     pub shutdown_grace: Duration,
     /// A connection that has not sent a full request head within this is closed.
     pub header_read_timeout: Duration,
+    /// A request whose body has not fully arrived within this is answered 408 (default 30 s).
+    pub body_read_timeout: Duration,
+    /// The token every route but `GET /health` requires (see [`super::auth`]); `None`
+    /// generates a random one (read it with [`RpcHttpServer::token`](super::RpcHttpServer::token)),
+    /// which only a loopback address allows.
+    pub token: Option<String>,
+    /// The listen backlog (default [`DEFAULT_LISTEN_BACKLOG`]; the kernel caps it at
+    /// `net.core.somaxconn`).
+    pub listen_backlog: u32,
+}
+
+impl std::fmt::Debug for RpcHttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcHttpConfig")
+            .field("addr", &self.addr)
+            .field("worker", &self.worker)
+            .field("node", &self.node)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("call_timeout", &self.call_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("listen_backlog", &self.listen_backlog)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RpcHttpConfig {
@@ -61,6 +94,9 @@ impl RpcHttpConfig {
             destroy_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            token: None,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
         }
     }
 
@@ -109,6 +145,24 @@ impl RpcHttpConfig {
     /// Sets the default deadline of engine work.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
+        self
+    }
+
+    /// Sets the token (see [`super::auth`]).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Sets the deadline for a request body to arrive.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// Sets the listen backlog.
+    pub fn listen_backlog(mut self, backlog: u32) -> Self {
+        self.listen_backlog = backlog;
         self
     }
 

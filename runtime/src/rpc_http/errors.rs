@@ -6,7 +6,8 @@
 //! in-process or over HTTP. Three belong to the HTTP layer alone and have no `FleetError`
 //! variant: an unknown route (404 `route_not_found`), a known route with the wrong method (405
 //! `method_not_allowed`, with an `Allow` header) and a body type the route does not speak (415
-//! `unsupported_media_type`). On the bincode path those are still handed to the caller as a
+//! `unsupported_media_type`), and two more: 401 `unauthorized` (no token or the wrong one) and
+//! 408 `body_timeout` (the body did not arrive in time). On the bincode path those are still handed to the caller as a
 //! typed [`FleetError::BadRequest`] ([`ApiError::to_fleet`]).
 
 use super::wire::{ErrorBody, ErrorDetail};
@@ -72,6 +73,41 @@ impl ApiError {
             status: 415,
             kind: "unsupported_media_type",
             message: format!("{path} does not take Content-Type {found:?}: {hint}"),
+            allow: None,
+            fleet: None,
+        }
+    }
+
+    /// 401: no token, or the wrong one.
+    pub fn unauthorized(path: &str, given: bool) -> Self {
+        let what = if given {
+            "the token given is not this server's"
+        } else {
+            "no token was given"
+        };
+        ApiError {
+            status: 401,
+            kind: "unauthorized",
+            message: format!(
+                "{path} needs the server's token and {what}: send `Authorization: Bearer <token>` \
+                 (the token `fleet rpc-server` was started with, or the random one it printed on \
+                 stderr); only GET /health is open"
+            ),
+            allow: None,
+            fleet: None,
+        }
+    }
+
+    /// 408: the body did not arrive within the deadline.
+    pub fn body_timeout(what: &str, after: std::time::Duration) -> Self {
+        ApiError {
+            status: 408,
+            kind: "body_timeout",
+            message: format!(
+                "the body of {what} did not arrive within the body read timeout ({} ms; \
+                 `fleet rpc-server --body-read-timeout`); send it in full",
+                after.as_millis()
+            ),
             allow: None,
             fleet: None,
         }

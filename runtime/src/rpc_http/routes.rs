@@ -1,12 +1,14 @@
 //! The routes: each request becomes one [`WorkerMsg`] to the RpcServer actor, and its reply
 //! becomes the answer.
 //!
-//! Dispatch is by path first (unknown path: 404), then method (wrong one: 405), then body type
-//! (a route that does not speak it: 415), then the body (too large: 413; undecodable: 400).
+//! Dispatch is by path first (unknown path: 404), then the token (every route but `/health`:
+//! 401), then method (wrong one: 405), then body type (none, or one the route does not speak:
+//! 415), then the body (too large: 413; too slow: 408; undecodable: 400).
 //! Every failure is an answer in the route's own format (the JSON error shape, or a bincode
 //! reply holding the typed error) and never ends the server.
 
 use super::body::read_limited;
+use super::config::MAX_TIMEOUT_MS;
 use super::errors::ApiError;
 use super::wire::{
     decode_body, encode_body, BodyCodec, CallBody, ConfigureBody, CreateEngineBody, DestroyBody,
@@ -39,6 +41,8 @@ pub(super) type Answer = Response<Full<Bytes>>;
 pub(super) struct Ctx {
     pub(super) worker: WorkerHandle,
     pub(super) max_body_bytes: usize,
+    pub(super) body_read_timeout: Duration,
+    pub(super) token: String,
     pub(super) call_timeout: Duration,
     pub(super) control_timeout: Duration,
     pub(super) destroy_timeout: Duration,
@@ -154,6 +158,19 @@ async fn dispatch(ctx: &Ctx, req: Request<Incoming>) -> Answer {
     let Some(route) = Route::from_path(&path) else {
         return json_error(ApiError::route_not_found(method.as_str(), &path));
     };
+    if route != Route::Health {
+        // Before anything else, the body included: an unauthenticated client cannot make the
+        // server read or run anything.
+        let given = super::auth::presented(req.headers());
+        if !given.is_some_and(|t| super::auth::token_eq(&ctx.token, t)) {
+            let e = ApiError::unauthorized(&path, given.is_some());
+            return if is_bincode(req.headers()) {
+                bincode(401, &CallReply(Err(e.to_fleet())))
+            } else {
+                json_error(e)
+            };
+        }
+    }
     if method != route.method() {
         return json_error(ApiError::method_not_allowed(
             method.as_str(),
@@ -175,7 +192,11 @@ async fn dispatch(ctx: &Ctx, req: Request<Incoming>) -> Answer {
         .headers()
         .get(CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("<not text>"));
-    let codec = match BodyCodec::from_content_type(content_type) {
+    // A POST says what it sends: no Content-Type is what a browser's no-cors request without a
+    // body sends, and it must not stop or drive the worker.
+    let codec = match content_type.map_or(Err("<none>".to_string()), |c| {
+        BodyCodec::from_content_type(Some(c))
+    }) {
         Ok(c) if route.speaks(c) => c,
         Ok(c) => return json_error(wrong_codec(route, &path, c.content_type())),
         Err(found) => {
@@ -195,12 +216,19 @@ async fn dispatch(ctx: &Ctx, req: Request<Incoming>) -> Answer {
     };
     let what = format!("POST {path}");
     let (parts, body) = req.into_parts();
-    let body = read_limited(&parts.headers, body, ctx.max_body_bytes, &what).await;
+    let body = read_limited(
+        &parts.headers,
+        body,
+        ctx.max_body_bytes,
+        ctx.body_read_timeout,
+        &what,
+    )
+    .await;
     match codec {
         BodyCodec::Json => {
             let result = match body {
                 Ok(body) => json_route(ctx, route, &parts.headers, &body, &what).await,
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             };
             match result {
                 Ok(resp) => resp,
@@ -211,7 +239,7 @@ async fn dispatch(ctx: &Ctx, req: Request<Incoming>) -> Answer {
             Route::Call => {
                 let reply = match body {
                     Ok(body) => bincode_call(ctx, &parts.headers, &body).await,
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(e),
                 };
                 match reply {
                     Ok(reply) => bincode(200, &reply),
@@ -221,7 +249,7 @@ async fn dispatch(ctx: &Ctx, req: Request<Incoming>) -> Answer {
             _ => {
                 let reply = match body {
                     Ok(body) => bincode_control(ctx, &parts.headers, &body).await,
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(e),
                 };
                 match reply {
                     Ok(reply) => bincode(200, &reply),
@@ -230,6 +258,12 @@ async fn dispatch(ctx: &Ctx, req: Request<Incoming>) -> Answer {
             }
         },
     }
+}
+
+/// Whether the request says it sends bincode (so that a refusal answers in bincode).
+fn is_bincode(headers: &HeaderMap) -> bool {
+    let ct = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    matches!(BodyCodec::from_content_type(ct), Ok(BodyCodec::Bincode)) && ct.is_some()
 }
 
 fn wrong_codec(route: Route, path: &str, found: &str) -> ApiError {
@@ -312,9 +346,17 @@ async fn json_route(
             } else {
                 parse_json(body, what)?
             };
-            let timeout_ms = b
-                .timeout_ms
-                .unwrap_or(ctx.destroy_timeout.as_millis() as u64);
+            let timeout_ms = match b.timeout_ms {
+                Some(ms) if ms > MAX_TIMEOUT_MS => {
+                    return Err(FleetError::bad_request(
+                        "`timeout_ms` of POST /destroy",
+                        format!("{ms} is more than the largest deadline, {MAX_TIMEOUT_MS} ms"),
+                    )
+                    .into())
+                }
+                Some(ms) => ms,
+                None => ctx.destroy_timeout.as_millis() as u64,
+            };
             let r = destroy(ctx, timeout_ms).await;
             r.map(|()| ok()).map_err(ApiError::from)
         }
@@ -398,6 +440,12 @@ async fn bincode_control(
 ) -> Result<ControlReply, ApiError> {
     let c: Control = decode_body(body)?;
     let r = match c {
+        Control::Destroy { timeout_ms } if timeout_ms > MAX_TIMEOUT_MS => {
+            Err(FleetError::bad_request(
+                "the timeout of Control::Destroy",
+                format!("{timeout_ms} ms is more than the largest deadline, {MAX_TIMEOUT_MS} ms"),
+            ))
+        }
         Control::Destroy { timeout_ms } => destroy(ctx, timeout_ms).await.map(|()| ControlOk::Done),
         c @ (Control::CreateEngine { .. } | Control::Configure(_)) => {
             control(ctx, c, deadline(ctx, headers)?).await
@@ -508,12 +556,12 @@ fn deadline(ctx: &Ctx, headers: &HeaderMap) -> Result<Duration, FleetError> {
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
+            .filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms))
             .map(Duration::from_millis)
             .ok_or_else(|| {
                 FleetError::bad_request(
                     "the X-Fleet-Timeout-Ms header",
-                    "it must be a positive number of milliseconds",
+                    format!("it must be a whole number of milliseconds from 1 to {MAX_TIMEOUT_MS} (30 days)"),
                 )
             }),
     }

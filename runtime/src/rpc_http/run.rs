@@ -11,13 +11,25 @@ use super::wire::LISTENING_LINE_PREFIX;
 use std::io::Write;
 
 /// Serves `config` until SIGTERM, Ctrl-C or an answered `POST /destroy`, then shuts down
-/// gracefully (engine destroy hooks first). Prints `fleet rpc-server listening on HOST:PORT`
+/// gracefully (engine destroy hooks first). Without a configured token, the random one is
+/// printed on stderr. A program started by fleet's launcher reads its token with
+/// [`token_from_stdin`](super::token_from_stdin) (the launcher writes it there). Prints `fleet rpc-server listening on HOST:PORT`
 /// as the first stdout line, flushed, so that a parent that passed port 0 learns the port.
 ///
 /// Returns `Ok` after a clean stop, including when a destroy hook failed (that is logged):
 /// the process should then exit 0.
 pub async fn run_until_stopped(config: RpcHttpConfig) -> anyhow::Result<()> {
+    let generated = config.token.is_none();
     let server = serve(config).await?;
+    if generated {
+        // Only on loopback (`serve` refuses otherwise): whoever started it needs the token.
+        eprintln!(
+            "fleet rpc-server: no token configured; this run's token is {token}\n\
+             fleet rpc-server: send it as `Authorization: Bearer {token}` (GET /health needs \
+             none); give --token-file FILE to choose one",
+            token = server.token()
+        );
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{LISTENING_LINE_PREFIX}{}", server.addr())?;

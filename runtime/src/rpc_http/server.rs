@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -34,6 +35,22 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// No token was configured for a non-loopback address.
+    #[error("refusing to serve on {addr} without a token: anyone who can reach it could run engines and stop the worker; give --token-file FILE, --token-stdin or FLEET_RPC_TOKEN (at least {min} characters), or bind 127.0.0.1")]
+    NoToken {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The shortest token accepted off loopback.
+        min: usize,
+    },
+    /// The configured token is unusable.
+    #[error("the rpc-server token is {reason}; {hint}")]
+    BadToken {
+        /// What is wrong with it.
+        reason: &'static str,
+        /// What to do.
+        hint: String,
+    },
     /// The RpcServer actor did not start.
     #[error("cannot start the RpcServer actor for worker {worker}: {reason}")]
     Actor {
@@ -46,9 +63,9 @@ pub enum ServeError {
 
 /// A running HTTP-faced RpcServer. Dropping it without [`shutdown`](Self::shutdown) stops the
 /// actor (its engine thread still runs the destroy hooks) and the accept loop at once.
-#[derive(Debug)]
 pub struct RpcHttpServer {
     addr: SocketAddr,
+    token: String,
     worker: WorkerId,
     actor: ActorRef<WorkerMsg>,
     actor_done: Option<JoinHandle<()>>,
@@ -66,8 +83,8 @@ pub struct RpcHttpServer {
 /// its own calls it with its own [`EngineRegistry`](fleet_actors::EngineRegistry) (or
 /// [`run_until_stopped`](super::run_until_stopped) for the whole process life cycle).
 pub async fn serve(config: RpcHttpConfig) -> Result<RpcHttpServer, ServeError> {
-    let listener = TcpListener::bind(config.addr)
-        .await
+    let token = checked_token(&config)?;
+    let listener = fleet_launcher::listen::bind_with_backlog(config.addr, config.listen_backlog)
         .map_err(|source| ServeError::Bind {
             addr: config.addr,
             source,
@@ -102,6 +119,8 @@ pub async fn serve(config: RpcHttpConfig) -> Result<RpcHttpServer, ServeError> {
             worker: config.worker.clone(),
         },
         max_body_bytes: config.max_body_bytes,
+        body_read_timeout: config.body_read_timeout,
+        token: token.clone(),
         call_timeout: config.call_timeout,
         control_timeout: config.control_timeout,
         destroy_timeout: config.destroy_timeout,
@@ -118,6 +137,7 @@ pub async fn serve(config: RpcHttpConfig) -> Result<RpcHttpServer, ServeError> {
     tracing::info!(worker = %config.worker, node = %config.node, %addr, "rpc-server HTTP face listening");
     Ok(RpcHttpServer {
         addr,
+        token,
         worker: config.worker,
         actor,
         actor_done: Some(actor_done),
@@ -127,6 +147,45 @@ pub async fn serve(config: RpcHttpConfig) -> Result<RpcHttpServer, ServeError> {
         control_timeout: config.control_timeout,
         destroy_timeout: config.destroy_timeout,
     })
+}
+
+impl std::fmt::Debug for RpcHttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcHttpServer")
+            .field("addr", &self.addr)
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The token to require: the configured one, checked, or a random one on loopback.
+fn checked_token(config: &RpcHttpConfig) -> Result<String, ServeError> {
+    let loopback = config.addr.ip().is_loopback();
+    match &config.token {
+        None if loopback => Ok(super::auth::random_token()),
+        None => Err(ServeError::NoToken {
+            addr: config.addr,
+            min: super::auth::MIN_REMOTE_TOKEN_LEN,
+        }),
+        Some(t) if t.trim().is_empty() => Err(ServeError::BadToken {
+            reason: "empty",
+            hint: "an empty token would turn authentication off; put a random string in the token file (e.g. `openssl rand -hex 32`), or give none on loopback to get a random one".into(),
+        }),
+        Some(t) if t.trim() != t || t.contains(char::is_control) => Err(ServeError::BadToken {
+            reason: "padded with whitespace or holds control characters",
+            hint: "use printable characters only".into(),
+        }),
+        Some(t) if !loopback && t.len() < super::auth::MIN_REMOTE_TOKEN_LEN => {
+            Err(ServeError::BadToken {
+                reason: "too short for a non-loopback address",
+                hint: format!(
+                    "use at least {} characters (e.g. `openssl rand -hex 32`)",
+                    super::auth::MIN_REMOTE_TOKEN_LEN
+                ),
+            })
+        }
+        Some(t) => Ok(t.clone()),
+    }
 }
 
 async fn accept_loop(
@@ -213,6 +272,12 @@ impl RpcHttpServer {
     /// The bound address (with the real port when port 0 was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The token every route but `GET /health` requires (the configured one, or the random
+    /// one generated at start).
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// The worker this server is.
