@@ -12,6 +12,9 @@ use tokio::net::TcpStream;
 
 const JOIN: Duration = Duration::from_secs(60);
 
+/// A TLS record header announcing a 512-byte handshake message that comes a byte at a time.
+const TLS_PARTIAL_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00];
+
 /// Opens `n` connections to `addr`; `feed` says what each sends first.
 async fn open_many(addr: &str, n: usize, first: &[u8]) -> Vec<TcpStream> {
     let mut v = Vec::with_capacity(n);
@@ -90,12 +93,10 @@ async fn a_node_joins_a_plain_head_while_300_idle_and_slowloris_connections_are_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joins_a_tls_head_while_300_idle_and_half_finished_tls_handshakes_are_held() {
-    // A TLS record header announcing a ClientHello that never comes.
-    held_junk_does_not_keep_a_node_out(HeadSpec::new().tls(), &[0x16, 0x03, 0x01, 0x02, 0x00])
-        .await;
+    held_junk_does_not_keep_a_node_out(HeadSpec::new().tls(), TLS_PARTIAL_HELLO).await;
 }
 
-async fn deadline_closes(spec: HeadSpec) {
+async fn deadline_closes(spec: HeadSpec, first: &'static [u8]) {
     let head = HeadProc::start(spec.arg("--auth-timeout").arg("1s"))
         .await
         .unwrap();
@@ -104,6 +105,7 @@ async fn deadline_closes(spec: HeadSpec) {
     let (mut slow_r, mut slow_w) = slow.into_split();
     let feeder = tokio::spawn(async move {
         // Never idle for long: an idle timer would not catch it, the deadline does.
+        let _ = slow_w.write_all(first).await;
         while slow_w.write_all(&[0]).await.is_ok() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -127,12 +129,12 @@ async fn deadline_closes(spec: HeadSpec) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthenticated_plain_connection_is_closed_at_the_auth_deadline() {
-    deadline_closes(HeadSpec::new()).await;
+    deadline_closes(HeadSpec::new(), &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthenticated_tls_connection_is_closed_at_the_auth_deadline() {
-    deadline_closes(HeadSpec::new().tls()).await;
+    deadline_closes(HeadSpec::new().tls(), TLS_PARTIAL_HELLO).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,8 @@ use tokio::time::Instant;
 struct Logs {
     accept: Throttle,
     evicted: Throttle,
-    tls: Throttle,
+    tls_failed: Throttle,
+    tls_late: Throttle,
 }
 
 /// Everything the loop needs.
@@ -62,7 +63,8 @@ impl Accept {
         let logs = Arc::new(Logs {
             accept: Throttle::new(LOG_EVERY),
             evicted: Throttle::new(LOG_EVERY),
-            tls: Throttle::new(LOG_EVERY),
+            tls_failed: Throttle::new(LOG_EVERY),
+            tls_late: Throttle::new(LOG_EVERY),
         });
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -150,13 +152,13 @@ impl Accept {
                                 hand.give(r, w);
                             }
                             Err(e) => {
-                                if let Some(skipped) = logs.tls.hit() {
+                                if let Some(skipped) = logs.tls_failed.hit() {
                                     tracing::warn!(%peer, error = %e, refused_not_logged = skipped, "refused a connection: the TLS handshake failed (a peer without the cluster's certificates, or not TLS; at most one such line per 10 s)");
                                 }
                             }
                         },
                         _ = tokio::time::sleep_until(deadline) => {
-                            if let Some(skipped) = logs.tls.hit() {
+                            if let Some(skipped) = logs.tls_late.hit() {
                                 tracing::warn!(%peer, refused_not_logged = skipped, "refused a connection: no TLS handshake within {:?} (--auth-timeout; at most one such line per 10 s)", hand.limits.auth_timeout);
                             }
                         }
