@@ -150,7 +150,8 @@ impl HeadProc {
                 });
             }
         }
-        let head = ChildGuard::spawn("head", &mut cmd).map_err(|e| format!("starting fleet head: {e}"))?;
+        let head =
+            ChildGuard::spawn("head", &mut cmd).map_err(|e| format!("starting fleet head: {e}"))?;
         let mut me = HeadProc {
             head,
             nodes: vec![],

@@ -89,10 +89,14 @@ async fn held_junk_does_not_keep_a_node_out(spec: HeadSpec, first: &[u8]) {
     // The deadline is 120 s, so only the pending limit (128) explains a bounded count: the
     // oldest unauthenticated connections were closed to make room.
     let bound = base + 128 + 16;
-    wait_until("the head to hold a bounded number of descriptors", JOIN, || {
-        let n = head.open_fds();
-        async move { (n <= bound).then_some(()) }
-    })
+    wait_until(
+        "the head to hold a bounded number of descriptors",
+        JOIN,
+        || {
+            let n = head.open_fds();
+            async move { (n <= bound).then_some(()) }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}: {} open, base {base}", head.open_fds()));
     slow.abort();
@@ -196,8 +200,8 @@ async fn partial_16_mib_frames_from_32_unauthenticated_peers_do_not_grow_the_hea
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_head_out_of_file_descriptors_backs_off_logs_a_bounded_number_of_lines_and_admits_a_node(
-) {
+async fn a_head_out_of_file_descriptors_backs_off_logs_a_bounded_number_of_lines_and_admits_a_node()
+{
     let mut head = HeadProc::start(HeadSpec::new().nofile(96)).await.unwrap();
     let junk = open_up_to(head.addr(), 300).await;
     assert!(junk.len() > 96, "only {} connections opened", junk.len());

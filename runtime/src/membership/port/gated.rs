@@ -148,10 +148,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for GatedRead<R> {
         if n == 0 {
             return Poll::Ready(Ok(()));
         }
-        guard.frame = match std::mem::replace(
-            &mut guard.frame,
-            Frame::Payload { len: 0, left: 0 },
-        ) {
+        guard.frame = match std::mem::replace(&mut guard.frame, Frame::Payload { len: 0, left: 0 })
+        {
             Frame::Header { got, mut bytes } => {
                 bytes[got..got + n].copy_from_slice(&chunk[..n]);
                 if got + n < 8 {
@@ -248,7 +246,10 @@ mod tests {
             // Every byte is already in the pipe: only the gate can hold the read back.
             let mut read = std::pin::pin!(r.read_exact(&mut big));
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            assert!(read.as_mut().poll(&mut cx).is_pending(), "the big frame is held back");
+            assert!(
+                read.as_mut().poll(&mut cx).is_pending(),
+                "the big frame is held back"
+            );
         }
         p.authenticated(&peer().to_string());
         assert_eq!(gate.state(), GateState::Authenticated);
@@ -273,7 +274,10 @@ mod tests {
         let (_other, evicted) = p.admit("127.0.0.1:2".into());
         assert!(evicted.is_some());
         let err = read.await.unwrap().unwrap_err();
-        assert!(err.to_string().contains("--max-pending-handshakes"), "{err}");
+        assert!(
+            err.to_string().contains("--max-pending-handshakes"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
