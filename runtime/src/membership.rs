@@ -51,6 +51,7 @@ use transport::SessionEventKind;
 /// timeout) and logs connections that closed before they authenticated.
 pub(crate) fn watch_sessions(transport: &Transport, head: ActorRef<HeadMsg>, events: EventBus) {
     let mut rx = transport.subscribe();
+    let transport = transport.clone();
     tokio::spawn(async move {
         let mut authenticated = HashSet::new();
         loop {
@@ -69,7 +70,7 @@ pub(crate) fn watch_sessions(transport: &Transport, head: ActorRef<HeadMsg>, eve
                 }
                 SessionEventKind::Closed => {
                     if !authenticated.remove(&ev.session) && ev.incoming {
-                        let reason = "the connection closed before it authenticated: wrong cookie (every node needs the head's --cookie-file / FLEET_COOKIE), or not a fleet process".to_string();
+                        let reason = transport.closed_by_limit(&ev.peer_addr).unwrap_or_else(|| "the connection closed before it authenticated: wrong cookie (every node needs the head's --cookie-file / FLEET_COOKIE), or not a fleet process".to_string());
                         tracing::warn!(peer = %ev.peer_addr, %reason, "refused a connection");
                         events.publish(MemberEvent::Refused {
                             peer: ev.peer_addr.clone(),

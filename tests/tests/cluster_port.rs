@@ -113,7 +113,7 @@ async fn a_node_joins_a_tls_head_while_300_idle_and_half_finished_tls_handshakes
     held_junk_does_not_keep_a_node_out(HeadSpec::new().tls(), TLS_PARTIAL_HELLO).await;
 }
 
-async fn deadline_closes(spec: HeadSpec, first: &'static [u8]) {
+async fn deadline_closes(spec: HeadSpec, first: &'static [u8]) -> HeadProc {
     let head = HeadProc::start(spec.arg("--auth-timeout").arg("1s"))
         .await
         .unwrap();
@@ -142,16 +142,28 @@ async fn deadline_closes(spec: HeadSpec, first: &'static [u8]) {
         log.contains("--auth-timeout"),
         "the head says which limit closed it:\n{log}"
     );
+    head
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthenticated_plain_connection_is_closed_at_the_auth_deadline() {
-    deadline_closes(HeadSpec::new(), &[]).await;
+    let head = deadline_closes(HeadSpec::new(), &[]).await;
+    // The head's refusal names the limit, not a wrong cookie.
+    wait_until("the refusal naming the deadline", JOIN, || {
+        let out = head.stdout();
+        async move {
+            out.lines()
+                .any(|l| l.starts_with("refused ") && l.contains("--auth-timeout"))
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; head stdout:\n{}", head.stdout()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unauthenticated_tls_connection_is_closed_at_the_auth_deadline() {
-    deadline_closes(HeadSpec::new().tls(), TLS_PARTIAL_HELLO).await;
+    let _head = deadline_closes(HeadSpec::new().tls(), TLS_PARTIAL_HELLO).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,6 +199,10 @@ async fn partial_16_mib_frames_from_32_unauthenticated_peers_do_not_grow_the_hea
     }
     let after = head.memory().unwrap();
     let grew_mib = after.hwm_kib.saturating_sub(before.hwm_kib) / 1024;
+    println!(
+        "head VmHWM {} -> {} KiB, VmRSS {} -> {} KiB",
+        before.hwm_kib, after.hwm_kib, before.rss_kib, after.rss_kib
+    );
     assert!(
         grew_mib < 64,
         "32 partial 16 MiB frames grew the head's peak memory by {grew_mib} MiB (from {} to {} KiB)",
@@ -218,6 +234,11 @@ async fn a_head_out_of_file_descriptors_backs_off_logs_a_bounded_number_of_lines
     head.spawn_node("real").unwrap();
     head.wait_joined("real", JOIN).await.unwrap();
     let log = head.stderr();
+    println!(
+        "head stderr: {} bytes, {} lines",
+        head.stderr_len(),
+        log.lines().count()
+    );
     let accept_lines = log
         .lines()
         .filter(|l| l.contains("cannot accept a connection"))

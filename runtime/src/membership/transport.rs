@@ -134,6 +134,7 @@ pub struct Transport {
     events: broadcast::Sender<SessionEvent>,
     tls: Option<TlsConfig>,
     accept: Option<tokio::task::AbortHandle>,
+    pending: Arc<Pending>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -205,7 +206,7 @@ impl Transport {
             listener,
             tls: cfg.tls.as_ref().map(|t| t.acceptor.clone()),
             server: server.clone(),
-            pending,
+            pending: pending.clone(),
             limits: cfg.limits,
         };
         let accept = Some(tokio::spawn(accept.run()).abort_handle());
@@ -217,7 +218,14 @@ impl Transport {
             events,
             tls: cfg.tls.clone(),
             accept,
+            pending,
         })
+    }
+
+    /// Why fleet itself closed the unauthenticated incoming connection from `peer` (its
+    /// deadline or the pending limit), if it did; asked once per connection.
+    pub fn closed_by_limit(&self, peer: &str) -> Option<String> {
+        self.pending.close_reason(peer)
     }
 
     /// Session events from now on.

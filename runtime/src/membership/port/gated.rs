@@ -69,7 +69,9 @@ impl<R> GatedRead<R> {
     }
 }
 
-fn closed(peer: SocketAddr, why: String) -> io::Error {
+/// The error that ends the session, recorded for the refusal log too.
+fn closed(guard: &Guard, peer: SocketAddr, why: String) -> io::Error {
+    guard.ticket.record_close(peer.to_string(), why.clone());
     io::Error::new(
         io::ErrorKind::ConnectionAborted,
         format!("fleet closed the unauthenticated connection from {peer}: {why}"),
@@ -95,12 +97,14 @@ impl<R: AsyncRead + Unpin> AsyncRead for GatedRead<R> {
             }
             GateState::Evicted => {
                 return Poll::Ready(Err(closed(
+                    guard,
                     this.peer,
                     "more connections than --max-pending-handshakes arrived while it was still authenticating (the oldest is closed first)".into(),
                 )))
             }
             GateState::Shed => {
                 return Poll::Ready(Err(closed(
+                    guard,
                     this.peer,
                     "the process ran out of file descriptors (raise `ulimit -n`)".into(),
                 )))
@@ -109,6 +113,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for GatedRead<R> {
         }
         if guard.deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(closed(
+                guard,
                 this.peer,
                 format!(
                     "it did not authenticate within {:?} (--auth-timeout)",

@@ -91,10 +91,14 @@ struct Inner {
     entries: VecDeque<Entry>,
 }
 
+/// Why recently closed connections were closed, for the refusal log (bounded).
+const RECENT: usize = 256;
+
 /// The pending handshakes of one listener.
 pub(crate) struct Pending {
     max: usize,
     inner: Mutex<Inner>,
+    recent: Mutex<VecDeque<(String, String)>>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -115,6 +119,21 @@ pub(crate) struct Ticket {
     pub(crate) gate: Arc<Gate>,
 }
 
+impl Ticket {
+    /// Records that fleet closed this connection, and why (see [`Pending::close_reason`]).
+    pub(crate) fn record_close(&self, label: String, why: String) {
+        let mut r = self
+            .pending
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if r.len() >= RECENT {
+            r.pop_front();
+        }
+        r.push_back((label, why));
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.pending.remove(self.seq);
@@ -130,6 +149,7 @@ impl Pending {
                 next: 0,
                 entries: VecDeque::new(),
             }),
+            recent: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -193,6 +213,13 @@ impl Pending {
                 e.gate.set(AUTHENTICATED);
             }
         }
+    }
+
+    /// Why fleet closed the connection from `label`, if it did (taken: asked once).
+    pub(crate) fn close_reason(&self, label: &str) -> Option<String> {
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let i = r.iter().position(|(l, _)| l == label)?;
+        r.remove(i).map(|(_, why)| why)
     }
 
     fn remove(&self, seq: u64) {
