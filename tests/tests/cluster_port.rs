@@ -114,9 +114,12 @@ async fn a_node_joins_a_tls_head_while_300_idle_and_half_finished_tls_handshakes
 }
 
 async fn deadline_closes(spec: HeadSpec, first: &'static [u8]) -> HeadProc {
-    let head = HeadProc::start(spec.arg("--auth-timeout").arg("1s"))
+    let mut head = HeadProc::start(spec.arg("--auth-timeout").arg("1s"))
         .await
         .unwrap();
+    // A real node joins first; its session outlives the deadline of its connection.
+    head.spawn_node("real").unwrap();
+    head.wait_joined("real", JOIN).await.unwrap();
     let mut idle = TcpStream::connect(head.addr()).await.unwrap();
     let slow = TcpStream::connect(head.addr()).await.unwrap();
     let (mut slow_r, mut slow_w) = slow.into_split();
@@ -137,6 +140,15 @@ async fn deadline_closes(spec: HeadSpec, first: &'static [u8]) -> HeadProc {
     .await
     .unwrap_or_else(|_| panic!("slowloris was not closed; head log:\n{}", head.stderr()));
     feeder.abort();
+    // The junk was closed a deadline after the node's own connection was accepted: the node,
+    // authenticated, is still a member (a closed session marks it down at once).
+    let out = head.stdout();
+    assert!(
+        !out.lines().any(
+            |l| l.starts_with("node real#") && (l.contains(" is down") || l.ends_with(" left"))
+        ),
+        "the authenticated node lost its session:\n{out}"
+    );
     let log = head.stderr();
     assert!(
         log.contains("--auth-timeout"),

@@ -80,9 +80,18 @@ impl rustls::server::ResolvesServerCert for NoCertificate {
 }
 
 /// The encryption mode for ractor_cluster's own (unused) listener: TLS that refuses everyone.
-pub(crate) fn refuse_all() -> ractor_cluster::IncomingEncryptionMode {
-    let cfg = rustls::ServerConfig::builder()
+///
+/// Uses the process's default crypto provider, else aws-lc-rs (the one tokio-rustls brings),
+/// so it works whether or not the process configured TLS.
+pub(crate) fn refuse_all() -> Result<ractor_cluster::IncomingEncryptionMode, rustls::Error> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(NoCertificate));
-    ractor_cluster::IncomingEncryptionMode::Tls(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+    Ok(ractor_cluster::IncomingEncryptionMode::Tls(
+        tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+    ))
 }

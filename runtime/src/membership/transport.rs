@@ -182,7 +182,11 @@ impl Transport {
             cfg.cookie.clone(),
             name.to_string(),
             host,
-            Some(super::port::refuse_all()),
+            Some(super::port::refuse_all().map_err(|e| {
+                FleetError::internal(format!(
+                    "setting up the node server's internal listener (TLS that refuses all): {e}"
+                ))
+            })?),
             None,
         )
         .with_listen_addr(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
