@@ -41,6 +41,7 @@ pub struct LocalBuilder {
     listen_port: Option<u16>,
     listen_ip: std::net::IpAddr,
     tls: Option<TlsConfig>,
+    port_limits: crate::membership::port::PortLimits,
     head: Option<HeadOptions>,
     config: SchedulerConfig,
     run_dir: Option<std::path::PathBuf>,
@@ -180,6 +181,13 @@ impl LocalBuilder {
         self.config.policy = policy;
         self
     }
+    /// Limits on connections to the cluster port that have not authenticated (default
+    /// [`PortLimits::default`](crate::membership::port::PortLimits::default): 10 s, 128
+    /// pending, 64 KiB frames).
+    pub fn port_limits(mut self, limits: crate::membership::port::PortLimits) -> Self {
+        self.port_limits = limits;
+        self
+    }
     /// Bound on engine destroy hooks at deletion (default 10 s).
     pub fn destroy_timeout(mut self, t: Duration) -> Self {
         self.config.destroy_timeout = t;
@@ -205,7 +213,7 @@ impl LocalBuilder {
             (Some(c), _) => c,
             (None, None) => format!("{:032x}", rand::random::<u128>()),
             (None, Some(_)) if self.listen_ip.is_loopback() => {
-                membership::LOOPBACK_COOKIE.to_string()
+                membership::loopback_cookie::load_or_create()?
             }
             (None, Some(_)) => {
                 return Err(FleetError::bad_request(
@@ -228,6 +236,7 @@ impl LocalBuilder {
                 cookie,
                 tls: self.tls,
                 max_frame: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+                limits: self.port_limits,
             },
         )
         .await?;
@@ -342,6 +351,7 @@ impl Cluster {
             listen_port: None,
             listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             tls: None,
+            port_limits: Default::default(),
             head: None,
             config: SchedulerConfig::default(),
             run_dir: None,
@@ -357,7 +367,8 @@ impl Cluster {
     /// A builder for a head: an embedded cluster that other nodes join with
     /// `fleet node --join ADDR` (see [`crate::membership`]). The head is also a node unless told
     /// [`no_workers`](LocalBuilder::no_workers). On loopback the cookie defaults to
-    /// [`membership::LOOPBACK_COOKIE`]; any other address needs one.
+    /// the user's loopback cookie file ([`membership::loopback_cookie`]); any other address
+    /// needs one.
     pub fn head() -> LocalBuilder {
         let mut b = Cluster::local().name("head");
         b.head = Some(HeadOptions {

@@ -12,7 +12,10 @@
 //! * [`join`]: the node side: dial the head, join under a fresh [`fleet_actors::NodeId`], beat,
 //!   and fence (stop every worker) when the lease runs out, then rejoin with backoff;
 //! * [`events`]: membership events for programs and tests;
-//! * [`tls`]: mutual TLS from PEM files.
+//! * [`tls`]: mutual TLS from PEM files;
+//! * [`port`]: fleet's own accept loop on the cluster port, with limits on connections that
+//!   have not authenticated;
+//! * [`loopback_cookie`]: the random per-user cookie of loopback clusters started without one.
 //!
 //! Who drives a job: the head process hosts the scheduler (see [`crate::Cluster::head`]); a
 //! driver program either *is* the head (embedded, like `fleet head`), or asks a running head
@@ -23,6 +26,8 @@ pub mod child_pids;
 pub mod events;
 pub mod head;
 pub mod join;
+pub mod loopback_cookie;
+pub mod port;
 pub mod protocol;
 pub mod scheduler_hooks;
 pub mod tls;
@@ -42,14 +47,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 use transport::SessionEventKind;
 
-/// The cookie used when none is given and every address is loopback. Anything reachable from
-/// another machine must have a real cookie.
-pub const LOOPBACK_COOKIE: &str = "fleet-loopback-only";
-
 /// Forwards closed sessions to the head (a SIGKILLed node is down at once, not after the
 /// timeout) and logs connections that closed before they authenticated.
 pub(crate) fn watch_sessions(transport: &Transport, head: ActorRef<HeadMsg>, events: EventBus) {
     let mut rx = transport.subscribe();
+    let transport = transport.clone();
     tokio::spawn(async move {
         let mut authenticated = HashSet::new();
         loop {
@@ -68,7 +70,7 @@ pub(crate) fn watch_sessions(transport: &Transport, head: ActorRef<HeadMsg>, eve
                 }
                 SessionEventKind::Closed => {
                     if !authenticated.remove(&ev.session) && ev.incoming {
-                        let reason = "the connection closed before it authenticated: wrong cookie (every node needs the head's --cookie-file / FLEET_COOKIE), or not a fleet process".to_string();
+                        let reason = transport.closed_by_limit(&ev.peer_addr).unwrap_or_else(|| "the connection closed before it authenticated: wrong cookie (every node needs the head's --cookie-file / FLEET_COOKIE), or not a fleet process".to_string());
                         tracing::warn!(peer = %ev.peer_addr, %reason, "refused a connection");
                         events.publish(MemberEvent::Refused {
                             peer: ev.peer_addr.clone(),

@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod engine_suite;
+pub mod head_proc;
 pub mod http_client;
 pub mod listening;
 pub mod piped;

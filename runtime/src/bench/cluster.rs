@@ -8,7 +8,7 @@
 
 use super::baseline::{RawCounter, RawMsg};
 use super::stats::{fmt, header, row, Samples};
-use crate::membership::{JoinConfig, JoinedNode, TransportConfig, LOOPBACK_COOKIE};
+use crate::membership::{loopback_cookie, JoinConfig, JoinedNode, TransportConfig};
 use crate::node::resources::NodeResources;
 use crate::scheduler::Policy;
 use crate::{Cluster, MemberEvent};
@@ -50,7 +50,7 @@ pub async fn peer(head: String, name: String) -> Result<(), FleetError> {
         run_dir: std::env::temp_dir().join(format!("fleet-bench-{}", std::process::id())),
         head,
         transport: TransportConfig {
-            cookie: LOOPBACK_COOKIE.into(),
+            cookie: loopback_cookie::load_or_create()?,
             ..TransportConfig::loopback()
         },
         max_message: 8 << 20,

@@ -1,7 +1,8 @@
 //! Flags shared by `fleet head`, `fleet node` and `fleet status`: what a node offers, and how
 //! fleet processes authenticate each other (cookie, TLS).
 
-use crate::membership::{TlsConfig, TlsFiles, LOOPBACK_COOKIE};
+use crate::membership::port::PortLimits;
+use crate::membership::{loopback_cookie, TlsConfig, TlsFiles};
 use crate::node::resources::NodeResources;
 use crate::node::system;
 use anyhow::Context;
@@ -91,7 +92,8 @@ pub struct SecurityArgs {
 
 impl SecurityArgs {
     /// The cookie: `--cookie-file`, else `FLEET_COOKIE`, else (only when every address in
-    /// `addrs` is loopback) the loopback default.
+    /// `addrs` is loopback) the user's loopback cookie file, created if missing
+    /// ([`loopback_cookie`]).
     pub fn cookie(&self, addrs: &[IpAddr]) -> anyhow::Result<String> {
         if let Some(path) = &self.cookie_file {
             let c = std::fs::read_to_string(path)
@@ -110,7 +112,7 @@ impl SecurityArgs {
                 "a cookie is required on a non-loopback address ({ip}): give --cookie-file FILE or set FLEET_COOKIE, the same on every node"
             );
         }
-        Ok(LOOPBACK_COOKIE.to_string())
+        Ok(loopback_cookie::load_or_create()?)
     }
 
     /// The TLS configuration, if asked for.
@@ -122,6 +124,30 @@ impl SecurityArgs {
                 ca: ca.clone(),
             })?)),
             _ => Ok(None),
+        }
+    }
+}
+
+/// Limits on connections to this process's cluster port that have not authenticated yet.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PortLimitArgs {
+    /// A connection must finish the TLS handshake and the cookie challenge within this long,
+    /// or it is closed.
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse_duration)]
+    pub auth_timeout: std::time::Duration,
+    /// At most this many connections may be authenticating at once; one more closes the
+    /// oldest.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_handshakes: u32,
+}
+
+impl PortLimitArgs {
+    /// The limits (the frame limit before authentication is fixed at its default).
+    pub fn limits(&self) -> PortLimits {
+        PortLimits {
+            auth_timeout: self.auth_timeout,
+            max_pending: self.max_pending_handshakes as usize,
+            ..PortLimits::default()
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `fleet head`: serve a cluster's head until Ctrl-C.
 
-use super::cluster_args::{ResourceArgs, SecurityArgs};
+use super::cluster_args::{PortLimitArgs, ResourceArgs, SecurityArgs};
 use super::node::parse_duration;
 use crate::membership::MembershipConfig;
 use crate::{Cluster, MemberEvent};
@@ -43,6 +43,8 @@ pub struct Args {
     security: SecurityArgs,
     #[command(flatten)]
     store: super::cluster_args::StoreArgs,
+    #[command(flatten)]
+    limits: PortLimitArgs,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     serve_for: Option<Duration>,
@@ -63,6 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .listen_ip(args.listen.ip())
         .listen_port(args.listen.port())
         .cookie(cookie)
+        .port_limits(args.limits.limits())
         .port_range(r.port_range.0, r.port_range.1)
         .membership(MembershipConfig {
             heartbeat: args.heartbeat,

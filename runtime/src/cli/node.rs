@@ -1,7 +1,7 @@
 //! `fleet node`: serve a node until Ctrl-C, alone or as a member of a head's cluster
 //! (`--join ADDR`).
 
-use super::cluster_args::{resolve, ResourceArgs, SecurityArgs, StoreArgs};
+use super::cluster_args::{resolve, PortLimitArgs, ResourceArgs, SecurityArgs, StoreArgs};
 use crate::membership::{JoinConfig, JoinedNode, TransportConfig};
 use crate::Cluster;
 use anyhow::Context;
@@ -39,6 +39,8 @@ pub struct Args {
     security: SecurityArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    limits: PortLimitArgs,
     /// Join the cluster of the head at HOST:PORT (`fleet head --listen`). The node reconnects
     /// with backoff; when cut off from the head for longer than its lease it stops its workers
     /// and joins again as a new member.
@@ -112,6 +114,7 @@ async fn run_joined(args: Args, head: String) -> anyhow::Result<()> {
             cookie,
             tls: args.security.tls()?,
             max_frame: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+            limits: args.limits.limits(),
         },
         max_message: args.max_message,
     })

@@ -1,6 +1,6 @@
 //! `fleet run JOB.toml`: a rollout job from a file, on the embedded node or across a cluster.
 
-use super::cluster_args::SecurityArgs;
+use super::cluster_args::{PortLimitArgs, SecurityArgs};
 use super::rollout_report::{conclude, print_summary, Display};
 use crate::rollout::job::RolloutJob;
 use crate::rollout::run::RunOptions;
@@ -77,6 +77,8 @@ pub struct Args {
     no_workers: bool,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    limits: PortLimitArgs,
 }
 
 async fn start_cluster(
@@ -91,6 +93,7 @@ async fn start_cluster(
         .listen_ip(listen.ip())
         .listen_port(listen.port())
         .cookie(args.security.cookie(&[listen.ip()])?)
+        .port_limits(args.limits.limits())
         .policy(Policy::Spread);
     if let Some(tls) = args.security.tls()? {
         b = b.tls(tls);

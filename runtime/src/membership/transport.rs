@@ -1,19 +1,21 @@
 //! The wire between fleet processes: a ractor_cluster `NodeServer` with fleet's settings
-//! (listen address, cookie, optional TLS, frame limit), session events as a channel, and a
-//! connect that waits until the peer is authenticated and its actors are visible, or says
-//! why not.
+//! (listen address, cookie, optional TLS, frame limit, limits on unauthenticated connections),
+//! session events as a channel, and a connect that waits until the peer is authenticated and
+//! its actors are visible, or says why not.
 //!
 //! ractor_cluster only tells about sessions through a subscription callback and gives no error
 //! when a peer refuses the cookie (the session just closes). Here every session event goes into
 //! a broadcast channel, so a connecting side can wait for "ready" or "closed before it
 //! authenticated" (refused), and the accepting side can log refusals with the peer's address.
 //!
-//! With TLS, fleet accepts connections itself: ractor_cluster's listener runs the TLS
-//! handshake inside its accept loop, so one client that connects and sends half a handshake
-//! would stop the node from accepting anyone else. Here each handshake runs in its own task
-//! with a deadline, and the finished stream is handed to the node server. (The node server's
-//! own listener then only listens on a loopback port, with TLS too.)
+//! fleet accepts connections on the cluster port itself (plain TCP and TLS alike; see
+//! [`super::port`]): each connection is a pending handshake with a deadline and small-frame
+//! limits until ractor_cluster reports it authenticated, which the subscription tells the
+//! gate directly.
 
+use super::port::accept::Accept;
+use super::port::pending::Pending;
+use super::port::PortLimits;
 use super::tls::TlsConfig;
 use fleet_actors::FleetError;
 use ractor::{Actor, ActorCell, ActorRef};
@@ -21,6 +23,7 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -52,7 +55,7 @@ pub struct SessionEvent {
     pub peer_name: Option<String>,
 }
 
-struct Forward(broadcast::Sender<SessionEvent>);
+struct Forward(broadcast::Sender<SessionEvent>, Arc<Pending>);
 
 impl Forward {
     fn send(&self, kind: SessionEventKind, ses: NodeServerSessionInformation) {
@@ -74,6 +77,10 @@ impl NodeEventSubscription for Forward {
         self.send(SessionEventKind::Closed, ses);
     }
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        // Synchronously, before anything else: the connection's reader may be waiting for it.
+        if ses.is_server {
+            self.1.authenticated(&ses.peer_addr);
+        }
         self.send(SessionEventKind::Authenticated, ses);
     }
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
@@ -94,10 +101,13 @@ pub struct TransportConfig {
     pub tls: Option<TlsConfig>,
     /// Largest inbound frame accepted (ractor_cluster drops the session over it).
     pub max_frame: u64,
+    /// Limits on connections that have not authenticated yet.
+    pub limits: PortLimits,
 }
 
 impl TransportConfig {
-    /// Loopback, a free port, a random cookie, no TLS, the default 16 MiB frame limit.
+    /// Loopback, a free port, a random cookie, no TLS, the default 16 MiB frame limit and
+    /// [`PortLimits::default`].
     pub fn loopback() -> Self {
         TransportConfig {
             listen_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
@@ -105,6 +115,7 @@ impl TransportConfig {
             cookie: format!("{:032x}", rand::random::<u128>()),
             tls: None,
             max_frame: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+            limits: PortLimits::default(),
         }
     }
 }
@@ -123,6 +134,7 @@ pub struct Transport {
     events: broadcast::Sender<SessionEvent>,
     tls: Option<TlsConfig>,
     accept: Option<tokio::task::AbortHandle>,
+    pending: Arc<Pending>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -146,72 +158,62 @@ impl Transport {
     /// Starts a node server called `name` (must be unique among the peers: ractor_cluster keeps
     /// one session per peer name).
     pub async fn start(name: &str, cfg: &TransportConfig) -> Result<Transport, FleetError> {
-        let port = if cfg.port == 0 {
-            std::net::TcpListener::bind((cfg.listen_ip, 0))
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .map_err(|e| {
-                    unavailable(
-                        format!("a port on {} for the node server", cfg.listen_ip),
-                        e,
-                    )
-                })?
-        } else {
-            // Fail with a clear message instead of ractor_cluster's panic in its listener.
-            std::net::TcpListener::bind((cfg.listen_ip, cfg.port)).map_err(|e| {
+        // Bound here and kept: no window in which another process can take the port.
+        let listener = tokio::net::TcpListener::bind((cfg.listen_ip, cfg.port))
+            .await
+            .map_err(|e| {
                 unavailable(
                     format!("listening on {}:{}", cfg.listen_ip, cfg.port),
                     format!("{e}; pick another --listen port"),
                 )
             })?;
-            cfg.port
-        };
-        let encryption = cfg
-            .tls
-            .as_ref()
-            .map(|t| ractor_cluster::IncomingEncryptionMode::Tls(t.acceptor.clone()));
+        let port = listener
+            .local_addr()
+            .map_err(|e| unavailable(format!("the port of {}", cfg.listen_ip), e))?
+            .port();
         let host = match cfg.listen_ip {
             IpAddr::V4(v) if v.is_unspecified() => "127.0.0.1".to_string(),
             ip => ip.to_string(),
         };
-        // With TLS, our own listener takes the public port (see the module docs).
-        let (server_port, server_ip) = match &cfg.tls {
-            None => (port, cfg.listen_ip),
-            Some(_) => (0, IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
-        };
+        // ractor_cluster's own listener cannot be turned off: it gets a loopback port and
+        // refuses every handshake (see `port`).
         let server = ractor_cluster::NodeServer::new(
-            server_port,
+            0,
             cfg.cookie.clone(),
             name.to_string(),
             host,
-            encryption,
+            Some(super::port::refuse_all().map_err(|e| {
+                FleetError::internal(format!(
+                    "setting up the node server's internal listener (TLS that refuses all): {e}"
+                ))
+            })?),
             None,
         )
-        .with_listen_addr(server_ip)
+        .with_listen_addr(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
         .with_max_inbound_frame_size(cfg.max_frame);
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| FleetError::internal(format!("node server did not start: {e}")))?;
+        // Peers learn where to reach us (transitive connections) from this.
+        let _ = server.cast(NodeServerMessage::PortChanged { port });
         let (events, _) = broadcast::channel(1024);
+        let pending = Pending::new(cfg.limits.max_pending);
         server
             .cast(NodeServerMessage::SubscribeToEvents {
                 id: "fleet".into(),
-                subscription: Box::new(Forward(events.clone())),
+                subscription: Box::new(Forward(events.clone(), pending.clone())),
             })
             .map_err(|e| FleetError::internal(format!("node server stopped at once: {e}")))?;
         // A call is a mailbox barrier: the subscription is in place once it returns.
         let _ = ractor::call_t!(server, NodeServerMessage::GetSessions, 5_000);
-        let accept = if let Some(tls) = &cfg.tls {
-            let listener = tokio::net::TcpListener::bind((cfg.listen_ip, port))
-                .await
-                .map_err(|e| unavailable(format!("listening on {}:{port}", cfg.listen_ip), e))?;
-            Some(
-                tokio::spawn(accept_tls(listener, tls.acceptor.clone(), server.clone()))
-                    .abort_handle(),
-            )
-        } else {
-            None
+        let accept = Accept {
+            listener,
+            tls: cfg.tls.as_ref().map(|t| t.acceptor.clone()),
+            server: server.clone(),
+            pending: pending.clone(),
+            limits: cfg.limits,
         };
+        let accept = Some(tokio::spawn(accept.run()).abort_handle());
         Ok(Transport {
             name: name.to_string(),
             server,
@@ -220,7 +222,14 @@ impl Transport {
             events,
             tls: cfg.tls.clone(),
             accept,
+            pending,
         })
+    }
+
+    /// Why fleet itself closed the unauthenticated incoming connection from `peer` (its
+    /// deadline or the pending limit), if it did; asked once per connection.
+    pub fn closed_by_limit(&self, peer: &str) -> Option<String> {
+        self.pending.close_reason(peer)
     }
 
     /// Session events from now on.
@@ -318,55 +327,6 @@ impl Transport {
             a.abort();
         }
         self.server.stop(Some("fleet transport stopped".into()));
-    }
-}
-
-/// Accepts TLS connections, each handshake in its own task with a deadline, and hands the
-/// streams to the node server; ends when the node server stops.
-async fn accept_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    server: ActorRef<NodeServerMessage>,
-) {
-    const HANDSHAKE: Duration = Duration::from_secs(10);
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if server.get_status() as u8 >= ractor::ActorStatus::Stopping as u8 {
-            return;
-        }
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let server = server.clone();
-        tokio::spawn(async move {
-            let Ok(local) = stream.local_addr() else {
-                return;
-            };
-            match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let _ = server.cast(NodeServerMessage::ConnectionOpened {
-                        stream: Box::new(ractor_cluster::NetworkStream::TlsServer {
-                            peer_addr: peer,
-                            local_addr: local,
-                            stream: tls,
-                        }),
-                        is_server: true,
-                    });
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "refused a connection: the TLS handshake failed (a peer without the cluster's certificates, or not TLS)");
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "refused a connection: no TLS handshake within 10 s");
-                }
-            }
-        });
     }
 }
 
