@@ -9,7 +9,7 @@ use fleet_actors::{CallOptions, Job, SchedulingSpec};
 use fleet_runtime::store::engine::{write_pattern, Fetched, PatternArgs};
 use fleet_runtime::store::object::Hasher;
 use fleet_runtime::store::{Checksum, ObjectId, ObjectRef, PutOptions, StoreStats};
-use fleet_runtime::EngineHandle;
+use fleet_runtime::{EngineHandle, MembershipConfig};
 use fleet_tests::cluster::{NodeSpec, TestCluster};
 use fleet_tests::{wait_until, TestHttp};
 use hyper::Method;
@@ -33,7 +33,15 @@ async fn cluster(a: &[&str], b: &[&str]) -> TestCluster {
     for x in b {
         nb = nb.arg(*x);
     }
+    // These tests move tens of MiB through debug builds of several processes on two cores:
+    // a generous heartbeat timeout keeps a busy node from being declared lost (failure
+    // detection is tested elsewhere; the kill test here does not wait for it).
     TestCluster::builder()
+        .membership(MembershipConfig {
+            heartbeat: Duration::from_millis(500),
+            timeout: Duration::from_secs(20),
+            lease: Duration::from_secs(20),
+        })
         .node(na)
         .node(nb)
         .start()
@@ -118,7 +126,7 @@ async fn a_weights_object_fetched_across_two_node_processes_arrives_intact() {
     let c = cluster(&[], &[]).await;
     let producer = store_engine(&c, "trainer", "a").await;
     let consumer = store_engine(&c, "infer", "b").await;
-    let size = 24 << 20;
+    let size = 16 << 20;
     let obj = put_pattern(&producer, "policy-v1", size, 1, None).await;
     assert_eq!(obj.size, size);
     assert_eq!(obj.checksum, pattern_checksum(1, size));
@@ -370,7 +378,7 @@ async fn a_consumer_on_the_objects_own_node_gets_its_file_without_a_copy() {
 async fn a_node_killed_mid_transfer_leaves_no_visible_object_on_the_fetcher() {
     let c = cluster(&[], &[]).await;
     let producer = store_engine(&c, "trainer", "a").await;
-    let size = 128 << 20;
+    let size = 256 << 20;
     let obj = put_pattern(&producer, "huge", size, 6, None).await;
     let store = c.scheduler().store().unwrap();
     let fetch = {
@@ -388,12 +396,19 @@ async fn a_node_killed_mid_transfer_leaves_no_visible_object_on_the_fetcher() {
     .await
     .unwrap();
     c.stop_node(0);
+    let arrived: u64 = tmp_files(&dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    eprintln!("producer hung after {arrived} of {size} bytes had arrived");
     c.kill_node(0);
     let r = tokio::time::timeout(Duration::from_secs(60), fetch)
         .await
         .expect("the fetch ends")
         .unwrap();
-    let err = r.expect_err("a cut-off transfer fails");
+    let err =
+        r.expect_err("a cut-off transfer fails (did it finish before the producer was hung?)");
     assert!(
         err.to_string().contains("unreachable") || err.to_string().contains("arrived damaged"),
         "{err}"
