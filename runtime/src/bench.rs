@@ -15,5 +15,5 @@ pub mod rollout;
 pub mod rollout_async;
 pub mod spawn;
 pub mod stats;
-pub mod weights;
 pub mod store;
+pub mod weights;

@@ -10,6 +10,8 @@
 //! | `POST /router/resume_all` | `{version?}` | the set; every paused server `serving` (at that version) |
 //! | `POST /router/fail` | `{url, reason?}` | the server, `failed` (no traffic until restored) |
 //! | `POST /router/min_version` | `{version}` | `{min_version, previous}` |
+//! | `POST /router/strict` | `{enabled}` | `{strict, previous}`: a server that gives no answer is `failed` until restored |
+//! | `POST /router/snapshot` | `{}` | the same as `GET /router/servers` (for callers that only POST) |
 //!
 //! Waits never hang: each has its timeout, and answers with the counts at the end.
 
@@ -100,6 +102,13 @@ struct MinVersion {
     version: u64,
 }
 
+/// `POST /router/strict` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Strict {
+    enabled: bool,
+}
+
 /// Answers one `/router/...` route; `default_version` is the version of servers added
 /// without one.
 pub(crate) async fn route(
@@ -110,7 +119,9 @@ pub(crate) async fn route(
     default_version: u64,
 ) -> Result<Value, ApiError> {
     match (method, path) {
-        (&Method::GET, "/router/servers") => Ok(router.snapshot()),
+        (&Method::GET, "/router/servers") | (&Method::POST, "/router/snapshot") => {
+            Ok(router.snapshot())
+        }
         (&Method::POST, "/router/servers") => {
             let b: SetServers = decode(body)?;
             if b.servers.is_empty() {
@@ -164,6 +175,11 @@ pub(crate) async fn route(
             let b: Fail = decode(body)?;
             let reason = b.reason.unwrap_or_else(|| "marked failed".into());
             router.set(&b.url, ServerState::Failed, None, Some(reason))
+        }
+        (&Method::POST, "/router/strict") => {
+            let b: Strict = decode(body)?;
+            let previous = router.set_strict(b.enabled);
+            Ok(json!({"strict": b.enabled, "previous": previous}))
         }
         (&Method::POST, "/router/min_version") => {
             let b: MinVersion = decode(body)?;

@@ -100,6 +100,11 @@ pub struct Router {
     wait: Duration,
     /// Requests waiting for a server now.
     waiting: AtomicUsize,
+    /// Strict versions (set by the weight-update coordinator, `/router/strict`): a server that
+    /// gives no answer at all (refused, reset, timed out) is `failed` until restored, because
+    /// a process that died may come back with other weights than the version the router
+    /// records for it. Off, the breaker alone handles it (a probe once it half-opens).
+    strict: std::sync::atomic::AtomicBool,
 }
 
 /// Counts a waiting request while it waits.
@@ -140,6 +145,9 @@ impl Lease {
         let ok = matches!(&r, Ok(resp) if !resp.status().is_server_error());
         self.reported = true;
         self.router.verdict(self.id, self.probe, ok);
+        if let Err(f) = &r {
+            self.router.no_answer(self.id, &f.error.to_string());
+        }
         r
     }
 }
@@ -187,6 +195,7 @@ impl Router {
             threshold,
             wait,
             waiting: AtomicUsize::new(0),
+            strict: std::sync::atomic::AtomicBool::new(false),
         };
         {
             let mut inner = router.lock();
@@ -228,6 +237,31 @@ impl Router {
 
     fn bump(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Turns strict versions on or off (see the field).
+    pub(crate) fn set_strict(&self, on: bool) -> bool {
+        self.strict.swap(on, Ordering::SeqCst)
+    }
+
+    /// A request to server `id` got no answer: with strict versions, the server is out until
+    /// restored.
+    fn no_answer(&self, id: u64, why: &str) {
+        if !self.strict.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut inner = self.lock();
+        if let Some(s) = inner.servers.iter_mut().find(|s| s.id == id) {
+            if s.state != ServerState::Failed {
+                tracing::warn!(server = %s.url, error = %why, "server gave no answer; out of the router until it is restored at a confirmed version");
+                s.state = ServerState::Failed;
+                s.reason = Some(format!(
+                    "no answer ({why}); it may have restarted with other weights: restore it once it is loaded"
+                ));
+            }
+        }
+        drop(inner);
+        self.bump();
     }
 
     fn verdict(&self, id: u64, probe: bool, ok: bool) {
@@ -637,6 +671,40 @@ mod tests {
             1,
             Duration::from_millis(50),
         ))
+    }
+
+    #[tokio::test]
+    async fn with_strict_versions_a_server_that_gives_no_answer_is_out_until_restored() {
+        // A port nothing listens on: the request is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let r = Arc::new(Router::new(
+            &[BackendUrl::parse(&url).unwrap()],
+            0,
+            Reach {
+                api_key: None,
+                connect_timeout: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+            },
+            100,
+            Duration::from_millis(50),
+        ));
+        assert!(!r.set_strict(true));
+        let mut lease = r.pick("s").await.unwrap();
+        assert!(lease
+            .post_json("/v1/chat/completions", bytes::Bytes::from_static(b"{}"))
+            .await
+            .is_err());
+        drop(lease);
+        let snap = r.snapshot();
+        assert_eq!(snap["servers"][0]["state"], "failed", "{snap}");
+        assert!(r.pick("s").await.is_err(), "no traffic to it");
+        r.set(&url, ServerState::Serving, Some(3), None).unwrap();
+        assert!(r.pick("s").await.is_ok(), "a restore brings it back");
     }
 
     #[tokio::test]

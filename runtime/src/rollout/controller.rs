@@ -753,8 +753,26 @@ impl RolloutController {
 
     /// Sends one admin request to the router of every live worker's proxy (a weight update's
     /// drain, restore, fail, pause-all); each answer or why there is none.
-    pub async fn router_admin(&self, path: &str, body: &Value) -> Vec<Result<Value, String>> {
-        let targets = lock(&self.inner.state).pool.alive();
+    pub async fn router_admin(
+        &self,
+        path: &str,
+        body: &Value,
+        node: Option<&str>,
+    ) -> Vec<Result<Value, String>> {
+        let mut targets = lock(&self.inner.state).pool.alive();
+        if let Some(node) = node {
+            // Only the routers of that node know its servers (by 127.0.0.1 URLs).
+            let on: std::collections::BTreeSet<WorkerId> =
+                match self.inner.scheduler.workers(&self.inner.role).await {
+                    Ok(ws) => ws
+                        .into_iter()
+                        .filter(|w| w.node.to_string() == node)
+                        .map(|w| w.id)
+                        .collect(),
+                    Err(e) => return vec![Err(e.to_string())],
+                };
+            targets.retain(|w| on.contains(w));
+        }
         let wait = body
             .get("timeout_secs")
             .and_then(Value::as_f64)

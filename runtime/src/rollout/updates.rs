@@ -30,9 +30,15 @@ use std::time::{Duration, Instant};
 pub struct ControllerRouters(pub RolloutController);
 
 impl Routers for ControllerRouters {
-    fn admin(&self, path: &str, body: Value) -> BoxFuture<'_, Vec<Result<Value, String>>> {
+    fn admin(
+        &self,
+        path: &str,
+        body: Value,
+        node: Option<&str>,
+    ) -> BoxFuture<'_, Vec<Result<Value, String>>> {
         let path = path.to_string();
-        Box::pin(async move { self.0.router_admin(&path, &body).await })
+        let node = node.map(str::to_string);
+        Box::pin(async move { self.0.router_admin(&path, &body, node.as_deref()).await })
     }
 }
 
@@ -205,6 +211,7 @@ impl Plan {
             w.timeouts.clone(),
             0,
         ));
+        c.strict().await;
         self.coordinator = Some(c);
         if version > 0 {
             self.step(version, Vec::new(), Duration::ZERO).await?;

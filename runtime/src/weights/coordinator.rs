@@ -43,11 +43,16 @@ pub struct Server {
 }
 
 /// The routers in front of the servers (one per proxy). `admin` sends one admin command to
-/// every router and returns each answer (routers that do not know a server answer an error for
-/// it, which is not a failure of the update).
+/// every router (of one node, when `node` is given: routers know their node's servers by
+/// `127.0.0.1` URLs) and returns each answer.
 pub trait Routers: Send + Sync {
-    /// `POST path` with `body` to every router.
-    fn admin(&self, path: &str, body: Value) -> BoxFuture<'_, Vec<Result<Value, String>>>;
+    /// `POST path` with `body` to every router (of `node`).
+    fn admin(
+        &self,
+        path: &str,
+        body: Value,
+        node: Option<&str>,
+    ) -> BoxFuture<'_, Vec<Result<Value, String>>>;
 }
 
 /// Where version N's weights are on a node: a path there (the same-node hand-off; a data plane
@@ -226,6 +231,7 @@ impl Coordinator {
                     .admin(
                         "/router/pause_all",
                         json!({"timeout_secs": secs(self.timeouts.drain)}),
+                        None,
                     )
                     .await;
                 for a in answers.iter().filter_map(|a| a.as_ref().err()) {
@@ -281,6 +287,7 @@ impl Coordinator {
                 .admin(
                     "/router/drain",
                     json!({"url": s.url, "timeout_secs": secs(self.timeouts.drain)}),
+                    Some(&s.node),
                 )
                 .await;
             let left: u64 = answers
@@ -364,7 +371,11 @@ impl Coordinator {
     async fn restore(&self, s: &Server, version: u64) {
         for a in self
             .routers
-            .admin("/router/restore", json!({"url": s.url, "version": version}))
+            .admin(
+                "/router/restore",
+                json!({"url": s.url, "version": version}),
+                Some(&s.node),
+            )
             .await
             .iter()
             .filter_map(|a| a.as_ref().err())
@@ -380,8 +391,62 @@ impl Coordinator {
             .insert(s.name.clone(), reason.to_string());
         let _ = self
             .routers
-            .admin("/router/fail", json!({"url": s.url, "reason": reason}))
+            .admin(
+                "/router/fail",
+                json!({"url": s.url, "reason": reason}),
+                Some(&s.node),
+            )
             .await;
+    }
+
+    /// Turns on strict versions in every router: a server that gives no answer (it may have
+    /// died and come back with its start-up weights) is out until this coordinator restores it.
+    pub async fn strict(&self) {
+        for a in self
+            .routers
+            .admin("/router/strict", json!({"enabled": true}), None)
+            .await
+            .iter()
+            .filter_map(|a| a.as_ref().err())
+        {
+            tracing::warn!(error = %a, "a router did not turn on strict versions");
+        }
+    }
+
+    /// Servers some router took out by itself (strict versions: no answer), by name.
+    async fn failed_in_routers(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let nodes: std::collections::BTreeSet<&str> =
+            self.servers.iter().map(|s| s.node.as_str()).collect();
+        for node in nodes {
+            for a in self
+                .routers
+                .admin("/router/snapshot", json!({}), Some(node))
+                .await
+                .into_iter()
+                .flatten()
+            {
+                let Some(list) = a.get("servers").and_then(Value::as_array) else {
+                    continue;
+                };
+                for v in list {
+                    if v.get("state").and_then(Value::as_str) != Some("failed") {
+                        continue;
+                    }
+                    let url = v.get("url").and_then(Value::as_str).unwrap_or("");
+                    if let Some(s) = self.servers.iter().find(|s| {
+                        s.node == node && s.url.trim_end_matches('/') == url.trim_end_matches('/')
+                    }) {
+                        let why = v
+                            .get("reason")
+                            .and_then(Value::as_str)
+                            .unwrap_or("a router took it out");
+                        out.insert(s.name.clone(), why.to_string());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// One round of supervision (call it every second or so): a serving server that reports
@@ -395,6 +460,10 @@ impl Coordinator {
 
     async fn recover_locked(&self) -> Vec<String> {
         let t = self.timeouts.control;
+        // Servers a router took out (no answer) need a load and a restore like any other.
+        for (name, why) in self.failed_in_routers().await {
+            lock(&self.state).failed.entry(name).or_insert(why);
+        }
         let (target, failed, confirmed) = {
             let st = lock(&self.state);
             (st.target, st.failed.clone(), st.confirmed.clone())
