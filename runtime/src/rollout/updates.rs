@@ -13,7 +13,7 @@
 use super::controller::RolloutController;
 use crate::scheduler::{EngineHandle, Scheduler};
 use crate::weights::api::ViaScheduler;
-use crate::weights::coordinator::{PathPattern, Timeouts};
+use crate::weights::coordinator::{PathPattern, Timeouts, WeightsSource};
 use crate::weights::trainer::{self, TrainStep, Trained};
 use crate::weights::{Coordinator, Routers, Server, UpdateMode, WeightApi};
 use fleet_actors::{
@@ -39,6 +39,57 @@ impl Routers for ControllerRouters {
         let path = path.to_string();
         let node = node.map(str::to_string);
         Box::pin(async move { self.0.router_admin(&path, &body, node.as_deref()).await })
+    }
+}
+
+/// Where the servers load version N from: the trainer's store object, as a path on the
+/// server's node (the object's own file on its node, no copy; a streamed, checksummed copy
+/// into that node's store elsewhere), or the trainer's weights directory when its node has no
+/// store.
+pub struct StoreSource {
+    objects: std::sync::Mutex<std::collections::BTreeMap<u64, crate::store::ObjectRef>>,
+    fallback: PathPattern,
+}
+
+impl StoreSource {
+    fn keep(&self, version: u64, obj: crate::store::ObjectRef) {
+        let mut m = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(version, obj);
+        // The current version and the one before are what a load or a recovery asks for.
+        while m.len() > 2 {
+            if let Some((_, old)) = m.pop_first() {
+                if let Some(s) = crate::store::Store::for_node(&old.node) {
+                    s.delete(&old.id);
+                }
+            }
+        }
+    }
+}
+
+impl WeightsSource for StoreSource {
+    fn path_on(&self, node: &str, version: u64) -> BoxFuture<'_, Result<PathBuf, String>> {
+        let obj = self
+            .objects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&version)
+            .cloned();
+        let node = node.to_string();
+        Box::pin(async move {
+            let Some(obj) = obj else {
+                return self.fallback.path_on(&node, version).await;
+            };
+            let store = crate::store::Store::for_node(&node).ok_or_else(|| {
+                format!(
+                    "version {version}'s weights are object {} in node {}'s store; node {node}'s store does not run in this process, and fetching to another process's node from the job is not built yet: put the inference servers on the trainer's node",
+                    obj.id, obj.node
+                )
+            })?;
+            store
+                .fetch_to_local(&obj, Some(Duration::from_secs(3600)))
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -83,6 +134,7 @@ pub struct Plan {
     pool: PoolPlan,
     weights: Option<(WeightsPlan, EngineHandle)>,
     coordinator: Option<Arc<Coordinator>>,
+    source: Option<Arc<StoreSource>>,
 }
 
 /// One accepted episode, as the trainer gets it.
@@ -107,6 +159,10 @@ pub struct StepReport {
     pub update: Option<Duration>,
     /// Servers that failed during the update.
     pub failed: Vec<String>,
+    /// The weights' size.
+    pub weights_bytes: u64,
+    /// Whether they went through the object store (the data plane).
+    pub in_store: bool,
 }
 
 impl Plan {
@@ -172,6 +228,7 @@ impl Plan {
             pool,
             weights,
             coordinator: None,
+            source: None,
         })
     }
 
@@ -203,10 +260,15 @@ impl Plan {
         let pattern = trainer::weights_path(&w.dir, 0)
             .to_string_lossy()
             .replace("weights-v0.bin", "weights-v{version}.bin");
+        let source = Arc::new(StoreSource {
+            objects: Default::default(),
+            fallback: PathPattern(pattern),
+        });
+        self.source = Some(source.clone());
         let c = Arc::new(Coordinator::new(
             servers,
             Arc::new(ControllerRouters(ctl.clone())),
-            Arc::new(PathPattern(pattern)),
+            source,
             w.mode,
             w.timeouts.clone(),
             0,
@@ -240,6 +302,8 @@ impl Plan {
                 train: step_time,
                 update: None,
                 failed: Vec::new(),
+                weights_bytes: 0,
+                in_store: false,
             });
         };
         let t0 = Instant::now();
@@ -253,8 +317,12 @@ impl Plan {
         let opts = CallOptions::default()
             .timeout(step_time + Duration::from_secs(600))
             .request_id(format!("train-step-v{version}"));
-        let _: Trained = trainer.call("train_step", &step, &opts).await?;
+        let trained: Trained = trainer.call("train_step", &step, &opts).await?;
         let train = t0.elapsed();
+        let in_store = trained.object.is_some();
+        if let (Some(src), Some(obj)) = (&self.source, trained.object) {
+            src.keep(version, obj);
+        }
         let t1 = Instant::now();
         let r = c
             .update(version)
@@ -268,6 +336,8 @@ impl Plan {
             train,
             update: Some(t1.elapsed()),
             failed: r.failed,
+            weights_bytes: trained.size,
+            in_store,
         })
     }
 

@@ -9,9 +9,12 @@
 //! in a real trainer; here it carries the step's version, and a repeated call for a version
 //! this engine already produced answers what it answered then, without a second step.
 //!
+//! The weights go into the node's object store (the data plane: written straight into the
+//! store's file, checksummed, with a lease) when the worker's node has one, else into `dir`.
+//!
 //! Methods:
-//! - `train_step(TrainStep) -> Trained`: sleeps `step_ms`, writes `dir/weights-v<version>.bin`
-//!   of `size` bytes, returns its path and size.
+//! - `train_step(TrainStep) -> Trained`: sleeps `step_ms`, writes `weights-v<version>.bin` of
+//!   `size` bytes (a store object, or a file in `dir`), returns its path, size and object.
 
 use fleet_actors::{Engine, EngineCall, EngineError, EngineRegistry, Payload};
 use serde::{Deserialize, Serialize};
@@ -46,6 +49,9 @@ pub struct Trained {
     pub path: PathBuf,
     /// Its size.
     pub size: u64,
+    /// The store object holding it (when the trainer's node has a store).
+    #[serde(default)]
+    pub object: Option<crate::store::ObjectRef>,
 }
 
 /// The path of version `v`'s weights under `dir` (the mock reads the version from the name too).
@@ -61,6 +67,15 @@ pub fn write_weights(path: &Path, v: u64, size: u64) -> std::io::Result<()> {
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+    fill_weights(&mut f, v, size)?;
+    f.flush()?;
+    f.get_ref().sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes version `v`'s `size` bytes to `f`.
+pub fn fill_weights(f: &mut impl Write, v: u64, size: u64) -> std::io::Result<()> {
     let mut x = v.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut buf = vec![0u8; 1 << 16];
     let mut left = size;
@@ -76,10 +91,31 @@ pub fn write_weights(path: &Path, v: u64, size: u64) -> std::io::Result<()> {
         f.write_all(&buf[..n])?;
         left -= n as u64;
     }
-    f.flush()?;
-    f.get_ref().sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    Ok(())
+}
+
+/// Writes version `v` into the store of the engine's node as `weights-v<v>.bin`.
+fn put_weights(
+    env: &std::collections::BTreeMap<String, String>,
+    owner: &str,
+    v: u64,
+    size: u64,
+) -> Option<Result<(crate::store::ObjectRef, PathBuf), String>> {
+    let store = crate::store::Store::for_engine(env).ok()?;
+    let opts = crate::store::PutOptions::default()
+        .owner(owner)
+        .ttl(Duration::from_secs(3600));
+    let r = (|| {
+        let mut w = store
+            .writer(&format!("weights-v{v}.bin"), Some(size), &opts)
+            .map_err(|e| e.to_string())?;
+        let mut b = std::io::BufWriter::with_capacity(1 << 20, &mut w);
+        fill_weights(&mut b, v, size).map_err(|e| e.to_string())?;
+        b.flush().map_err(|e| e.to_string())?;
+        drop(b);
+        w.commit().map_err(|e| e.to_string())
+    })();
+    Some(r)
 }
 
 /// The `sim-trainer` engine.
@@ -96,20 +132,34 @@ impl Engine for SimTrainer {
                 if let Some(t) = self.done.get(&s.version) {
                     return Ok(t.clone());
                 }
-                let path = weights_path(&s.dir, s.version);
                 std::thread::sleep(Duration::from_millis(s.step_ms.min(3_600_000)));
-                write_weights(&path, s.version, s.size).map_err(|e| {
-                    EngineError::failed(format!(
-                        "writing the weights of version {} to {}: {e}",
-                        s.version,
-                        path.display()
-                    ))
-                })?;
+                let owner = call.worker().to_string();
+                let (path, object) = match put_weights(call.env(), &owner, s.version, s.size) {
+                    Some(Ok((o, p))) => (p, Some(o)),
+                    Some(Err(e)) => {
+                        return Err(EngineError::failed(format!(
+                            "putting the weights of version {} into the node's store: {e}",
+                            s.version
+                        )))
+                    }
+                    None => {
+                        let path = weights_path(&s.dir, s.version);
+                        write_weights(&path, s.version, s.size).map_err(|e| {
+                            EngineError::failed(format!(
+                                "writing the weights of version {} to {}: {e}",
+                                s.version,
+                                path.display()
+                            ))
+                        })?;
+                        (path, None)
+                    }
+                };
                 self.steps += 1;
                 let t = Trained {
                     version: s.version,
                     path,
                     size: s.size,
+                    object,
                 };
                 // A bounded record: the newest versions are the ones a retry can ask for.
                 self.done.insert(s.version, t.clone());
