@@ -119,10 +119,12 @@ impl Engine for SimTrainer {
     }
 }
 
-/// The engines every fleet node registers: the built-in ones and `sim-trainer`.
+/// The engines every fleet node registers: the built-in ones, `sim-trainer` and
+/// `grpo-trainer` (the real GRPO trainer of `fleet_policy::engine`).
 pub fn node_registry() -> EngineRegistry {
     let mut r = fleet_actors::engine::builtin::registry();
     register(&mut r);
+    fleet_policy::engine::register(&mut r);
     r
 }
 
