@@ -75,6 +75,9 @@ pub struct InferConfig {
     pub hold_timeout: Duration,
     /// The model name reported.
     pub model_name: String,
+    /// Slept after every decoding step (default 0; for tests and demos that act while a
+    /// request is generating).
+    pub step_delay: Duration,
 }
 
 impl InferConfig {
@@ -94,6 +97,7 @@ impl InferConfig {
             max_body_bytes: 1 << 20,
             hold_timeout: Duration::from_secs(600),
             model_name: "fleet-policy".into(),
+            step_delay: Duration::ZERO,
         }
     }
 }
@@ -194,7 +198,7 @@ pub async fn serve(cfg: InferConfig) -> Result<InferHandle> {
     let addr = listener
         .local_addr()
         .map_err(PolicyError::io("binding", PathBuf::from(cfg.bind.to_string())))?;
-    let batcher = Batcher::start(cfg.max_batch)
+    let batcher = Batcher::start(cfg.max_batch, cfg.step_delay)
         .map_err(PolicyError::io("starting the model thread", dir.clone()))?;
     tracing::info!(%addr, fingerprint = %loaded.fingerprint(), "fleet infer listening");
     let server = Arc::new(Server {

@@ -49,6 +49,9 @@ pub struct Args {
     /// Seconds a request is held while generation is paused before it gets a 503.
     #[arg(long, default_value_t = 600)]
     hold_timeout_s: u64,
+    /// Milliseconds slept after every decoding step (0: none; slows generation for tests).
+    #[arg(long, default_value_t = 0)]
+    step_delay_ms: u64,
 }
 
 /// Runs the server.
@@ -63,6 +66,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cfg.max_batch = args.max_batch;
     cfg.max_tokens = args.max_tokens;
     cfg.hold_timeout = Duration::from_secs(args.hold_timeout_s);
+    cfg.step_delay = Duration::from_millis(args.step_delay_ms);
     let server = serve(cfg).await?;
     super::proxy::announce("fleet infer", server.addr())?;
     super::shutdown_signal().await;

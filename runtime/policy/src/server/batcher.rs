@@ -112,7 +112,9 @@ struct Seq {
 
 impl Batcher {
     /// Starts the model thread.
-    pub fn start(max_batch: usize) -> std::io::Result<Batcher> {
+    /// Starts the model thread; `step_delay` is slept after every decoding step (zero in
+    /// normal use; tests and demos slow generation down with it to act mid-generation).
+    pub fn start(max_batch: usize, step_delay: std::time::Duration) -> std::io::Result<Batcher> {
         let (tx, rx) = std_mpsc::channel::<Job>();
         let in_flight = Arc::new(watch::channel(0usize).0);
         let abort_epoch = Arc::new(AtomicU64::new(0));
@@ -125,7 +127,16 @@ impl Batcher {
         };
         std::thread::Builder::new()
             .name("fleet-infer-model".into())
-            .spawn(move || run(rx, max_batch.max(1), &in_flight, &abort_epoch, &stats))?;
+            .spawn(move || {
+                run(
+                    rx,
+                    max_batch.max(1),
+                    step_delay,
+                    &in_flight,
+                    &abort_epoch,
+                    &stats,
+                )
+            })?;
         Ok(b)
     }
 
@@ -164,6 +175,7 @@ impl Batcher {
 fn run(
     rx: std_mpsc::Receiver<Job>,
     max_batch: usize,
+    step_delay: std::time::Duration,
     in_flight: &watch::Sender<usize>,
     abort_epoch: &AtomicU64,
     stats: &BatchStats,
@@ -228,6 +240,9 @@ fn run(
             continue;
         }
         step(&mut active, stats);
+        if !step_delay.is_zero() {
+            std::thread::sleep(step_delay);
+        }
         let mut i = 0;
         while i < active.len() {
             let s = &active[i];
