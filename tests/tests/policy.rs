@@ -461,3 +461,33 @@ async fn killing_fleet_infer_mid_job_loses_no_episode_and_the_job_goes_on() {
     cluster.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The margin a short seeded run must improve the mean reward by.
+const LEARNING_MARGIN: f64 = 0.2;
+
+#[test]
+fn a_short_seeded_grpo_run_improves_the_mean_reward_by_a_clear_margin() {
+    use fleet_policy::sample::SplitMix;
+    use fleet_policy::task::Task;
+    use fleet_policy::train::{evaluate, self_play_step, warm_up, Learner};
+
+    let mut rng = SplitMix::new(7);
+    let policy = fleet_policy::Policy::init(&fleet_policy::ModelConfig::default(), 1).unwrap();
+    let mut learner = Learner::new(policy, 3e-3).unwrap();
+    let random = evaluate(learner.policy(), Task::Reverse, 128, 1.0, &mut rng).unwrap();
+    warm_up(&mut learner, Task::Reverse, 30, 32, &mut rng).unwrap();
+    let before = evaluate(learner.policy(), Task::Reverse, 256, 1.0, &mut rng).unwrap();
+    let mut worst_diff: f64 = 0.0;
+    for version in 0..30 {
+        let st = self_play_step(&mut learner, Task::Reverse, 8, 8, version, &mut rng).unwrap();
+        worst_diff = worst_diff.max(st.max_logprob_diff.expect("on-policy samples"));
+    }
+    let after = evaluate(learner.policy(), Task::Reverse, 256, 1.0, &mut rng).unwrap();
+    println!("reward: random {random:.3}, after warm-up {before:.3}, after 30 GRPO steps {after:.3}");
+    assert!(random < 0.1, "a random policy scores low: {random}");
+    assert!(
+        after - before >= LEARNING_MARGIN,
+        "GRPO moved the reward from {before:.3} to {after:.3}, less than {LEARNING_MARGIN}"
+    );
+    assert!(worst_diff < 1e-4, "sampled and recomputed logprobs differ by {worst_diff}");
+}

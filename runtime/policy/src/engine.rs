@@ -54,17 +54,23 @@ pub struct TrainerConfig {
     pub temperature: f64,
     /// Samples more than this many versions behind the trainer are dropped.
     pub max_staleness: u64,
+    /// If `model_dir` has no model: create it from this seed (as `fleet infer --init-seed`).
+    pub init_seed: Option<u64>,
+    /// With `init_seed`: the supervised warm-up applied to the new model.
+    pub warmup: Option<crate::train::Warmup>,
 }
 
 impl TrainerConfig {
-    /// Defaults for `model_dir`: lr 1e-3, ε 0.2, temperature 1, staleness 2.
+    /// Defaults for `model_dir`: lr 3e-3, ε 0.2, temperature 1, staleness 2, no creation.
     pub fn new(model_dir: impl Into<PathBuf>) -> Self {
         TrainerConfig {
             model_dir: model_dir.into(),
-            lr: 1e-3,
+            lr: 3e-3,
             clip_eps: 0.2,
             temperature: 1.0,
             max_staleness: 2,
+            init_seed: None,
+            warmup: None,
         }
     }
 }
@@ -154,6 +160,10 @@ impl GrpoTrainer {
                 "grpo-trainer: clip_eps {} must be in (0, 1) and temperature {} finite",
                 config.clip_eps, config.temperature
             )));
+        }
+        if let Some(seed) = config.init_seed {
+            crate::train::create_model_dir(&config.model_dir, &ModelConfig::default(), seed, config.warmup)
+                .map_err(|e| EngineError::failed(format!("grpo-trainer: creating the model: {e}")))?;
         }
         let mc = ModelConfig::read(&config.model_dir).map_err(|e| {
             EngineError::BadArgs(format!("grpo-trainer: {e} (create it with `fleet infer --init-seed`)"))

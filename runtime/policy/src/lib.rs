@@ -6,6 +6,7 @@
 //! - [`model`]: the transformer ([`Policy`]), seeded initialisation, safetensors save/load;
 //! - [`sample`]: batched decoding steps and temperature sampling;
 //! - [`task`]: the verifiable tasks (reverse a string, add numbers) and their reward;
+//! - [`export`]: the rollout output's episodes as training samples;
 //! - [`grpo`]: group-normalised advantages and the clipped-ratio loss;
 //! - [`train`]: supervised warm-up and GRPO steps (AdamW), evaluation;
 //! - [`engine`]: `grpo-trainer`, the trainer engine an RpcServer worker hosts;
@@ -17,6 +18,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod grpo;
 pub mod model;
 pub mod sample;

@@ -44,7 +44,7 @@ use self::http::{error, json_response, read_body, sse_response, Body, Listener};
 use self::openai::{Choice, Chunks, Defaults, Kind, Parsed};
 use self::weights::Loaded;
 use crate::error::{PolicyError, Result};
-use crate::model::{ModelConfig, Policy};
+use crate::model::ModelConfig;
 
 /// How `fleet infer` runs.
 #[derive(Debug, Clone)]
@@ -55,6 +55,8 @@ pub struct InferConfig {
     pub model_dir: PathBuf,
     /// With no model directory there: create one with random weights from this seed.
     pub init_seed: Option<u64>,
+    /// With `init_seed`: a supervised warm-up applied to the new weights.
+    pub warmup: Option<crate::train::Warmup>,
     /// Weights to start from instead of `model_dir/model.safetensors`.
     pub weights: Option<PathBuf>,
     /// The version of the starting weights (default: from the `-v<N>` of `weights`, else 0).
@@ -87,6 +89,7 @@ impl InferConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             model_dir: model_dir.into(),
             init_seed: None,
+            warmup: None,
             weights: None,
             weight_version: None,
             seed: 0,
@@ -168,8 +171,15 @@ pub async fn serve(cfg: InferConfig) -> Result<InferHandle> {
     if !dir.join(crate::model::CONFIG_FILE).is_file() {
         match cfg.init_seed {
             Some(seed) => {
-                Policy::create_dir(&dir, &ModelConfig::default(), seed)?;
-                tracing::info!(dir = %dir.display(), seed, "created a model with random weights");
+                let (d2, w) = (dir.clone(), cfg.warmup);
+                let made = tokio::task::spawn_blocking(move || {
+                    crate::train::create_model_dir(&d2, &ModelConfig::default(), seed, w)
+                })
+                .await
+                .map_err(|e| PolicyError::Invalid(format!("creating the model panicked: {e}")))??;
+                if made {
+                    tracing::info!(dir = %dir.display(), seed, warmup = ?cfg.warmup, "created a model with random weights");
+                }
             }
             None => {
                 return Err(PolicyError::Io {

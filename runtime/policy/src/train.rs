@@ -214,3 +214,97 @@ pub fn argmax_last(t: &candle_core::Tensor) -> Result<Vec<u32>> {
         .and_then(|a| a.to_vec1::<u32>())
         .map_err(PolicyError::tensor("argmax"))
 }
+
+/// A supervised warm-up to apply when a model directory is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warmup {
+    /// The task whose generated examples are learned.
+    pub task: Task,
+    /// Supervised steps (batches of [`WARMUP_BATCH`] examples, AdamW at 3e-3).
+    pub steps: usize,
+}
+
+/// Examples per warm-up step.
+pub const WARMUP_BATCH: usize = 32;
+
+/// Creates the model directory `dir` (`config.json`, `model.safetensors`) from `seed`, after an
+/// optional supervised warm-up, unless it already exists. Safe to race: the model is built in a
+/// temporary directory and renamed into place, and every racer with the same arguments builds
+/// the same bytes. Returns whether this call created it.
+pub fn create_model_dir(
+    dir: &std::path::Path,
+    config: &crate::ModelConfig,
+    seed: u64,
+    warmup: Option<Warmup>,
+) -> Result<bool> {
+    if dir.join(crate::model::CONFIG_FILE).is_file() {
+        return Ok(false);
+    }
+    let parent = dir.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent).map_err(PolicyError::io("creating", parent))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let tmp = parent.join(format!(".{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    Policy::create_dir(&tmp, config, seed)?;
+    if let Some(w) = warmup {
+        let mut learner = Learner::new(
+            Policy::load(config, &tmp.join(crate::model::WEIGHTS_FILE))?,
+            3e-3,
+        )?;
+        let mut rng = SplitMix::new(seed ^ 0x5741_524d);
+        warm_up(&mut learner, w.task, w.steps, WARMUP_BATCH, &mut rng)?;
+        learner.policy().save(&tmp.join(crate::model::WEIGHTS_FILE))?;
+    }
+    match std::fs::rename(&tmp, dir) {
+        Ok(()) => Ok(true),
+        Err(_) if dir.join(crate::model::CONFIG_FILE).is_file() => {
+            // Another process won the race with the same model.
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(false)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(PolicyError::io("moving the new model to", dir)(e))
+        }
+    }
+}
+
+/// One in-process GRPO round without servers: `groups` problems of `task`, `group_size`
+/// sampled completions each (at temperature 1, at most 16 tokens), rewarded and learned from
+/// in one step. What the rollout job and the trainer engine do across processes, in one place:
+/// for experiments, tests and benchmarks.
+pub fn self_play_step(
+    learner: &mut Learner,
+    task: Task,
+    groups: usize,
+    group_size: usize,
+    version: u64,
+    rng: &mut SplitMix,
+) -> Result<StepStats> {
+    let problems: Vec<_> = (0..groups).map(|_| task.problem(rng)).collect();
+    let prompts: Vec<Vec<u32>> = problems
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(prompt_ids(&p.prompt), group_size))
+        .collect();
+    let outs = generate(learner.policy(), &prompts, 16, 1.0, rng)?;
+    let samples: Vec<Sample> = outs
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let p = &problems[i / group_size];
+            Sample {
+                group: (i / group_size).to_string(),
+                reward: reward(&p.answer, &completion_text(&c.output_ids)),
+                prompt_ids: c.prompt_ids,
+                output_ids: c.output_ids,
+                logprobs: c.logprobs,
+                loss_mask: Vec::new(),
+                version,
+            }
+        })
+        .collect();
+    learner.grpo_step(&samples, &GrpoConfig::default(), version)
+}

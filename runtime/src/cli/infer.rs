@@ -28,6 +28,13 @@ pub struct Args {
     /// seed (nothing is downloaded).
     #[arg(long)]
     init_seed: Option<u64>,
+    /// With --init-seed: supervised warm-up steps (32 generated examples each) on --task
+    /// before serving, so RL starts from a policy that is partly right.
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: usize,
+    /// The task of the warm-up: reverse (`abc=` → `cba`) or add (`12+7=` → `19`).
+    #[arg(long, default_value = "reverse")]
+    task: fleet_policy::task::Task,
     /// Start from this weights file instead of MODEL/model.safetensors.
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -59,6 +66,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = InferConfig::new(args.model);
     cfg.bind = std::net::SocketAddr::new(args.host, args.port);
     cfg.init_seed = args.init_seed;
+    cfg.warmup = (args.warmup_steps > 0).then_some(fleet_policy::train::Warmup {
+        task: args.task,
+        steps: args.warmup_steps,
+    });
     cfg.weights = args.weights;
     cfg.weight_version = args.weight_version;
     cfg.seed = args.seed;
