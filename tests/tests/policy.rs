@@ -33,9 +33,16 @@ fn temp_dir(name: &str) -> PathBuf {
 /// Starts `fleet infer` on a model directory it creates from `seed`.
 async fn start_infer(model: &Path, seed: u64, extra: &[&str]) -> (ChildGuard, String) {
     let mut cmd = Command::new(fleet_bin());
-    cmd.args(["infer", "--port", "0", "--init-seed", &seed.to_string(), "--model"])
-        .arg(model)
-        .args(extra);
+    cmd.args([
+        "infer",
+        "--port",
+        "0",
+        "--init-seed",
+        &seed.to_string(),
+        "--model",
+    ])
+    .arg(model)
+    .args(extra);
     let (child, addr) = spawn_listening("infer", &mut cmd, START).await;
     (child, format!("http://{addr}"))
 }
@@ -54,7 +61,12 @@ fn sdk_chat(content: &str, n: u32, stream: bool) -> Value {
 
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .map(|x| x as u32)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -101,14 +113,27 @@ async fn fleet_infer_answers_an_openai_request_with_token_ids_logprobs_and_a_fin
     let (_infer, base) = start_infer(&model, 1, &[]).await;
     let http = TestHttp::new();
     let r = http
-        .post(&format!("{base}/v1/chat/completions"), None, &sdk_chat("abc=", 3, false))
+        .post(
+            &format!("{base}/v1/chat/completions"),
+            None,
+            &sdk_chat("abc=", 3, false),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let v = &r.json;
     assert_eq!(v["object"], "chat.completion");
-    assert_eq!(ids(&v["prompt_token_ids"]), prompt_ids("abc="), "the last user message is the prompt");
-    let fp = v["system_fingerprint"].as_str().expect("system_fingerprint");
-    assert!(fp.starts_with("fleet-infer-v0-") && fp.len() == "fleet-infer-v0-".len() + 12, "{fp}");
+    assert_eq!(
+        ids(&v["prompt_token_ids"]),
+        prompt_ids("abc="),
+        "the last user message is the prompt"
+    );
+    let fp = v["system_fingerprint"]
+        .as_str()
+        .expect("system_fingerprint");
+    assert!(
+        fp.starts_with("fleet-infer-v0-") && fp.len() == "fleet-infer-v0-".len() + 12,
+        "{fp}"
+    );
     let cs = choices(v);
     assert_eq!(cs.len(), 3, "n = 3 gives three choices");
     for (i, (_, out, lps)) in cs.iter().enumerate() {
@@ -148,7 +173,10 @@ async fn fleet_infer_answers_an_openai_request_with_token_ids_logprobs_and_a_fin
         .collect();
     assert!(events.iter().all(|e| e["system_fingerprint"] == json!(fp)));
     assert_eq!(ids(&events[0]["prompt_token_ids"]), prompt_ids("abc="));
-    let streamed: Vec<u32> = events.iter().flat_map(|e| ids(&e["choices"][0]["token_ids"])).collect();
+    let streamed: Vec<u32> = events
+        .iter()
+        .flat_map(|e| ids(&e["choices"][0]["token_ids"]))
+        .collect();
     assert!(!streamed.is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -205,7 +233,10 @@ async fn the_trainer_recomputes_the_logprobs_fleet_infer_returned_to_float_preci
             out_dir: dir.join("weights"),
         })
         .unwrap();
-    let step_diff = report.stats.max_logprob_diff.expect("samples of the current version");
+    let step_diff = report
+        .stats
+        .max_logprob_diff
+        .expect("samples of the current version");
     assert!(step_diff < 1e-4, "the step's logprob check: {step_diff}");
     assert_eq!(report.stats.checked_samples, rows.len() as u64);
     let _ = std::fs::remove_dir_all(dir);
@@ -220,9 +251,16 @@ async fn fleet_infer_loads_new_weights_from_disk_and_its_fingerprint_names_them(
     let v0 = http.get(&format!("{base}/get_weight_version")).await;
     assert_eq!(v0.json, json!({"weight_version": "0"}));
     let before = http
-        .post(&format!("{base}/v1/chat/completions"), None, &sdk_chat("abcd=", 4, false))
+        .post(
+            &format!("{base}/v1/chat/completions"),
+            None,
+            &sdk_chat("abcd=", 4, false),
+        )
         .await;
-    let fp0 = before.json["system_fingerprint"].as_str().unwrap().to_string();
+    let fp0 = before.json["system_fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // One training step on what the server generated, then load its output.
     let mut t = trainer(&model);
@@ -258,27 +296,49 @@ async fn fleet_infer_loads_new_weights_from_disk_and_its_fingerprint_names_them(
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["success"], json!(true));
     let v1 = http.get(&format!("{base}/get_weight_version")).await;
-    assert_eq!(v1.json, json!({"weight_version": "1"}), "the version comes from the file name");
+    assert_eq!(
+        v1.json,
+        json!({"weight_version": "1"}),
+        "the version comes from the file name"
+    );
     let after = http
-        .post(&format!("{base}/v1/chat/completions"), None, &sdk_chat("abcd=", 4, false))
+        .post(
+            &format!("{base}/v1/chat/completions"),
+            None,
+            &sdk_chat("abcd=", 4, false),
+        )
         .await;
     let fp1 = after.json["system_fingerprint"].as_str().unwrap();
     assert!(fp1.starts_with("fleet-infer-v1-"), "{fp1}");
     assert_ne!(fp1[15..], fp0[15..], "another file, another hash");
     // The server now generates with the trainer's current weights.
-    let rows: Vec<_> = choices(&after.json).into_iter().map(|(p, o, _)| (p, o)).collect();
-    let reported: Vec<_> = choices(&after.json).into_iter().map(|(_, _, l)| l).collect();
+    let rows: Vec<_> = choices(&after.json)
+        .into_iter()
+        .map(|(p, o, _)| (p, o))
+        .collect();
+    let reported: Vec<_> = choices(&after.json)
+        .into_iter()
+        .map(|(_, _, l)| l)
+        .collect();
     let recomputed = fleet_policy::train::recompute_logprobs(t.policy(), &rows, 1.0).unwrap();
     assert!(max_diff(&recomputed, &reported) < 1e-4);
 
     // A file that is not there: refused in SGLang's shape, naming the path; still serving v1.
     let missing = dir.join("weights/weights-v9.safetensors");
     let r = http
-        .post(&format!("{base}/update_weights_from_disk"), None, &json!({"model_path": missing}))
+        .post(
+            &format!("{base}/update_weights_from_disk"),
+            None,
+            &json!({"model_path": missing}),
+        )
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json["success"], json!(false));
-    assert!(r.json["message"].as_str().unwrap().contains("weights-v9"), "{}", r.text);
+    assert!(
+        r.json["message"].as_str().unwrap().contains("weights-v9"),
+        "{}",
+        r.text
+    );
     let v = http.get(&format!("{base}/get_weight_version")).await;
     assert_eq!(v.json["weight_version"], "1");
     let _ = std::fs::remove_dir_all(dir);
@@ -292,30 +352,44 @@ async fn pause_holds_new_requests_until_continue_and_abort_ends_in_flight_ones()
     let (_infer, base) = start_infer(&model, 4, &["--step-delay-ms", "300"]).await;
     let http = TestHttp::new();
     let r = http
-        .post(&format!("{base}/pause_generation"), None, &json!({"mode": "in_place"}))
+        .post(
+            &format!("{base}/pause_generation"),
+            None,
+            &json!({"mode": "in_place"}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(http.get(&format!("{base}/health")).await.status, 200, "healthy while paused");
+    assert_eq!(
+        http.get(&format!("{base}/health")).await.status,
+        200,
+        "healthy while paused"
+    );
     let held = tokio::spawn({
         let (http, url) = (http.clone(), format!("{base}/v1/chat/completions"));
         async move { http.post(&url, None, &sdk_chat("abc=", 1, false)).await }
     });
     // The request has arrived (counted) but is not generating.
-    fleet_tests::wait_until("the held request to arrive", Duration::from_secs(20), || {
-        let http = http.clone();
-        let url = format!("{base}/stats");
-        async move {
-            let s = http.get(&url).await.json;
-            (s["requests"] == json!(1)).then_some(())
-        }
-    })
+    fleet_tests::wait_until(
+        "the held request to arrive",
+        Duration::from_secs(20),
+        || {
+            let http = http.clone();
+            let url = format!("{base}/stats");
+            async move {
+                let s = http.get(&url).await.json;
+                (s["requests"] == json!(1)).then_some(())
+            }
+        },
+    )
     .await
     .expect("the request reaches the server");
     let s = http.get(&format!("{base}/stats")).await.json;
     assert_eq!(s["paused"], json!(true));
     assert_eq!(s["in_flight"], json!(0), "a held request is not generating");
     assert!(!held.is_finished());
-    let r = http.post(&format!("{base}/continue_generation"), None, &json!({})).await;
+    let r = http
+        .post(&format!("{base}/continue_generation"), None, &json!({}))
+        .await;
     assert_eq!(r.status, 200);
     let answer = tokio::time::timeout(Duration::from_secs(30), held)
         .await
@@ -339,7 +413,11 @@ async fn pause_holds_new_requests_until_continue_and_abort_ends_in_flight_ones()
     let first = next_chunk(&mut body, Duration::from_secs(30)).await;
     assert!(first.is_some());
     let r = http
-        .post(&format!("{base}/pause_generation"), None, &json!({"mode": "abort"}))
+        .post(
+            &format!("{base}/pause_generation"),
+            None,
+            &json!({"mode": "abort"}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let mut text = String::new();
@@ -381,9 +459,17 @@ fn a_repeated_train_batch_request_id_leaves_the_weights_unchanged() {
     let again = t.train_batch(batch.clone()).unwrap();
     assert!(again.replayed, "answered from the record");
     assert_eq!(again.path, first.path);
-    assert_eq!(t.status().unwrap().checksum, sum1, "weights bitwise unchanged");
+    assert_eq!(
+        t.status().unwrap().checksum,
+        sum1,
+        "weights bitwise unchanged"
+    );
     assert_eq!(t.status().unwrap().steps, 1);
-    assert_eq!(std::fs::read(&first.path).unwrap(), file1, "the file was not rewritten");
+    assert_eq!(
+        std::fs::read(&first.path).unwrap(),
+        file1,
+        "the file was not rewritten"
+    );
     // The same version under another id is refused, saying where the trainer is.
     let mut other = batch;
     other.request_id = "step-1-bis".into();
@@ -404,8 +490,18 @@ async fn killing_fleet_infer_mid_job_loses_no_episode_and_the_job_goes_on() {
     fleet_policy::Policy::create_dir(&model, &fleet_policy::ModelConfig::default(), 6).unwrap();
     let fleet = fleet_bin().to_string_lossy().into_owned();
     // Each step sleeps 5 ms, so episodes are in flight when the server dies.
-    let command = json!([fleet, "infer", "--model", model, "--port", "{port}", "--seed", "{index}",
-                         "--step-delay-ms", "5"]);
+    let command = json!([
+        fleet,
+        "infer",
+        "--model",
+        model,
+        "--port",
+        "{port}",
+        "--seed",
+        "{index}",
+        "--step-delay-ms",
+        "5"
+    ]);
     let out = dir.join("out.jsonl");
     let toml = format!(
         "role = \"pkill\"\noutput = \"{}\"\nepisodes = 40\nbatch_size = 10\nmax_concurrent = 8\n\
@@ -483,11 +579,16 @@ fn a_short_seeded_grpo_run_improves_the_mean_reward_by_a_clear_margin() {
         worst_diff = worst_diff.max(st.max_logprob_diff.expect("on-policy samples"));
     }
     let after = evaluate(learner.policy(), Task::Reverse, 256, 1.0, &mut rng).unwrap();
-    println!("reward: random {random:.3}, after warm-up {before:.3}, after 30 GRPO steps {after:.3}");
+    println!(
+        "reward: random {random:.3}, after warm-up {before:.3}, after 30 GRPO steps {after:.3}"
+    );
     assert!(random < 0.1, "a random policy scores low: {random}");
     assert!(
         after - before >= LEARNING_MARGIN,
         "GRPO moved the reward from {before:.3} to {after:.3}, less than {LEARNING_MARGIN}"
     );
-    assert!(worst_diff < 1e-4, "sampled and recomputed logprobs differ by {worst_diff}");
+    assert!(
+        worst_diff < 1e-4,
+        "sampled and recomputed logprobs differ by {worst_diff}"
+    );
 }

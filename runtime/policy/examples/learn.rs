@@ -24,17 +24,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let r0 = evaluate(learner.policy(), task, 64, 1.0, &mut rng)?;
     let loss = warm_up(&mut learner, task, warm, 32, &mut rng)?;
     let r1 = evaluate(learner.policy(), task, 128, 1.0, &mut rng)?;
-    println!("random {r0:.3}; after {warm} warm-up steps (loss {loss:.3}) {r1:.3}; {:?}", t0.elapsed());
+    println!(
+        "random {r0:.3}; after {warm} warm-up steps (loss {loss:.3}) {r1:.3}; {:?}",
+        t0.elapsed()
+    );
     learner.set_lr(lr);
     let mut curve = Vec::new();
     let t1 = std::time::Instant::now();
     for step in 0..steps {
-        let st = self_play_step(&mut learner, task, groups, group_size, step as u64, &mut rng)?;
+        let st = self_play_step(
+            &mut learner,
+            task,
+            groups,
+            group_size,
+            step as u64,
+            &mut rng,
+        )?;
         curve.push(st.mean_reward);
         if step % 5 == 0 || step + 1 == steps {
             println!(
                 "step {step:3} reward {:.3} loss {:+.4} lpdiff {:?} {:?}",
-                st.mean_reward, st.loss, st.max_logprob_diff, t0.elapsed()
+                st.mean_reward,
+                st.loss,
+                st.max_logprob_diff,
+                t0.elapsed()
             );
         }
     }

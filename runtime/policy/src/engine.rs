@@ -155,18 +155,25 @@ impl GrpoTrainer {
                 config.lr
             )));
         }
-        if !(config.clip_eps > 0.0 && config.clip_eps < 1.0) || !config.temperature.is_finite() {
+        if !(config.clip_eps > 0.0 && config.clip_eps < 1.0 && config.temperature.is_finite()) {
             return Err(EngineError::BadArgs(format!(
                 "grpo-trainer: clip_eps {} must be in (0, 1) and temperature {} finite",
                 config.clip_eps, config.temperature
             )));
         }
         if let Some(seed) = config.init_seed {
-            crate::train::create_model_dir(&config.model_dir, &ModelConfig::default(), seed, config.warmup)
-                .map_err(|e| EngineError::failed(format!("grpo-trainer: creating the model: {e}")))?;
+            crate::train::create_model_dir(
+                &config.model_dir,
+                &ModelConfig::default(),
+                seed,
+                config.warmup,
+            )
+            .map_err(|e| EngineError::failed(format!("grpo-trainer: creating the model: {e}")))?;
         }
         let mc = ModelConfig::read(&config.model_dir).map_err(|e| {
-            EngineError::BadArgs(format!("grpo-trainer: {e} (create it with `fleet infer --init-seed`)"))
+            EngineError::BadArgs(format!(
+                "grpo-trainer: {e} (create it with `fleet infer --init-seed`)"
+            ))
         })?;
         let policy = Policy::load(&mc, &config.model_dir.join(WEIGHTS_FILE))
             .map_err(|e| EngineError::BadArgs(format!("grpo-trainer: {e}")))?;
@@ -220,8 +227,9 @@ impl GrpoTrainer {
         }
         let cfg = self.policy().config().clone();
         for s in &b.samples {
-            s.validate(cfg.context, cfg.vocab)
-                .map_err(|e| EngineError::BadArgs(format!("train_batch {:?}: {e}", b.request_id)))?;
+            s.validate(cfg.context, cfg.vocab).map_err(|e| {
+                EngineError::BadArgs(format!("train_batch {:?}: {e}", b.request_id))
+            })?;
         }
         let oldest = self.version.saturating_sub(self.config.max_staleness);
         let (fresh, stale): (Vec<Sample>, Vec<Sample>) =

@@ -69,7 +69,11 @@ pub fn sample_from_turn(t: &Value, group: &str) -> Option<Sample> {
         .unwrap_or_default();
     Some(Sample {
         group: group.to_string(),
-        loss_mask: if mask.len() == output_ids.len() { mask } else { Vec::new() },
+        loss_mask: if mask.len() == output_ids.len() {
+            mask
+        } else {
+            Vec::new()
+        },
         prompt_ids,
         output_ids,
         logprobs,

@@ -41,7 +41,12 @@ pub struct Sample {
 impl Sample {
     /// Checks the lengths agree and the sequence fits `context`.
     pub fn validate(&self, context: usize, vocab: usize) -> Result<()> {
-        let bad = |m: String| Err(PolicyError::Invalid(format!("sample of group {:?}: {m}", self.group)));
+        let bad = |m: String| {
+            Err(PolicyError::Invalid(format!(
+                "sample of group {:?}: {m}",
+                self.group
+            )))
+        };
         if self.prompt_ids.is_empty() || self.output_ids.is_empty() {
             return bad("empty prompt or output".into());
         }
@@ -228,7 +233,10 @@ pub fn loss(policy: &Policy, samples: &[Sample], adv: &[f32], cfg: &GrpoConfig) 
         let obj = s1.minimum(&s2)?;
         let kept = packed.mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
         let loss = ((obj * &packed.mask)?.sum_all()? * (-1.0 / f64::from(kept)))?;
-        let was_clipped = ((ratio - clipped)?.abs()?.gt(1e-6)?.to_dtype(candle_core::DType::F32)?
+        let was_clipped = ((ratio - clipped)?
+            .abs()?
+            .gt(1e-6)?
+            .to_dtype(candle_core::DType::F32)?
             * &packed.mask)?
             .sum_all()?
             .to_scalar::<f32>()?;
@@ -276,13 +284,20 @@ mod tests {
     #[test]
     fn advantages_are_z_scores_within_each_group_and_zero_for_a_flat_group() {
         let a = advantages(&[s("x", 1.0), s("x", 0.0), s("y", 0.5), s("y", 0.5)]);
-        assert!((a[0] - 1.0).abs() < 1e-3 && (a[1] + 1.0).abs() < 1e-3, "{a:?}");
+        assert!(
+            (a[0] - 1.0).abs() < 1e-3 && (a[1] + 1.0).abs() < 1e-3,
+            "{a:?}"
+        );
         assert_eq!(&a[2..], &[0.0, 0.0]);
     }
 
     #[test]
     fn the_mask_keeps_exactly_the_output_tokens() {
-        let p = pack(&[(&[0, 5, 6], &[7, 1], &[]), (&[0, 5], &[9, 8, 1], &[1, 0, 1])]).unwrap();
+        let p = pack(&[
+            (&[0, 5, 6], &[7, 1], &[]),
+            (&[0, 5], &[9, 8, 1], &[1, 0, 1]),
+        ])
+        .unwrap();
         assert_eq!(p.width, 4);
         assert_eq!(p.mask_host, vec![0., 0., 1., 1., 0., 1., 0., 1.]);
     }

@@ -384,9 +384,21 @@ impl Policy {
         for blk in &self.blocks {
             let a = blk.ln1.forward(&x)?;
             let qkv = blk.c_attn.forward(&a)?.reshape((b, t, 3, h, hd))?;
-            let q = qkv.narrow(2, 0, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
-            let k = qkv.narrow(2, 1, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
-            let v = qkv.narrow(2, 2, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
+            let q = qkv
+                .narrow(2, 0, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = qkv
+                .narrow(2, 1, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = qkv
+                .narrow(2, 2, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()?;
             let att = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax(&att, D::Minus1)?;
             let y = att

@@ -52,7 +52,9 @@ pub fn next_token_logprobs(
     }
     let longest = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
     if longest == 0 || seqs.iter().any(|s| s.is_empty()) {
-        return Err(PolicyError::Invalid("an empty sequence cannot be extended".into()));
+        return Err(PolicyError::Invalid(
+            "an empty sequence cannot be extended".into(),
+        ));
     }
     let mut flat = Vec::with_capacity(seqs.len() * longest);
     for s in seqs {

@@ -139,7 +139,9 @@ pub struct InferHandle {
 
 impl std::fmt::Debug for InferHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InferHandle").field("addr", &self.addr).finish()
+        f.debug_struct("InferHandle")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -202,12 +204,14 @@ pub async fn serve(cfg: InferConfig) -> Result<InferHandle> {
     let loaded = tokio::task::spawn_blocking(move || weights::load(&m2, &s2, version))
         .await
         .map_err(|e| PolicyError::Invalid(format!("loading the weights panicked: {e}")))??;
-    let listener = TcpListener::bind(cfg.bind)
-        .await
-        .map_err(PolicyError::io("binding", PathBuf::from(cfg.bind.to_string())))?;
-    let addr = listener
-        .local_addr()
-        .map_err(PolicyError::io("binding", PathBuf::from(cfg.bind.to_string())))?;
+    let listener = TcpListener::bind(cfg.bind).await.map_err(PolicyError::io(
+        "binding",
+        PathBuf::from(cfg.bind.to_string()),
+    ))?;
+    let addr = listener.local_addr().map_err(PolicyError::io(
+        "binding",
+        PathBuf::from(cfg.bind.to_string()),
+    ))?;
     let batcher = Batcher::start(cfg.max_batch, cfg.step_delay)
         .map_err(PolicyError::io("starting the model thread", dir.clone()))?;
     tracing::info!(%addr, fingerprint = %loaded.fingerprint(), "fleet infer listening");
@@ -296,7 +300,10 @@ fn bad(msg: impl std::fmt::Display) -> Response<Body> {
     error(StatusCode::BAD_REQUEST, "invalid_request_error", msg)
 }
 
-async fn body_json(s: &Server, req: Request<Incoming>) -> std::result::Result<Value, Response<Body>> {
+async fn body_json(
+    s: &Server,
+    req: Request<Incoming>,
+) -> std::result::Result<Value, Response<Body>> {
     let body = read_body(req, s.cfg.max_body_bytes, Duration::from_secs(30)).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
@@ -306,14 +313,24 @@ async fn body_json(s: &Server, req: Request<Incoming>) -> std::result::Result<Va
 
 async fn update_weights(s: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
     let refuse = |status: StatusCode, msg: String| {
-        json_response(status, &json!({"success": false, "message": msg, "num_paused_requests": 0}))
+        json_response(
+            status,
+            &json!({"success": false, "message": msg, "num_paused_requests": 0}),
+        )
     };
     let v = match body_json(&s, req).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(path) = v.get("model_path").and_then(Value::as_str).map(PathBuf::from) else {
-        return refuse(StatusCode::BAD_REQUEST, "`model_path` (a string) is required".into());
+    let Some(path) = v
+        .get("model_path")
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "`model_path` (a string) is required".into(),
+        );
     };
     let version = match v.get("weight_version").filter(|x| !x.is_null()) {
         Some(Value::String(t)) => t.parse::<u64>().ok(),
@@ -334,8 +351,18 @@ async fn update_weights(s: Arc<Server>, req: Request<Incoming>) -> Response<Body
     let loaded = tokio::task::spawn_blocking(move || weights::load(&model, &p2, version)).await;
     let loaded = match loaded {
         Ok(Ok(l)) => l,
-        Ok(Err(e)) => return refuse(StatusCode::BAD_REQUEST, format!("cannot load {}: {e}", path.display())),
-        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("loading panicked: {e}")),
+        Ok(Err(e)) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("cannot load {}: {e}", path.display()),
+            )
+        }
+        Err(e) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("loading panicked: {e}"),
+            )
+        }
     };
     if v.get("abort_all_requests").and_then(Value::as_bool) == Some(true) {
         s.batcher.abort_all();
@@ -355,9 +382,15 @@ async fn pause(s: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let mode = v.get("mode").and_then(Value::as_str).unwrap_or("abort").to_string();
+    let mode = v
+        .get("mode")
+        .and_then(Value::as_str)
+        .unwrap_or("abort")
+        .to_string();
     if !matches!(mode.as_str(), "abort" | "in_place" | "retract") {
-        return bad(format!("unknown pause mode {mode:?}: use abort, in_place or retract"));
+        return bad(format!(
+            "unknown pause mode {mode:?}: use abort, in_place or retract"
+        ));
     }
     {
         let _g = lock(&s.admission);
@@ -366,11 +399,17 @@ async fn pause(s: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
     if mode == "abort" {
         s.batcher.abort_all();
     }
-    if tokio::time::timeout(s.cfg.hold_timeout, s.batcher.idle()).await.is_err() {
+    if tokio::time::timeout(s.cfg.hold_timeout, s.batcher.idle())
+        .await
+        .is_err()
+    {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
-            format!("paused, but requests were still generating after {:?}", s.cfg.hold_timeout),
+            format!(
+                "paused, but requests were still generating after {:?}",
+                s.cfg.hold_timeout
+            ),
         );
     }
     json_response(
@@ -388,7 +427,10 @@ async fn admit(
     let mut paused = s.paused.subscribe();
     let deadline = tokio::time::Instant::now() + s.cfg.hold_timeout;
     loop {
-        if tokio::time::timeout_at(deadline, paused.wait_for(|p| !*p)).await.is_err() {
+        if tokio::time::timeout_at(deadline, paused.wait_for(|p| !*p))
+            .await
+            .is_err()
+        {
             return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
@@ -402,7 +444,9 @@ async fn admit(
         let weights = s.current();
         let mut rxs = Vec::with_capacity(p.n as usize);
         for c in 0..u64::from(p.n) {
-            let seed = p.seed.unwrap_or(s.cfg.seed ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d))
+            let seed = p
+                .seed
+                .unwrap_or(s.cfg.seed ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d))
                 ^ c.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let (tx, rx) = mpsc::unbounded_channel();
             let ok = s.batcher.submit(Job {
@@ -459,7 +503,11 @@ async fn completion(s: Arc<Server>, req: Request<Incoming>, kind: Kind) -> Respo
     };
     let id = format!(
         "{}-infer-{n}",
-        if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }
+        if kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        }
     );
     let fp = weights.fingerprint();
     if p.stream {
@@ -534,7 +582,11 @@ async fn stream(
         };
         match e {
             Some(Event::Token { id, logprob }) => {
-                if tx.send(send(chunks.token(i, id, logprob, offset))).await.is_err() {
+                if tx
+                    .send(send(chunks.token(i, id, logprob, offset)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 offset += crate::tokenizer::token_text(id).len();

@@ -47,7 +47,9 @@ impl Task {
         match self {
             Task::Reverse => {
                 let n = 3 + rng.below(3);
-                let s: String = (0..n).map(|_| (b'a' + rng.below(8) as u8) as char).collect();
+                let s: String = (0..n)
+                    .map(|_| (b'a' + rng.below(8) as u8) as char)
+                    .collect();
                 Problem {
                     prompt: format!("{s}="),
                     answer: s.chars().rev().collect(),

@@ -35,7 +35,7 @@ pub fn encode(text: &str) -> Vec<u32> {
 /// The text of one token (`""` for the special tokens and ids past the vocabulary).
 pub fn token_text(id: u32) -> &'static str {
     let i = id as usize;
-    if i < 2 || i >= VOCAB {
+    if !(2..VOCAB).contains(&i) {
         return "";
     }
     &ALPHABET[i - 2..i - 1]

@@ -20,7 +20,9 @@ pub struct Learner {
 
 impl std::fmt::Debug for Learner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Learner").field("policy", &self.policy).finish()
+        f.debug_struct("Learner")
+            .field("policy", &self.policy)
+            .finish()
     }
 }
 
@@ -145,8 +147,10 @@ pub fn recompute_logprobs(
     rows: &[(Vec<u32>, Vec<u32>)],
     temperature: f64,
 ) -> Result<Vec<Vec<f32>>> {
-    let packed_rows: Vec<(&[u32], &[u32], &[u8])> =
-        rows.iter().map(|(p, o)| (&p[..], &o[..], &[][..])).collect();
+    let packed_rows: Vec<(&[u32], &[u32], &[u8])> = rows
+        .iter()
+        .map(|(p, o)| (&p[..], &o[..], &[][..]))
+        .collect();
     let packed = grpo::pack(&packed_rows)?;
     let lp = grpo::token_logprobs(policy, &packed, temperature)?;
     let host = lp
@@ -157,7 +161,11 @@ pub fn recompute_logprobs(
     Ok(rows
         .iter()
         .enumerate()
-        .map(|(b, (p, o))| (0..o.len()).map(|k| host[b * w + p.len() - 1 + k]).collect())
+        .map(|(b, (p, o))| {
+            (0..o.len())
+                .map(|k| host[b * w + p.len() - 1 + k])
+                .collect()
+        })
         .collect())
 }
 
@@ -256,7 +264,9 @@ pub fn create_model_dir(
         )?;
         let mut rng = SplitMix::new(seed ^ 0x5741_524d);
         warm_up(&mut learner, w.task, w.steps, WARMUP_BATCH, &mut rng)?;
-        learner.policy().save(&tmp.join(crate::model::WEIGHTS_FILE))?;
+        learner
+            .policy()
+            .save(&tmp.join(crate::model::WEIGHTS_FILE))?;
     }
     match std::fs::rename(&tmp, dir) {
         Ok(()) => Ok(true),

@@ -22,7 +22,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 /// Runs the benchmark and returns its Markdown tables.
-pub async fn run(requests: usize, concurrent: usize, max_tokens: usize, steps: usize) -> anyhow::Result<String> {
+pub async fn run(
+    requests: usize,
+    concurrent: usize,
+    max_tokens: usize,
+    steps: usize,
+) -> anyhow::Result<String> {
     let concurrent = concurrent.max(1);
     let dir = std::env::temp_dir().join(format!("fleet-bench-policy-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -31,26 +36,29 @@ pub async fn run(requests: usize, concurrent: usize, max_tokens: usize, steps: u
     let policy = Policy::load(&cfg, &dir.join(fleet_policy::model::WEIGHTS_FILE))?;
     let prompts: Vec<String> = {
         let mut rng = SplitMix::new(3);
-        (0..requests).map(|_| Task::Reverse.problem(&mut rng).prompt).collect()
+        (0..requests)
+            .map(|_| Task::Reverse.problem(&mut rng).prompt)
+            .collect()
     };
 
     // Raw: batches of `concurrent` prompts decoded in process.
     let p2 = policy.clone();
     let pr = prompts.clone();
-    let (raw_tokens, raw_time) = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, Duration)> {
-        let mut rng = SplitMix::new(5);
-        let t = Instant::now();
-        let mut tokens = 0;
-        for chunk in pr.chunks(concurrent) {
-            let ids: Vec<Vec<u32>> = chunk.iter().map(|p| prompt_ids(p)).collect();
-            tokens += generate(&p2, &ids, max_tokens, 1.0, &mut rng)?
-                .iter()
-                .map(|c| c.output_ids.len())
-                .sum::<usize>();
-        }
-        Ok((tokens, t.elapsed()))
-    })
-    .await??;
+    let (raw_tokens, raw_time) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, Duration)> {
+            let mut rng = SplitMix::new(5);
+            let t = Instant::now();
+            let mut tokens = 0;
+            for chunk in pr.chunks(concurrent) {
+                let ids: Vec<Vec<u32>> = chunk.iter().map(|p| prompt_ids(p)).collect();
+                tokens += generate(&p2, &ids, max_tokens, 1.0, &mut rng)?
+                    .iter()
+                    .map(|c| c.output_ids.len())
+                    .sum::<usize>();
+            }
+            Ok((tokens, t.elapsed()))
+        })
+        .await??;
 
     // Through the server.
     let mut icfg = InferConfig::new(&dir);
@@ -63,7 +71,8 @@ pub async fn run(requests: usize, concurrent: usize, max_tokens: usize, steps: u
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrent {
-        let (client, url, next, prompts) = (client.clone(), url.clone(), next.clone(), prompts.clone());
+        let (client, url, next, prompts) =
+            (client.clone(), url.clone(), next.clone(), prompts.clone());
         tasks.push(tokio::spawn(async move {
             let mut tokens = 0u64;
             loop {
@@ -90,35 +99,39 @@ pub async fn run(requests: usize, concurrent: usize, max_tokens: usize, steps: u
     server.shutdown().await;
 
     // Training.
-    let (grpo_sps, sft_sps, batch) = tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, f64, usize)> {
-        let mut rng = SplitMix::new(9);
-        let mut learner = Learner::new(policy, 3e-3)?;
-        let t = Instant::now();
-        warm_up(&mut learner, Task::Reverse, steps, 32, &mut rng)?;
-        let sft = steps as f64 / t.elapsed().as_secs_f64();
-        let problems: Vec<_> = (0..8).map(|_| Task::Reverse.problem(&mut rng)).collect();
-        let ids: Vec<Vec<u32>> = problems.iter().flat_map(|p| std::iter::repeat_n(prompt_ids(&p.prompt), 8)).collect();
-        let outs = generate(learner.policy(), &ids, 16, 1.0, &mut rng)?;
-        let samples: Vec<Sample> = outs
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| Sample {
-                group: (i / 8).to_string(),
-                prompt_ids: c.prompt_ids,
-                output_ids: c.output_ids,
-                logprobs: c.logprobs,
-                loss_mask: vec![],
-                reward: (i % 8) as f64 / 7.0,
-                version: 0,
-            })
-            .collect();
-        let t = Instant::now();
-        for _ in 0..steps {
-            learner.grpo_step(&samples, &GrpoConfig::default(), 0)?;
-        }
-        Ok((steps as f64 / t.elapsed().as_secs_f64(), sft, samples.len()))
-    })
-    .await??;
+    let (grpo_sps, sft_sps, batch) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, f64, usize)> {
+            let mut rng = SplitMix::new(9);
+            let mut learner = Learner::new(policy, 3e-3)?;
+            let t = Instant::now();
+            warm_up(&mut learner, Task::Reverse, steps, 32, &mut rng)?;
+            let sft = steps as f64 / t.elapsed().as_secs_f64();
+            let problems: Vec<_> = (0..8).map(|_| Task::Reverse.problem(&mut rng)).collect();
+            let ids: Vec<Vec<u32>> = problems
+                .iter()
+                .flat_map(|p| std::iter::repeat_n(prompt_ids(&p.prompt), 8))
+                .collect();
+            let outs = generate(learner.policy(), &ids, 16, 1.0, &mut rng)?;
+            let samples: Vec<Sample> = outs
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| Sample {
+                    group: (i / 8).to_string(),
+                    prompt_ids: c.prompt_ids,
+                    output_ids: c.output_ids,
+                    logprobs: c.logprobs,
+                    loss_mask: vec![],
+                    reward: (i % 8) as f64 / 7.0,
+                    version: 0,
+                })
+                .collect();
+            let t = Instant::now();
+            for _ in 0..steps {
+                learner.grpo_step(&samples, &GrpoConfig::default(), 0)?;
+            }
+            Ok((steps as f64 / t.elapsed().as_secs_f64(), sft, samples.len()))
+        })
+        .await??;
     let _ = std::fs::remove_dir_all(&dir);
 
     let raw_tps = raw_tokens as f64 / raw_time.as_secs_f64();

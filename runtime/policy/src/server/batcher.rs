@@ -213,7 +213,9 @@ fn run(
             continue;
         }
         while active.len() < max_batch {
-            let Some(job) = pending.pop_front() else { break };
+            let Some(job) = pending.pop_front() else {
+                break;
+            };
             let context = job.weights.policy.config().context;
             if job.prompt.is_empty() || job.prompt.len() >= context || job.max_tokens == 0 {
                 end(&job.tx, Some(FinishReason::Length));
@@ -248,9 +250,12 @@ fn run(
             let s = &active[i];
             let context = s.job.weights.policy.config().context;
             let last = s.ids.last().copied();
-            let why = if last == Some(EOS) {
-                Some(FinishReason::Stop)
-            } else if s.job.stop.iter().any(|st| !st.is_empty() && s.text.ends_with(st.as_str())) {
+            let stopped = last == Some(EOS)
+                || s.job
+                    .stop
+                    .iter()
+                    .any(|st| !st.is_empty() && s.text.ends_with(st.as_str()));
+            let why = if stopped {
                 Some(FinishReason::Stop)
             } else if s.out >= s.job.max_tokens || s.ids.len() >= context {
                 Some(FinishReason::Length)
@@ -271,7 +276,10 @@ fn run(
 fn step(active: &mut [Seq], stats: &BatchStats) {
     let mut groups: Vec<(usize, u64, Vec<usize>)> = Vec::new();
     for (i, s) in active.iter().enumerate() {
-        let key = (Arc::as_ptr(&s.job.weights) as usize, s.job.temperature.to_bits());
+        let key = (
+            Arc::as_ptr(&s.job.weights) as usize,
+            s.job.temperature.to_bits(),
+        );
         match groups.iter_mut().find(|g| (g.0, g.1) == key) {
             Some(g) => g.2.push(i),
             None => groups.push((key.0, key.1, vec![i])),
@@ -284,7 +292,9 @@ fn step(active: &mut [Seq], stats: &BatchStats) {
         let views: Vec<&[u32]> = idx.iter().map(|&i| active[i].ids.as_slice()).collect();
         stats.steps.fetch_add(1, Ordering::Relaxed);
         stats.stepped.fetch_add(idx.len() as u64, Ordering::Relaxed);
-        stats.max_batch.fetch_max(idx.len() as u64, Ordering::Relaxed);
+        stats
+            .max_batch
+            .fetch_max(idx.len() as u64, Ordering::Relaxed);
         match next_token_logprobs(&weights.policy, &views, temperature) {
             Ok(dists) => {
                 for (&i, d) in idx.iter().zip(&dists) {

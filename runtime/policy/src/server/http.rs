@@ -107,7 +107,10 @@ pub async fn read_body(
             format!("body not received within {deadline:?}"),
         )),
         Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(too_large())
         }
         Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, "invalid_request_error", e)),

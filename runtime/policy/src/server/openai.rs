@@ -271,7 +271,10 @@ pub fn whole(p: &Parsed, id: &str, fingerprint: &str, choices: &[Choice]) -> Val
             o.insert("index".into(), json!(i));
             match p.kind {
                 Kind::Chat => {
-                    o.insert("message".into(), json!({"role": "assistant", "content": text}));
+                    o.insert(
+                        "message".into(),
+                        json!({"role": "assistant", "content": text}),
+                    );
                     let lp = if p.logprobs {
                         chat_logprobs(&c.ids, &c.logprobs)
                     } else {

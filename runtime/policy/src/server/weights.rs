@@ -73,7 +73,10 @@ mod tests {
 
     #[test]
     fn the_version_is_read_from_a_name_ending_in_dash_v_n() {
-        assert_eq!(version_from_name(Path::new("/x/weights-v7.safetensors")), Some(7));
+        assert_eq!(
+            version_from_name(Path::new("/x/weights-v7.safetensors")),
+            Some(7)
+        );
         assert_eq!(version_from_name(Path::new("w-v12")), Some(12));
         assert_eq!(version_from_name(Path::new("model.safetensors")), None);
     }
