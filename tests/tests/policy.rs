@@ -592,3 +592,82 @@ fn a_short_seeded_grpo_run_improves_the_mean_reward_by_a_clear_margin() {
         "sampled and recomputed logprobs differ by {worst_diff}"
     );
 }
+
+const SDK_SCRIPT: &str = r#"
+import json, os
+from openai import OpenAI
+
+client = OpenAI(base_url=os.environ["INFER_URL"], api_key="unused", max_retries=0, timeout=30)
+messages = [{"role": "user", "content": "abcd="}]
+r = client.chat.completions.create(model="fleet-policy", messages=messages, max_tokens=6,
+                                   logprobs=True, seed=11, extra_body={"return_token_ids": True})
+parts = []
+for chunk in client.chat.completions.create(model="fleet-policy", messages=messages, max_tokens=6,
+                                            seed=11, stream=True):
+    if chunk.choices and chunk.choices[0].delta.content:
+        parts.append(chunk.choices[0].delta.content)
+extra = r.model_extra or {}
+choice = r.choices[0]
+print(json.dumps({
+    "text": choice.message.content, "streamed": "".join(parts),
+    "logprobs": [c.logprob for c in choice.logprobs.content],
+    "token_ids": (choice.model_extra or {}).get("token_ids"),
+    "prompt_token_ids": extra.get("prompt_token_ids"),
+    "fingerprint": r.system_fingerprint,
+}))
+"#;
+
+#[tokio::test]
+async fn the_openai_python_client_gets_token_ids_and_logprobs_from_fleet_infer() {
+    let python = std::env::var("FLEET_PYTHON").ok().or_else(|| {
+        let ok = Command::new("python3")
+            .args(["-c", "import openai"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        ok.then(|| "python3".to_string())
+    });
+    let Some(python) = python else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but neither FLEET_PYTHON nor `python3 -c 'import openai'` works"
+        );
+        eprintln!("\n*** SKIP: no Python with the `openai` package (set FLEET_PYTHON) ***\n");
+        return;
+    };
+    let dir = temp_dir("sdk");
+    let (_infer, base) = start_infer(&dir.join("model"), 8, &[]).await;
+    let mut child = tokio::process::Command::new(&python)
+        .args(["-c", SDK_SCRIPT])
+        .env("INFER_URL", format!("{base}/v1"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start python");
+    let status = tokio::time::timeout(Duration::from_secs(120), child.wait())
+        .await
+        .expect("the Python client finishes within 120 s")
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.success(),
+        "python failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).expect("JSON from python");
+    assert_eq!(ids(&v["prompt_token_ids"]), prompt_ids("abcd="));
+    let out_ids = ids(&v["token_ids"]);
+    assert!(!out_ids.is_empty() && out_ids.len() <= 6, "{v}");
+    assert_eq!(v["logprobs"].as_array().map(Vec::len), Some(out_ids.len()));
+    assert_eq!(
+        v["streamed"], v["text"],
+        "the same seed streams the same tokens"
+    );
+    assert!(v["fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("fleet-infer-v0-"));
+    let _ = std::fs::remove_dir_all(dir);
+}
