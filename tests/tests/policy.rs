@@ -671,3 +671,80 @@ async fn the_openai_python_client_gets_token_ids_and_logprobs_from_fleet_infer()
         .starts_with("fleet-infer-v0-"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_batch_on_an_rpc_server_worker_in_a_node_process_applies_a_step_once() {
+    use fleet_actors::{CallOptions, Job, SchedulingSpec};
+    use fleet_policy::engine::{TrainReport, TrainerStatus};
+
+    let dir = temp_dir("node-trainer");
+    let cluster = fleet_tests::cluster::TestCluster::builder()
+        .node(fleet_tests::cluster::NodeSpec::new())
+        .start()
+        .await
+        .expect("a head and a node process");
+    let s = cluster.scheduler();
+    s.create_workers(Job::new("trainer", 1).spec(SchedulingSpec::default()))
+        .await
+        .unwrap();
+    let w = s
+        .get_workers("trainer", Duration::from_secs(20))
+        .await
+        .unwrap()[0]
+        .clone();
+    let mut cfg = TrainerConfig::new(dir.join("model"));
+    cfg.init_seed = Some(9);
+    cfg.warmup = Some(fleet_policy::train::Warmup {
+        task: fleet_policy::task::Task::Reverse,
+        steps: 2,
+    });
+    let trainer = s
+        .create_engine(&w.id, "trainer", "grpo-trainer", &cfg)
+        .await
+        .unwrap();
+    let opts = CallOptions::default().timeout(Duration::from_secs(120));
+    let before: TrainerStatus = trainer.call("status", &(), &opts).await.unwrap();
+    let sample = |reward: f64, out: Vec<u32>| Sample {
+        group: "abc".into(),
+        prompt_ids: prompt_ids("abc="),
+        logprobs: vec![-2.0; out.len()],
+        output_ids: out,
+        loss_mask: vec![],
+        reward,
+        version: 0,
+    };
+    let batch = TrainBatch {
+        request_id: "v1".into(),
+        version: 1,
+        samples: vec![sample(1.0, vec![4, 3, 2, 1]), sample(0.0, vec![2, 2, 1])],
+        out_dir: dir.join("weights"),
+    };
+    let with_id = opts.clone().request_id("train-v1");
+    let first: TrainReport = trainer.call("train_batch", &batch, &with_id).await.unwrap();
+    let after: TrainerStatus = trainer.call("status", &(), &opts).await.unwrap();
+    assert_ne!(
+        after.checksum, before.checksum,
+        "a step changes the weights"
+    );
+    // Re-sent with the same call id: the RpcServer answers from its record.
+    let again: TrainReport = trainer.call("train_batch", &batch, &with_id).await.unwrap();
+    assert_eq!(again, first);
+    // Re-sent under a new call id (the RpcServer's record cannot help): the engine's own record
+    // answers, marked as a replay.
+    let other = opts.clone().request_id("train-v1-resent");
+    let replay: TrainReport = trainer.call("train_batch", &batch, &other).await.unwrap();
+    assert!(replay.replayed);
+    let end: TrainerStatus = trainer.call("status", &(), &opts).await.unwrap();
+    assert_eq!(
+        (end.checksum, end.steps),
+        (after.checksum, 1),
+        "applied once"
+    );
+    assert!(
+        first.path.is_file(),
+        "the weights file is on disk: {}",
+        first.path.display()
+    );
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(dir);
+}
