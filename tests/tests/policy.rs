@@ -748,3 +748,84 @@ async fn train_batch_on_an_rpc_server_worker_in_a_node_process_applies_a_step_on
     drop(cluster);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpo_over_a_fleet_infer_process_raises_the_reward_version_after_version() {
+    use fleet_policy::sample::SplitMix;
+    use fleet_policy::task::{reward, Task};
+
+    let dir = temp_dir("loop");
+    let model = dir.join("model");
+    // Warmed up to about 0.3: partly right, so GRPO has signal; the trainer at its defaults.
+    let (_infer, base) = start_infer(&model, 1, &["--warmup-steps", "40"]).await;
+    let mut t = trainer(&model);
+    let http = TestHttp::new();
+    let mut rng = SplitMix::new(21);
+    let mut curve = Vec::new();
+    for version in 0..40u64 {
+        // 8 tasks, a group of 8 completions each (n = 8), sampled by the server.
+        let problems: Vec<_> = (0..8).map(|_| Task::Reverse.problem(&mut rng)).collect();
+        let answers = futures::future::join_all(problems.iter().enumerate().map(|(i, p)| {
+            let (http, url) = (http.clone(), format!("{base}/v1/chat/completions"));
+            let mut body = sdk_chat(&p.prompt, 8, false);
+            body["max_tokens"] = json!(16);
+            body["seed"] = json!(version * 100 + i as u64);
+            async move { http.post(&url, None, &body).await }
+        }))
+        .await;
+        let mut samples = Vec::new();
+        for (p, r) in problems.iter().zip(&answers) {
+            assert_eq!(r.status, 200, "{}", r.text);
+            let fp = r.json["system_fingerprint"].as_str().unwrap_or_default();
+            assert!(fp.starts_with(&format!("fleet-infer-v{version}-")), "{fp}");
+            for (i, (pi, o, l)) in choices(&r.json).into_iter().enumerate() {
+                let text = r.json["choices"][i]["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default();
+                samples.push(Sample {
+                    group: p.prompt.clone(),
+                    reward: reward(&p.answer, text),
+                    prompt_ids: pi,
+                    output_ids: o,
+                    logprobs: l,
+                    loss_mask: vec![],
+                    version,
+                });
+            }
+        }
+        let report = t
+            .train_batch(TrainBatch {
+                request_id: format!("v{}", version + 1),
+                version: version + 1,
+                samples,
+                out_dir: dir.join("weights"),
+            })
+            .unwrap();
+        let d = report
+            .stats
+            .max_logprob_diff
+            .expect("samples of the current version");
+        assert!(
+            d < 1e-4,
+            "version {version}: recorded and recomputed logprobs differ by {d}"
+        );
+        curve.push(report.stats.mean_reward);
+        let r = http
+            .post(
+                &format!("{base}/update_weights_from_disk"),
+                None,
+                &json!({"model_path": report.path}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    // The first and the last 10% of the versions, as the demo's acceptance measures.
+    let first = curve[..4].iter().sum::<f64>() / 4.0;
+    let last = curve[36..].iter().sum::<f64>() / 4.0;
+    println!("mean reward: first 4 versions {first:.3}, last 4 {last:.3}; curve {curve:.2?}");
+    assert!(
+        last - first >= LEARNING_MARGIN,
+        "the reward went from {first:.3} to {last:.3}, less than {LEARNING_MARGIN}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

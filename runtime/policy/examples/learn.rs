@@ -29,6 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t0.elapsed()
     );
     learner.set_lr(lr);
+    if std::env::var_os("FRESH").is_some() {
+        // A fresh optimizer, as the trainer engine has (it loads the warmed-up weights).
+        learner = Learner::new(learner.policy().clone(), lr)?;
+    }
     let mut curve = Vec::new();
     let t1 = std::time::Instant::now();
     for step in 0..steps {
