@@ -465,3 +465,33 @@ pub fn scaled_log_softmax(logits: &Tensor, temperature: f64) -> candle_core::Res
     let lse = x.exp()?.sum_keepdim(D::Minus1)?.log()?;
     x.broadcast_sub(&lse)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initialisation_is_a_function_of_the_seed_and_safetensors_round_trip_bitwise() {
+        let cfg = ModelConfig::default();
+        let a = Policy::init(&cfg, 1).unwrap();
+        assert_eq!(
+            a.checksum().unwrap(),
+            Policy::init(&cfg, 1).unwrap().checksum().unwrap()
+        );
+        assert_ne!(
+            a.checksum().unwrap(),
+            Policy::init(&cfg, 2).unwrap().checksum().unwrap()
+        );
+        let dir = std::env::temp_dir().join(format!("fleet-policy-model-{}", std::process::id()));
+        let path = dir.join("w.safetensors");
+        a.save(&path).unwrap();
+        let b = Policy::load(&cfg, &path).unwrap();
+        assert_eq!(a.checksum().unwrap(), b.checksum().unwrap());
+        let missing = Policy::load(&cfg, &dir.join("nope.safetensors")).unwrap_err();
+        assert!(
+            missing.to_string().contains("nope.safetensors"),
+            "{missing}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
