@@ -2,7 +2,8 @@
 //! and print the reward curve.
 //!
 //! `cargo run --release -p fleet-policy --example learn -- TASK WARMUP STEPS LR GROUPS SIZE`
-//! (defaults: reverse 30 50 3e-3 8 8).
+//! (defaults: reverse 30 50 3e-3 8 8). The optimizer keeps its warm-up state into the RL phase
+//! unless `FRESH=1` is set (then it starts fresh, as the trainer engine does).
 
 use fleet_policy::sample::SplitMix;
 use fleet_policy::task::Task;

@@ -10,7 +10,9 @@
 //! `token_ids` per choice and `prompt_token_ids` (top level for chat, per choice for
 //! completions); and `system_fingerprint` naming the weights on every body and chunk. The end
 //! token is part of `token_ids` and `logprobs` (text `""`): a trainer must learn to stop.
-//! `top_logprobs` lists are always empty (alternatives are not computed).
+//! `top_logprobs` lists are always empty (alternatives are not computed). A `stop` string ends
+//! the choice with `finish_reason: "stop"`; its tokens stay in `token_ids` and `logprobs`, and
+//! it is removed from the text of whole answers only (a stream has already sent it).
 
 use serde_json::{json, Map, Value};
 
