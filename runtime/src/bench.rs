@@ -11,6 +11,7 @@ pub mod call;
 pub mod cluster;
 pub mod launcher;
 pub mod placement;
+pub mod policy;
 pub mod rollout;
 pub mod rollout_async;
 pub mod spawn;

@@ -12,6 +12,7 @@ mod bench_router;
 mod cluster_args;
 mod demo;
 mod head;
+mod infer;
 mod logging;
 mod mock_llm;
 mod node;
@@ -47,6 +48,7 @@ enum Command {
     Bench(bench::Args),
     Proxy(proxy::Args),
     MockLlm(mock_llm::Args),
+    Infer(infer::Args),
     RpcServer(rpc_server::Args),
 }
 
@@ -91,6 +93,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Bench(args) => ok(bench::run(args).await),
             Command::Proxy(args) => ok(proxy::run(args).await),
             Command::MockLlm(args) => ok(mock_llm::run(args).await),
+            Command::Infer(args) => ok(infer::run(args).await),
             Command::RpcServer(args) => ok(rpc_server::run(args).await),
         }
     });

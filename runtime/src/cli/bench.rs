@@ -170,6 +170,22 @@ enum Which {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// The tiny policy: `fleet infer` tokens/s against decoding in process, and GRPO and
+    /// warm-up train steps/s.
+    Policy {
+        /// Completions to generate (each way).
+        #[arg(long, default_value_t = 512)]
+        requests: usize,
+        /// Completions at once (batch size in process, clients over HTTP).
+        #[arg(long, default_value_t = 32)]
+        concurrent: usize,
+        /// Tokens per completion at most.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: usize,
+        /// Training steps of each kind.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+    },
     /// Internal: a node process for `fleet bench cluster`.
     #[command(hide = true)]
     ClusterPeer {
@@ -324,6 +340,20 @@ async fn run_inner(args: Args) -> anyhow::Result<()> {
             println!(
                 "{}",
                 bench::cluster::run(iters, in_flight.max(1), workers, rounds).await?
+            );
+            return Ok(());
+        }
+        Which::Policy {
+            requests,
+            concurrent,
+            max_tokens,
+            steps,
+        } => {
+            note_build();
+            println!("### Policy: inference tokens/s and train steps/s\n");
+            println!(
+                "{}",
+                bench::policy::run(requests, concurrent, max_tokens, steps).await?
             );
             return Ok(());
         }
