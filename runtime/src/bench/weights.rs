@@ -5,7 +5,8 @@
 //! drains, loads a weights file of `size` bytes and comes back), and *stop-the-world* (every
 //! router holds requests while all servers load). The simulated trainer steps take no time, so
 //! updates run back to back through the whole job: its throughput is the throughput *during*
-//! updates. Reported: output tokens/s (what the agents' generations got), episodes/s, the update
+//! updates. The staleness bound is lifted so admission never waits for a version (otherwise
+//! the rate measured is the update rate, not the servers' capacity during updates). Reported: output tokens/s (what the agents' generations got), episodes/s, the update
 //! latency per version (p50, max), and each mode's tokens/s over steady's.
 
 use crate::rollout::job::{InferenceSection, RolloutJob, WeightsSection};
@@ -44,7 +45,10 @@ async fn one(fleet: &str, p: &Params, mode: Option<&str>) -> Result<Measured, Fl
     let mut job = RolloutJob::demo();
     job.episodes = p.episodes;
     job.batch_size = p.batch;
-    job.max_staleness = 1;
+    // Admission must not wait for the trainer: with a tight staleness bound the job's rate is
+    // the version rate (one update per step), and the comparison would measure the bound, not
+    // what the servers can generate while they update.
+    job.max_staleness = 1_000_000;
     job.max_concurrent = p.concurrent;
     job.workers.replicas = 2;
     job.workers.max_concurrent = p.concurrent as usize;
