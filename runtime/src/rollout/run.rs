@@ -819,8 +819,17 @@ async fn drive(
         state.elapsed_s = started.elapsed().as_secs_f64();
         opts.progress.update(&state);
     }
-    if let Some(t) = trainer.take() {
-        t.abort();
+    if let Some(mut t) = trainer.take() {
+        // A step still running when the last episode ended finishes (bounded), so its version
+        // reaches the servers; after an interrupt or an abort it is abandoned at once.
+        let wait = if interrupted.is_some() || aborted.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(10)
+        };
+        if tokio::time::timeout(wait, &mut t).await.is_err() {
+            t.abort();
+        }
     }
     state.in_flight = ctl.running();
     opts.progress.finish(&state);

@@ -202,12 +202,6 @@ impl Plan {
         let weights = match weights {
             None => None,
             Some(w) => {
-                std::fs::create_dir_all(&w.dir).map_err(|e| {
-                    FleetError::bad_request(
-                        "the weights directory",
-                        format!("cannot create {}: {e}", w.dir.display()),
-                    )
-                })?;
                 scheduler
                     .create_workers(Job::new(w.role.clone(), 1).spec(SchedulingSpec::default()))
                     .await?;
