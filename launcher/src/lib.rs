@@ -27,3 +27,7 @@ pub mod mock_llm;
 pub mod process;
 pub mod proxy;
 pub mod router;
+
+/// The response bodies every HTTP server of fleet's sends (the proxy, the mock, `fleet infer`):
+/// JSON and server-sent events fed by a channel.
+pub use proxy::body::{full, json_bytes_response, json_response, sse_response, Body};

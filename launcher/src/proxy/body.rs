@@ -22,19 +22,19 @@ use tokio::sync::mpsc;
 pub type Body = BoxBody<Bytes, Infallible>;
 
 /// A body holding `bytes` in full.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
 /// A response with a JSON body and `status`.
-pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     // Serialising a `Value` cannot fail: its map keys are strings.
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     json_bytes_response(status, Bytes::from(bytes))
 }
 
 /// A response whose body is already-serialised JSON.
-pub(crate) fn json_bytes_response(status: StatusCode, bytes: Bytes) -> Response<Body> {
+pub fn json_bytes_response(status: StatusCode, bytes: Bytes) -> Response<Body> {
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -45,7 +45,7 @@ pub(crate) fn json_bytes_response(status: StatusCode, bytes: Bytes) -> Response<
 /// A server-sent-event response whose chunks arrive on `rx`; the stream ends when every sender
 /// is dropped. Dropping this body (the client went away) closes the channel, which the
 /// producing task observes with `Sender::closed` and takes as "cancel".
-pub(crate) fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
+pub fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     let mut resp = Response::new(BodyExt::boxed(ChannelBody { rx }));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -1,43 +1,29 @@
 //! The HTTP/1.1 plumbing under `fleet infer`: an accept loop (one task per connection, a
 //! header-read deadline, graceful shutdown) and JSON / server-sent-event bodies with a bounded,
 //! deadline-limited request body read. The same patterns as the proxy and the mock, kept in
-//! this crate so the policy server does not reach into the launcher's private modules.
+//! this crate; the response bodies (JSON, server-sent events) are the launcher's own.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_LENGTH;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// The body of every response.
-pub type Body = BoxBody<Bytes, Infallible>;
+pub use fleet_launcher::{json_response, sse_response, Body};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-
-/// A response with a JSON body.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed());
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
 
 /// An OpenAI-shaped JSON error.
 pub fn error(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> Response<Body> {
@@ -45,38 +31,6 @@ pub fn error(status: StatusCode, kind: &str, message: impl std::fmt::Display) ->
         status,
         &serde_json::json!({"error": {"type": kind, "message": message.to_string()}}),
     )
-}
-
-/// A server-sent-event response fed by `rx`; dropping it (the client left) closes the channel.
-pub fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(BodyExt::boxed(ChannelBody { rx }));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    resp.headers_mut().insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache"),
-    );
-    resp
-}
-
-struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(b)) => Poll::Ready(Some(Ok(Frame::data(b)))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }
 
 /// Reads a whole body of at most `limit` bytes within `deadline`; the error is a response.
