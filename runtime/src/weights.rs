@@ -14,7 +14,8 @@
 //!   while the rest serve), and brings back a server that failed or restarted by loading the
 //!   current weights *before* it takes traffic again;
 //! - [`trainer`] is the simulated trainer that writes a weights file of a configurable size per
-//!   version (the real one is issue 14's).
+//!   version; [`grpo_trainer`] is the real one (`fleet_policy`'s GRPO trainer) with its new
+//!   weights put into the node's object store.
 //!
 //! The routers (one per proxy, `fleet_launcher::router`) record each turn's version as the
 //! version of the server that served it, which the coordinator sets only after that server
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod coordinator;
+pub mod grpo_trainer;
 pub mod trainer;
 
 pub use api::{ServerLink, WeightApi};

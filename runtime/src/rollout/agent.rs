@@ -74,10 +74,12 @@ impl std::fmt::Debug for AgentRegistry {
 }
 
 impl AgentRegistry {
-    /// A registry with the built-in `multi-turn` agent.
+    /// A registry with the built-in agents: `multi-turn` and `answer`
+    /// ([`super::answer_agent`]).
     pub fn builtin() -> Self {
         let mut r = AgentRegistry::default();
         r.register("multi-turn", MultiTurn);
+        r.register(super::answer_agent::NAME, super::answer_agent::Answer);
         r
     }
     /// Registers `agent` as `name`.

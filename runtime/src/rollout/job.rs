@@ -66,7 +66,15 @@
 //! prompt = "Plan a trip."  # N copies of {"id": i, "prompt": ..., "turns": ...}
 //! turns = 3
 //! # file = "tasks.jsonl"   # one task (any JSON) per line, cycled
+//! # generate = "reverse"   # verifiable problems {"id", "task", "prompt": "abc=", "answer": "cba"}
+//! # seed = 1               # (or "add"); for the built-in `answer` agent
 //! ```
+//!
+//! With `[trainer] kind = "grpo"` the trainer is real: the tiny policy of `fleet-policy`
+//! trained with GRPO on an RpcServer worker (see [`super::grpo`]); its keys are `model`,
+//! `init_seed` (7), `warmup_steps` (40), `lr` (1e-3) and `temperature` (1.0), and it needs
+//! `[inference]` servers running `fleet infer --model {model}` and `[weights]`. `run_dir`
+//! (none by default) receives `metrics.jsonl` and `reward.svg`.
 //!
 //! In commands, `fleet` is this executable, `{port}` the worker's port, `{index}` the worker's
 //! index and `{python}` is `$FLEET_PYTHON` or `python3`.
@@ -120,8 +128,22 @@ fn default_grace() -> String {
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TrainerSection {
-    /// Time one optimizer step takes (`"0s"` by default).
+    /// `"simulated"` (default: sleeps `step_time`, writes `[weights] size` bytes) or `"grpo"`
+    /// (trains the tiny policy, see [`super::grpo`]).
+    pub kind: Option<String>,
+    /// The simulated trainer: time one optimizer step takes (`"0s"` by default).
     pub step_time: Option<String>,
+    /// GRPO: the model directory (created from `init_seed` if missing; default
+    /// `<run_dir>/model`, else `fleet-model`; relative to the current directory).
+    pub model: Option<PathBuf>,
+    /// GRPO: the seed of the model's initial weights (default 7).
+    pub init_seed: Option<u64>,
+    /// GRPO: supervised warm-up steps on generated examples before RL (default 40).
+    pub warmup_steps: Option<u64>,
+    /// GRPO: AdamW's learning rate (default 1e-3).
+    pub lr: Option<f64>,
+    /// GRPO: the servers' sampling temperature, which the trainer must know (default 1.0).
+    pub temperature: Option<f64>,
 }
 
 /// The `[workers]` table.
@@ -272,6 +294,11 @@ pub struct TasksSection {
     pub turns: Option<u64>,
     /// A JSONL file of tasks, cycled.
     pub file: Option<PathBuf>,
+    /// Generated verifiable problems: `"reverse"` or `"add"` (`{"id", "task", "prompt",
+    /// "answer"}`), for the built-in `answer` agent.
+    pub generate: Option<String>,
+    /// The generator's seed (default 1).
+    pub seed: Option<u64>,
 }
 
 /// A rollout job.
@@ -314,6 +341,10 @@ pub struct RolloutJob {
     /// The JSONL output.
     #[serde(default = "default_output")]
     pub output: PathBuf,
+    /// The run directory: `metrics.jsonl` (one line per version), `reward.svg`, and the GRPO
+    /// trainer's model (none by default; relative to the current directory).
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
     /// The role name of the rollout workers.
     #[serde(default = "default_role")]
     pub role: String,
@@ -487,6 +518,11 @@ impl RolloutJob {
             .unwrap_or("sglang")
             .parse()
             .map_err(|e| format!("[inference] api: {e}"))?;
+        let grpo = self.grpo_plan()?;
+        let argv: Vec<String> = match &grpo {
+            Some(g) => argv.iter().map(|a| g.fill(a)).collect(),
+            None => argv,
+        };
         let mut spec = HttpServiceSpec::new(Self::expand(&argv, fleet))
             .ready_when(
                 inf.ready_path.clone().unwrap_or_else(|| "/health".into()),
@@ -526,10 +562,10 @@ impl RolloutJob {
                     parse_duration(v.as_deref().unwrap_or(dflt))
                         .map_err(|e| format!("[weights] {key}: {e}"))
                 };
-                let dir = w
-                    .dir
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("fleet-weights"));
+                let dir = w.dir.clone().unwrap_or_else(|| match &self.run_dir {
+                    Some(d) => d.join("weights"),
+                    None => PathBuf::from("fleet-weights"),
+                });
                 let dir = if dir.is_relative() {
                     std::env::current_dir().map(|c| c.join(&dir)).unwrap_or(dir)
                 } else {
@@ -546,6 +582,7 @@ impl RolloutJob {
                         load: d(&w.load_timeout, "10m", "load_timeout")?,
                         control: Duration::from_secs(10),
                     },
+                    grpo,
                 })
             }
         };
@@ -558,6 +595,20 @@ impl RolloutJob {
             return Err("group_size must be at least 1".into());
         }
         let n = self.episodes.div_ceil(self.group_size as u64) as usize;
+        if let Some(kind) = &self.tasks.generate {
+            if self.tasks.file.is_some() || self.tasks.prompt.is_some() {
+                return Err("[tasks]: give `generate`, `file` or `prompt`, one of them".into());
+            }
+            let task: fleet_policy::task::Task =
+                kind.parse().map_err(|e| format!("[tasks] generate: {e}"))?;
+            let mut rng = fleet_policy::sample::SplitMix::new(self.tasks.seed.unwrap_or(1));
+            return Ok((0..n)
+                .map(|i| {
+                    let p = task.problem(&mut rng);
+                    json!({"id": i, "task": kind, "prompt": p.prompt, "answer": p.answer})
+                })
+                .collect());
+        }
         if let Some(f) = &self.tasks.file {
             let text = std::fs::read_to_string(f)
                 .map_err(|e| format!("[tasks] file {}: {e}", f.display()))?;
@@ -624,6 +675,7 @@ impl RolloutJob {
         self.tasks()?;
         self.config()?;
         self.trainer_step_time()?;
+        self.grpo_plan()?;
         self.interrupt_grace()?;
         self.pool_plan("fleet")?;
         if !(0.0..=1.0).contains(&self.min_accepted) {

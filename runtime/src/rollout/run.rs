@@ -17,6 +17,7 @@
 
 use super::controller::{Episode, RolloutController, RolloutStats};
 use super::job::RolloutJob;
+use super::learning_curve::LearningCurve;
 use super::output::{EpisodeKey, Output};
 use crate::scheduler::{Scheduler, WorkerState};
 use fleet_actors::{FleetError, Job, SchedulingSpec};
@@ -182,6 +183,12 @@ pub struct JobReport {
     pub updates: Vec<super::updates::StepReport>,
     /// Inference servers brought back after a failure (loaded at the current version).
     pub servers_recovered: u64,
+    /// Each version's batch: `(version, its statistics)`, in order.
+    pub versions: Vec<(u64, super::grpo::BatchStats)>,
+    /// The run directory (`run_dir`), with `metrics.jsonl` and the reward picture.
+    pub run_dir: Option<PathBuf>,
+    /// The reward picture, if it was drawn.
+    pub picture: Option<PathBuf>,
 }
 
 impl JobReport {
@@ -219,7 +226,11 @@ enum Event {
     Done(EpisodeKey, Episode),
     /// An episode task ended without a result (it cannot, short of a panic).
     Lost(EpisodeKey, String),
-    Trained(u64, Option<super::updates::StepReport>),
+    Trained(
+        u64,
+        Option<super::updates::StepReport>,
+        super::grpo::BatchStats,
+    ),
     /// A trainer step or its weight update failed for good.
     TrainFailed(u64, String),
 }
@@ -281,6 +292,9 @@ impl RolloutJob {
             ending: Ending::Completed,
             updates: Vec::new(),
             servers_recovered: 0,
+            versions: Vec::new(),
+            run_dir: self.run_dir.clone(),
+            picture: None,
         };
         if pending.is_empty() {
             opts.progress.message(&format!(
@@ -363,18 +377,37 @@ impl RolloutJob {
                 None => None,
             };
             let supervisor = plan.as_ref().and_then(|p| p.supervise());
+            let mut curve =
+                match &self.run_dir {
+                    Some(d) => Some(LearningCurve::create(d).map_err(|e| {
+                        FleetError::bad_request("the rollout job's run directory", e)
+                    })?),
+                    None => None,
+                };
             let r = drive(
                 &ctl,
                 plan.clone(),
+                Batching {
+                    batch_size: config.batch_size,
+                    group_size: group,
+                    step_time,
+                },
                 pending,
-                config.batch_size,
-                step_time,
                 grace,
                 &mut output,
                 &mut report,
                 &mut opts,
+                curve.as_mut(),
             )
             .await;
+            if let Some(c) = &curve {
+                if !c.points().is_empty() {
+                    match c.draw(&format!("{}: mean reward per policy version", self.role)) {
+                        Ok(p) => report.picture = Some(p),
+                        Err(e) => opts.progress.message(&format!("the reward picture: {e}")),
+                    }
+                }
+            }
             if let Some(s) = supervisor {
                 s.abort();
             }
@@ -586,18 +619,33 @@ async fn failure_reason(
     ping_error
 }
 
+/// How accepted episodes become trainer steps.
+struct Batching {
+    /// Accepted episodes per step (whole groups: a step may take a few more).
+    batch_size: u64,
+    /// Episodes per task.
+    group_size: u32,
+    /// The simulated trainer's step time.
+    step_time: Duration,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     ctl: &RolloutController,
     plan: Option<Arc<super::updates::Plan>>,
+    batching: Batching,
     pending: Vec<(EpisodeKey, Value)>,
-    batch_size: u64,
-    step_time: Duration,
     grace: Duration,
     output: &mut Output,
     report: &mut JobReport,
     opts: &mut RunOptions,
+    mut curve: Option<&mut LearningCurve>,
 ) -> Result<(), FleetError> {
+    let Batching {
+        batch_size,
+        group_size,
+        step_time,
+    } = batching;
     use std::sync::atomic::{AtomicU64, Ordering};
     let total = pending.len() as u64;
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
@@ -641,9 +689,8 @@ async fn drive(
         first: Vec::new(),
     };
     let mut ended = 0u64;
-    // Accepted episodes the trainer has not consumed yet, oldest first.
-    let mut untrained: std::collections::VecDeque<super::updates::TrainItem> =
-        std::collections::VecDeque::new();
+    // Accepted episodes the trainer has not consumed yet, in whole groups, oldest first.
+    let mut untrained = super::grpo::GroupBatcher::new(group_size);
     let mut training = false;
     // The trainer step in flight: a step still running when the job ends is abandoned (its
     // episodes are all in the output; nothing waits for its version).
@@ -681,21 +728,21 @@ async fn drive(
                             cancel_now = true;
                         }
                     }
-                    Event::Trained(v, step) => {
+                    Event::Trained(v, step, batch) => {
                         training = false;
                         state.version = v;
+                        let line = version_line(v, step.as_ref(), &batch);
+                        if let Some(c) = curve.as_deref_mut() {
+                            let record = version_record(v, step.as_ref(), &batch, started.elapsed());
+                            if let Err(e) = c.record(&record) {
+                                opts.progress.message(&e);
+                            }
+                        }
+                        tally.report.versions.push((v, batch));
                         if let Some(r) = &step {
                             tally.report.updates.push(r.clone());
                         }
-                        if let Some(r) = step.as_ref().filter(|r| r.update.is_some()) {
-                            let mut line = format!(
-                                "version {v}: trained in {:.2?}, weights on the servers in {:.2?}",
-                                r.train,
-                                r.update.unwrap_or_default()
-                            );
-                            if !r.failed.is_empty() {
-                                line.push_str(&format!(" ({} server(s) failed and are being brought back: {})", r.failed.len(), r.failed.join("; ")));
-                            }
+                        if let Some(line) = line {
                             opts.progress.message(&line);
                         }
                         tally.output.sync().map_err(|e| FleetError::bad_request("the rollout job's output", e))?;
@@ -712,6 +759,7 @@ async fn drive(
                     }
                     Event::Lost(key, why) => {
                         ended += 1;
+                        untrained.ended(key, None);
                         tally.report.rejected.entry("internal".into()).or_insert_with(|| Rejections { count: 0, first: why.clone() }).count += 1;
                         opts.progress.message(&format!("episode of task {} lost: {why}", key.0));
                     }
@@ -721,13 +769,11 @@ async fn drive(
                         if let Some(f) = &opts.observe {
                             f(key, &ep);
                         }
-                        if let Some(t) = ep.trajectory {
-                            untrained.push_back(super::updates::TrainItem {
-                                key,
-                                admitted_version: ep.admitted_version,
-                                trajectory: t,
-                            });
-                        }
+                        untrained.ended(key, ep.trajectory.map(|t| super::updates::TrainItem {
+                            key,
+                            admitted_version: ep.admitted_version,
+                            trajectory: t,
+                        }));
                         if aborted.is_none() {
                             aborted = tally.fail_fast(total).or_else(|| ctl.fatal().map(|e| e.to_string()));
                             cancel_now = aborted.is_some();
@@ -786,23 +832,27 @@ async fn drive(
         // The simulated trainer: one step per batch of accepted episodes, the next as soon as
         // the last one ended and a batch is waiting.
         let more = !*admit_stop.borrow() && ended < total && aborted.is_none();
-        if !training && untrained.len() as u64 >= batch_size && more {
-            let batch: Vec<super::updates::TrainItem> =
-                untrained.drain(..batch_size as usize).collect();
+        let batch = if !training && more {
+            untrained.take(batch_size)
+        } else {
+            None
+        };
+        if let Some(batch) = batch {
             training = true;
             let v = state.version + 1;
+            let stats = super::grpo::BatchStats::of(&batch, state.version);
             let tx = events_tx.clone();
             let plan = plan.clone();
             trainer = Some(tokio::spawn(async move {
                 let ev = match plan {
                     Some(p) => match p.step(v, batch, step_time).await {
-                        Ok(r) => Event::Trained(v, Some(r)),
+                        Ok(r) => Event::Trained(v, Some(r), stats),
                         Err(e) => Event::TrainFailed(v, e.to_string()),
                     },
                     None => {
                         drop(batch);
                         tokio::time::sleep(step_time).await;
-                        Event::Trained(v, None)
+                        Event::Trained(v, None, stats)
                     }
                 };
                 let _ = tx.send(ev);
@@ -839,6 +889,85 @@ async fn drive(
         tally.report.ending = Ending::Aborted(why);
     }
     Ok(())
+}
+
+/// The line printed when version `v` is made (with weights that move, or a real trainer).
+fn version_line(
+    v: u64,
+    step: Option<&super::updates::StepReport>,
+    b: &super::grpo::BatchStats,
+) -> Option<String> {
+    let r = step?;
+    let mut line = format!(
+        "version {v}: mean reward {:.3} over {} episodes (staleness max {}, mean {:.2})",
+        b.mean_reward, b.episodes, b.staleness_max, b.staleness_mean
+    );
+    if let Some(g) = &r.grpo {
+        line.push_str(&format!(", train step {:.0?} (loss {:.4}", r.train, g.loss));
+        if g.stale_dropped > 0 || g.skipped_turns > 0 {
+            line.push_str(&format!(
+                ", {} stale and {} incomplete dropped",
+                g.stale_dropped, g.skipped_turns
+            ));
+        }
+        line.push(')');
+        match g.max_logprob_diff {
+            Some(d) => line.push_str(&format!(
+                ", logprob check max |Δ| {d:.1e} over {} samples",
+                g.checked_samples
+            )),
+            None => line.push_str(", logprob check: no sample of the trained weights"),
+        }
+    } else {
+        line.push_str(&format!(", trained in {:.2?}", r.train));
+    }
+    if let Some(u) = r.update {
+        line.push_str(&format!(", weights on the servers in {u:.2?}"));
+    } else {
+        return None;
+    }
+    if !r.failed.is_empty() {
+        line.push_str(&format!(
+            " ({} server(s) failed and are being brought back: {})",
+            r.failed.len(),
+            r.failed.join("; ")
+        ));
+    }
+    Some(line)
+}
+
+/// Version `v`'s line in `metrics.jsonl`.
+fn version_record(
+    v: u64,
+    step: Option<&super::updates::StepReport>,
+    b: &super::grpo::BatchStats,
+    elapsed: Duration,
+) -> Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut o = serde_json::json!({
+        "version": v,
+        "mean_reward": b.mean_reward,
+        "episodes": b.episodes,
+        "staleness_max": b.staleness_max,
+        "staleness_mean": b.staleness_mean,
+        "elapsed_s": elapsed.as_secs_f64(),
+    });
+    if let (Some(r), Value::Object(m)) = (step, &mut o) {
+        m.insert("train_ms".into(), ms(r.train).into());
+        if let Some(u) = r.update {
+            m.insert("update_ms".into(), ms(u).into());
+        }
+        m.insert("weights_bytes".into(), r.weights_bytes.into());
+        m.insert("servers_failed".into(), r.failed.len().into());
+        if let Some(g) = &r.grpo {
+            m.insert("loss".into(), g.loss.into());
+            m.insert("samples".into(), g.samples.into());
+            m.insert("stale_dropped".into(), g.stale_dropped.into());
+            m.insert("max_logprob_diff".into(), g.max_logprob_diff.into());
+            m.insert("checked_samples".into(), g.checked_samples.into());
+        }
+    }
+    o
 }
 
 /// `8.0 MiB`, `1.0 GiB`.

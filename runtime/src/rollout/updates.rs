@@ -123,6 +123,8 @@ pub struct WeightsPlan {
     pub dir: PathBuf,
     /// Drain and load deadlines.
     pub timeouts: Timeouts,
+    /// The GRPO trainer instead of the simulated one (`[trainer] kind = "grpo"`).
+    pub grpo: Option<super::grpo::GrpoPlan>,
 }
 
 /// The inference pool and trainer, once started.
@@ -135,10 +137,12 @@ pub struct Plan {
     weights: Option<(WeightsPlan, EngineHandle)>,
     coordinator: Option<Arc<Coordinator>>,
     source: Option<Arc<StoreSource>>,
+    /// Makes the trainer's request ids unique to this run (a re-sent step keeps its id).
+    nonce: String,
 }
 
 /// One accepted episode, as the trainer gets it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TrainItem {
     /// `(task_index, sample)`: the task is the GRPO group.
     pub key: super::output::EpisodeKey,
@@ -163,6 +167,28 @@ pub struct StepReport {
     pub weights_bytes: u64,
     /// Whether they went through the object store (the data plane).
     pub in_store: bool,
+    /// What the GRPO trainer reported (`None` for the simulated trainer).
+    pub grpo: Option<GrpoStep>,
+}
+
+/// What one GRPO step reported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrpoStep {
+    /// The loss before the update.
+    pub loss: f64,
+    /// Samples trained on.
+    pub samples: u64,
+    /// Samples dropped for staleness by the trainer.
+    pub stale_dropped: u64,
+    /// Turns that were not complete training records (skipped).
+    pub skipped_turns: u64,
+    /// The largest |recomputed − recorded| logprob over the samples of the trainer's current
+    /// weights (`None` when the batch had none).
+    pub max_logprob_diff: Option<f64>,
+    /// Samples compared for it.
+    pub checked_samples: u64,
+    /// Whether the trainer answered from its record (a re-sent step, not applied twice).
+    pub replayed: bool,
 }
 
 impl Plan {
@@ -181,24 +207,8 @@ impl Plan {
                 backoff_ms: 200,
             };
         }
-        let job = Job::new(pool.role.clone(), pool.servers)
-            .kind(WorkerKind::HttpService(spec))
-            .spec(
-                SchedulingSpec::default()
-                    .cpu(pool.cpu)
-                    .gpu(pool.gpu)
-                    .ports(1),
-            );
-        scheduler.create_workers(job).await?;
-        let mut roles = vec![pool.role.clone()];
-        let workers = scheduler.get_workers(&pool.role, ready_within).await?;
-        let servers = workers
-            .iter()
-            .map(|w| PoolServer {
-                node: w.node.to_string(),
-                port: w.ports.first().copied().unwrap_or(0),
-            })
-            .collect();
+        let mut roles = Vec::new();
+        // The trainer first: the GRPO trainer creates the model directory the servers load.
         let weights = match weights {
             None => None,
             Some(w) => {
@@ -210,12 +220,47 @@ impl Plan {
                 let worker = t.first().map(|i| i.id.clone()).ok_or_else(|| {
                     FleetError::bad_request("the trainer", "its worker did not start")
                 })?;
-                let h = scheduler
-                    .create_engine(&worker, "trainer", trainer::ENGINE_TYPE, &())
-                    .await?;
+                let h = match &w.grpo {
+                    None => {
+                        scheduler
+                            .create_engine(&worker, "trainer", trainer::ENGINE_TYPE, &())
+                            .await?
+                    }
+                    Some(g) => {
+                        // Creating the model and its warm-up take seconds to minutes.
+                        let opts = CallOptions::default().timeout(ready_within);
+                        scheduler
+                            .create_engine_with(
+                                &worker,
+                                "trainer",
+                                fleet_policy::engine::ENGINE_TYPE,
+                                &g.config,
+                                &opts,
+                            )
+                            .await?
+                    }
+                };
                 Some((w, h))
             }
         };
+        let job = Job::new(pool.role.clone(), pool.servers)
+            .kind(WorkerKind::HttpService(spec))
+            .spec(
+                SchedulingSpec::default()
+                    .cpu(pool.cpu)
+                    .gpu(pool.gpu)
+                    .ports(1),
+            );
+        scheduler.create_workers(job).await?;
+        roles.push(pool.role.clone());
+        let workers = scheduler.get_workers(&pool.role, ready_within).await?;
+        let servers = workers
+            .iter()
+            .map(|w| PoolServer {
+                node: w.node.to_string(),
+                port: w.ports.first().copied().unwrap_or(0),
+            })
+            .collect();
         Ok(Plan {
             servers,
             roles,
@@ -223,6 +268,7 @@ impl Plan {
             weights,
             coordinator: None,
             source: None,
+            nonce: format!("{:016x}", rand::random::<u64>()),
         })
     }
 
@@ -251,9 +297,14 @@ impl Plan {
                 api: self.pool.api,
             })
             .collect();
-        let pattern = trainer::weights_path(&w.dir, 0)
-            .to_string_lossy()
-            .replace("weights-v0.bin", "weights-v{version}.bin");
+        let pattern = match &w.grpo {
+            None => trainer::weights_path(&w.dir, 0)
+                .to_string_lossy()
+                .replace("weights-v0.bin", "weights-v{version}.bin"),
+            Some(_) => fleet_policy::engine::weights_path(&w.dir, 0)
+                .to_string_lossy()
+                .replace("weights-v0.", "weights-v{version}."),
+        };
         let source = Arc::new(StoreSource {
             objects: Default::default(),
             fallback: PathPattern(pattern),
@@ -298,23 +349,57 @@ impl Plan {
                 failed: Vec::new(),
                 weights_bytes: 0,
                 in_store: false,
+                grpo: None,
             });
         };
         let t0 = Instant::now();
-        let step = TrainStep {
-            version,
-            episodes,
-            step_ms: step_time.as_millis().min(u64::MAX as u128) as u64,
-            size: w.size,
-            dir: w.dir.clone(),
+        let (object, weights_bytes, grpo) = match &w.grpo {
+            None => {
+                let step = TrainStep {
+                    version,
+                    episodes,
+                    step_ms: step_time.as_millis().min(u64::MAX as u128) as u64,
+                    size: w.size,
+                    dir: w.dir.clone(),
+                };
+                let opts = CallOptions::default()
+                    .timeout(step_time + Duration::from_secs(600))
+                    .request_id(format!("train-step-v{version}-{}", self.nonce));
+                let trained: Trained = trainer.call("train_step", &step, &opts).await?;
+                (trained.object, trained.size, None)
+            }
+            Some(_) => {
+                let (samples, skipped) = super::grpo::samples(&batch);
+                let id = format!("grpo-step-v{version}-{}", self.nonce);
+                let tb = fleet_policy::engine::TrainBatch {
+                    request_id: id.clone(),
+                    version,
+                    samples,
+                    out_dir: w.dir.clone(),
+                };
+                let opts = CallOptions::default()
+                    .timeout(Duration::from_secs(600))
+                    .request_id(id);
+                let stored: crate::weights::grpo_trainer::StoredStep =
+                    trainer.call("train_batch_to_store", &tb, &opts).await?;
+                let r = stored.report;
+                let size = std::fs::metadata(&r.path).map(|m| m.len()).unwrap_or(0);
+                let size = stored.object.as_ref().map_or(size, |o| o.size);
+                let g = GrpoStep {
+                    loss: r.stats.loss,
+                    samples: r.samples,
+                    stale_dropped: r.stale_dropped,
+                    skipped_turns: skipped as u64,
+                    max_logprob_diff: r.stats.max_logprob_diff,
+                    checked_samples: r.stats.checked_samples,
+                    replayed: r.replayed,
+                };
+                (stored.object, size, Some(g))
+            }
         };
-        let opts = CallOptions::default()
-            .timeout(step_time + Duration::from_secs(600))
-            .request_id(format!("train-step-v{version}"));
-        let trained: Trained = trainer.call("train_step", &step, &opts).await?;
         let train = t0.elapsed();
-        let in_store = trained.object.is_some();
-        if let (Some(src), Some(obj)) = (&self.source, trained.object) {
+        let in_store = object.is_some();
+        if let (Some(src), Some(obj)) = (&self.source, object) {
             src.keep(version, obj);
         }
         let t1 = Instant::now();
@@ -330,8 +415,9 @@ impl Plan {
             train,
             update: Some(t1.elapsed()),
             failed: r.failed,
-            weights_bytes: trained.size,
+            weights_bytes,
             in_store,
+            grpo,
         })
     }
 
