@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long)]
     mock: bool,
     /// Policy versions to train (64 episodes each).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 120)]
     versions: u64,
     /// The seed of the model's initial weights.
     #[arg(long, default_value_t = 7)]

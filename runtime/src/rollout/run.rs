@@ -276,6 +276,13 @@ impl RolloutJob {
         let planned = tasks.len() as u64 * group as u64;
         let skipped = planned - pending.len() as u64;
         let start_version = resumed.last_version.map_or(0, |v| v + 1);
+        if start_version > 0 && self.grpo_plan().map_err(bad)?.is_some() {
+            return Err(bad(format!(
+                "{} already holds episodes up to version {}, and resuming a GRPO job is not built: the trainer's weights and optimizer are not checkpointed; run it again with --overwrite (or another output)",
+                self.output.display(),
+                start_version - 1
+            )));
+        }
         let t0 = Instant::now();
         let mut report = JobReport {
             planned,
@@ -321,11 +328,18 @@ impl RolloutJob {
             opts.progress.message(&format!(
                 "starting {} inference servers{}",
                 pool.servers,
-                weights.as_ref().map_or(String::new(), |w| format!(
-                    " and the trainer ({} of weights per version, {} updates)",
-                    human_bytes(w.size),
-                    w.mode
-                ))
+                weights.as_ref().map_or(String::new(), |w| match &w.grpo {
+                    Some(g) => format!(
+                        " and the GRPO trainer (model {}, {} updates)",
+                        g.model_dir.display(),
+                        w.mode
+                    ),
+                    None => format!(
+                        " and the trainer ({} of weights per version, {} updates)",
+                        human_bytes(w.size),
+                        w.mode
+                    ),
+                })
             ));
             match super::updates::Plan::start(scheduler, pool, weights, ready_within).await {
                 Ok(p) => {
@@ -402,7 +416,13 @@ impl RolloutJob {
             .await;
             if let Some(c) = &curve {
                 if !c.points().is_empty() {
-                    match c.draw(&format!("{}: mean reward per policy version", self.role)) {
+                    let title = match (&self.trainer.kind, &self.tasks.generate) {
+                        (Some(k), Some(t)) if k == "grpo" => {
+                            format!("GRPO on `{t}`: mean reward per policy version")
+                        }
+                        _ => format!("{}: mean reward per policy version", self.role),
+                    };
+                    match c.draw(&title) {
                         Ok(p) => report.picture = Some(p),
                         Err(e) => opts.progress.message(&format!("the reward picture: {e}")),
                     }

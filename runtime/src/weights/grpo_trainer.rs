@@ -72,6 +72,9 @@ impl StoredGrpoTrainer {
         // The object's own file (same node: no copy).
         let path = blocking.fetch_to_local(&obj, None).map_err(failed)?;
         let _ = std::fs::remove_file(&report.path);
+        if let Some(d) = report.path.parent() {
+            let _ = std::fs::remove_dir(d); // only if nothing else is in it
+        }
         report.path = path.clone();
         self.objects.insert(v, (obj.clone(), path));
         while self.objects.len() > fleet_policy::engine::REPLAY_RECORDS {
