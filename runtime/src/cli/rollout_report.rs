@@ -242,10 +242,17 @@ pub fn print_summary(report: &JobReport) {
 /// least `min_accepted` of its episodes accepted; 130/143 after SIGINT/SIGTERM; 1 when it
 /// aborted or accepted too few.
 pub fn conclude(report: &JobReport, min_accepted: f64) -> ExitCode {
+    // A GRPO trainer is not checkpointed: its run cannot be resumed.
+    let grpo = report.updates.iter().any(|u| u.grpo.is_some());
+    let again = if grpo {
+        "a GRPO run cannot be resumed (its trainer is not checkpointed): run it again"
+    } else {
+        "continue with --resume"
+    };
     match &report.ending {
         Ending::Interrupted(sig) => {
             eprintln!(
-                "interrupted: {} of {} episodes done, {} trajectories in {} (continue with --resume)",
+                "interrupted: {} of {} episodes done, {} trajectories in {} ({again})",
                 report.in_output() + report.rejected_total(),
                 report.planned,
                 report.in_output(),
@@ -255,7 +262,7 @@ pub fn conclude(report: &JobReport, min_accepted: f64) -> ExitCode {
         }
         Ending::Aborted(why) => {
             eprintln!(
-                "fleet: error: the job stopped early: {why}\n{} trajectories kept in {} (continue with --resume once fixed)",
+                "fleet: error: the job stopped early: {why}\n{} trajectories kept in {} ({again} once fixed)",
                 report.in_output(),
                 report.output.display()
             );
