@@ -93,20 +93,32 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.seed,
     );
     eprintln!("run directory: {}", dir.display());
+    let report = run_then_shut_down(&job, cluster, &fleet, stop, args.quiet).await?;
+    print_learning(&report);
+    Ok(conclude(&report, job.min_accepted))
+}
+
+/// Runs `job` on `cluster`, shuts the cluster down, and prints the summary table.
+async fn run_then_shut_down(
+    job: &RolloutJob,
+    cluster: Cluster,
+    fleet: &str,
+    stop: tokio::sync::watch::Receiver<crate::rollout::run::Stop>,
+    quiet: bool,
+) -> anyhow::Result<JobReport> {
     let opts = RunOptions {
         resume: false,
         overwrite: true,
         stop,
-        progress: Display::new(args.quiet),
+        progress: Display::new(quiet),
         observe: None,
     };
-    let report = job.run(cluster.scheduler(), &fleet, opts).await;
+    let report = job.run(cluster.scheduler(), fleet, opts).await;
     let shutdown = cluster.shutdown().await;
     let report = report?;
     shutdown?;
     print_summary(&report);
-    print_learning(&report);
-    Ok(conclude(&report, job.min_accepted))
+    Ok(report)
 }
 
 /// The reward of the first and last 10% of versions, and where the run's files are.
@@ -228,18 +240,7 @@ async fn run_mock(args: Args) -> anyhow::Result<ExitCode> {
         job.episodes,
         job.batch_size
     );
-    let opts = RunOptions {
-        resume: false,
-        overwrite: true,
-        stop,
-        progress: Display::new(args.quiet),
-        observe: None,
-    };
-    let report = job.run(cluster.scheduler(), &fleet, opts).await;
-    let shutdown = cluster.shutdown().await;
-    let report = report?;
-    shutdown?;
-    print_summary(&report);
+    let report = run_then_shut_down(&job, cluster, &fleet, stop, args.quiet).await?;
     Ok(conclude(&report, job.min_accepted))
 }
 
