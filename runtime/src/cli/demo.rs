@@ -38,7 +38,8 @@ pub struct Args {
     /// The quick rollout against a mock backend instead of training a model.
     #[arg(long)]
     mock: bool,
-    /// Policy versions to train (64 episodes each).
+    /// Batches of 64 episodes to run; the trainer makes a version from each one that ends
+    /// while episodes are still running (so N − 2 versions, about).
     #[arg(long, default_value_t = 120)]
     versions: u64,
     /// The seed of the model's initial weights.
