@@ -61,3 +61,27 @@ pub fn mock_backend(latency_ms: u64) -> Vec<String> {
     .chain([latency_ms.to_string()])
     .collect()
 }
+
+/// Starts `job` on `scheduler` in a task (with the `fleet` binary under test), counting its
+/// accepted episodes as it runs.
+pub fn spawn_job(
+    scheduler: &fleet_runtime::Scheduler,
+    job: &fleet_runtime::rollout::job::RolloutJob,
+) -> (
+    Arc<AtomicU64>,
+    tokio::task::JoinHandle<
+        Result<fleet_runtime::rollout::run::JobReport, fleet_actors::FleetError>,
+    >,
+) {
+    let (accepted, observer) = count_accepted();
+    let opts = fleet_runtime::rollout::run::RunOptions {
+        observe: Some(observer),
+        ..Default::default()
+    };
+    let fleet = crate::fleet_bin().to_string_lossy().into_owned();
+    let (s, job) = (scheduler.clone(), job.clone());
+    (
+        accepted,
+        tokio::spawn(async move { job.run(&s, &fleet, opts).await }),
+    )
+}

@@ -8,10 +8,9 @@
 //! launcher, loaded at the current version before it serves).
 
 use fleet_runtime::rollout::job::RolloutJob;
-use fleet_runtime::rollout::run::RunOptions;
 use fleet_runtime::Cluster;
-use fleet_tests::rollout::{count_accepted, keys_once, output_lines};
-use fleet_tests::{fleet_bin, wait_until};
+use fleet_tests::rollout::{keys_once, output_lines, spawn_job};
+use fleet_tests::wait_until;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -69,17 +68,7 @@ async fn update_under_a_kill(name: &str, ports: (u16, u16), update: &str) {
         .start()
         .await
         .unwrap();
-    let (accepted, observer) = count_accepted();
-    let opts = RunOptions {
-        observe: Some(observer),
-        ..Default::default()
-    };
-    let fleet = fleet_bin().to_string_lossy().into_owned();
-    let run = {
-        let s = cluster.scheduler().clone();
-        let job = job.clone();
-        tokio::spawn(async move { job.run(&s, &fleet, opts).await })
-    };
+    let (accepted, run) = spawn_job(cluster.scheduler(), &job);
     // Kill a server once a few versions went by.
     let victim = format!("{name}-inference/1");
     wait_until("30 episodes accepted", Duration::from_secs(120), || {

@@ -918,6 +918,8 @@ fn version_line(
     b: &super::grpo::BatchStats,
 ) -> Option<String> {
     let r = step?;
+    // Only versions whose weights moved get a line (the simulated trainer alone stays quiet).
+    let update = r.update?;
     let mut line = format!(
         "version {v}: mean reward {:.3} over {} episodes (staleness max {}, mean {:.2})",
         b.mean_reward, b.episodes, b.staleness_max, b.staleness_mean
@@ -941,11 +943,7 @@ fn version_line(
     } else {
         line.push_str(&format!(", trained in {:.2?}", r.train));
     }
-    if let Some(u) = r.update {
-        line.push_str(&format!(", weights on the servers in {u:.2?}"));
-    } else {
-        return None;
-    }
+    line.push_str(&format!(", weights on the servers in {update:.2?}"));
     if !r.failed.is_empty() {
         line.push_str(&format!(
             " ({} server(s) failed and are being brought back: {})",

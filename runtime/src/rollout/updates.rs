@@ -383,8 +383,10 @@ impl Plan {
                 let stored: crate::weights::grpo_trainer::StoredStep =
                     trainer.call("train_batch_to_store", &tb, &opts).await?;
                 let r = stored.report;
-                let size = std::fs::metadata(&r.path).map(|m| m.len()).unwrap_or(0);
-                let size = stored.object.as_ref().map_or(size, |o| o.size);
+                let size = match &stored.object {
+                    Some(o) => o.size,
+                    None => std::fs::metadata(&r.path).map_or(0, |m| m.len()),
+                };
                 let g = GrpoStep {
                     loss: r.stats.loss,
                     samples: r.samples,
