@@ -227,7 +227,18 @@ pub struct HttpServiceSpec {
     pub tail_lines: usize,
     /// How engine calls reach it.
     pub protocol: CallProtocol,
+    /// Requests forwarded to it at once (default 1,024); more wait for a free slot, each at
+    /// most until its own deadline (then `Timeout`, never sent).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
+
+fn default_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
+}
+
+/// The default of [`HttpServiceSpec::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 
 impl HttpServiceSpec {
     /// A service started with `argv`, default readiness (`GET /health` = 200 within 60 s), no
@@ -247,7 +258,13 @@ impl HttpServiceSpec {
             stop_grace_ms: 5000,
             tail_lines: 200,
             protocol: CallProtocol::None,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+    /// Sets how many requests are forwarded to it at once (at least 1).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
     }
     /// Sets the readiness probe path and status.
     pub fn ready_when(mut self, path: impl Into<String>, status: u16) -> Self {

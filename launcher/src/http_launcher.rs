@@ -27,6 +27,7 @@
 
 mod actor;
 mod forward;
+mod slots;
 
 pub use actor::{FailureHook, HttpLauncher, HttpLauncherArgs, WorkerFailure};
 pub use fleet_actors::rpc_server::ControlOk;

@@ -9,6 +9,7 @@
 mod calls;
 mod create;
 mod delete;
+mod give_up;
 pub mod placement;
 mod state;
 #[cfg(test)]

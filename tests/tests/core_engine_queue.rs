@@ -171,3 +171,58 @@ async fn queued_calls_on_a_remote_node_expire_with_their_budget() {
     let st = s.status(&w, Duration::from_secs(5)).await.unwrap();
     assert!(st.calls_done <= 2, "{} calls ran", st.calls_done);
 }
+
+/// A caller that gives up on a call with a request id (its future dropped long before the
+/// call's own deadline) tells the worker, on a real node process: the call, queued behind a
+/// long one, never runs. Without the cancel it would run when its turn came (its 30 s budget
+/// had not passed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_call_whose_remote_caller_gave_up_is_cancelled_and_never_runs() {
+    let cluster = fleet_tests::TestCluster::builder()
+        .nodes(1)
+        .start()
+        .await
+        .unwrap();
+    let s = cluster.scheduler().clone();
+    s.create_workers(Job::new("cancel", 1)).await.unwrap();
+    let w = s
+        .get_workers("cancel", Duration::from_secs(10))
+        .await
+        .unwrap()[0]
+        .id
+        .clone();
+    s.create_engine(&w, "s", "sleep", &()).await.unwrap();
+    s.create_engine(&w, "c", "counter", &()).await.unwrap();
+    // Occupies the worker's engine thread for 1.5 s.
+    let long = {
+        let (s, w) = (s.clone(), w.clone());
+        tokio::spawn(async move {
+            s.call::<_, u64>(&w, "s", "sleep", &1_500u64, &CallOptions::default())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let opts = CallOptions::default()
+        .timeout(Duration::from_secs(30))
+        .request_id("given-up-1");
+    // The caller gives up after 200 ms: the future is dropped.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        s.call::<_, u64>(&w, "c", "incr", &1u64, &opts),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the call cannot have finished: {gave_up:?}"
+    );
+    assert_eq!(long.await.unwrap(), Ok(1_500));
+    // Another call queued behind nothing runs at once; the cancelled one never ran.
+    let runs: u64 = s
+        .call(&w, "c", "runs", &(), &CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "the cancelled call ran");
+    // The id is free again: the same request sent again runs (exactly once).
+    let total: u64 = s.call(&w, "c", "incr", &1u64, &opts).await.unwrap();
+    assert_eq!(total, 1);
+}

@@ -466,3 +466,71 @@ async fn no_child_outlives_its_deleted_workers() {
     .unwrap();
     c.shutdown().await.unwrap();
 }
+
+/// A forward waits for one of the service's slots (`max_in_flight`) only until its own
+/// deadline, and then fails as a `Timeout` that says it was never sent; a caller that gives up
+/// on a forward with a request id cancels it, so it is never sent either, even though its own
+/// deadline had long to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_wait_for_a_slot_only_until_their_deadline_and_a_given_up_one_is_never_sent() {
+    let c = cluster(9).await;
+    let s = c.scheduler().clone();
+    s.create_workers(Job::new("svc", 1).kind(service(test_server().max_in_flight(1))))
+        .await
+        .unwrap();
+    s.get_workers("svc", Duration::from_secs(10)).await.unwrap();
+    let w = WorkerId::new("svc", 0);
+    // Holds the only slot for 2 s.
+    let busy = {
+        let (s, w) = (s.clone(), w.clone());
+        tokio::spawn(async move {
+            s.http(
+                &w,
+                HttpCall::get("/delay/2000").timeout(Duration::from_secs(30)),
+            )
+            .await
+        })
+    };
+    wait_until("the slot to be taken", Duration::from_secs(10), || {
+        let (s, w) = (s.clone(), w.clone());
+        async move {
+            let st = s.status(&w, Duration::from_secs(1)).await.ok()?;
+            (st.queued >= 1).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let e = s
+        .http(
+            &w,
+            HttpCall::get("/delay/10").timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FleetError::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("never sent"), "{e}");
+    // A caller with a 30 s deadline gives up after 200 ms.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(200),
+        s.http(
+            &w,
+            HttpCall::post_json("/delay/11", &serde_json::json!({}))
+                .timeout(Duration::from_secs(30))
+                .request_id("given-up-2"),
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "{gave_up:?}");
+    assert_eq!(busy.await.unwrap().unwrap().status, 200);
+    // Give a forward that was not cancelled the time to be sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for path in ["/delay/10", "/delay/11"] {
+        let n = s
+            .http(&w, HttpCall::get(format!("/count?path={path}")))
+            .await
+            .unwrap()
+            .text();
+        assert_eq!(n.trim(), "0", "{path} reached the child");
+    }
+    c.shutdown().await.unwrap();
+}

@@ -313,6 +313,15 @@ impl RpcServer {
                 }
             }
             Control::Status => answer(port, Ok(ControlOk::Status(state.status()))),
+            Control::Cancel { request_id } => {
+                let n = state
+                    .shared
+                    .cancel(&request_id, &format!("a call on worker {}", state.worker));
+                if n > 0 {
+                    tracing::debug!(worker = %state.worker, request_id = %request_id, dropped = n, "queued call cancelled by its caller");
+                }
+                answer(port, Ok(ControlOk::Done))
+            }
             Control::Undecodable(detail) => answer(port, Err(FleetError::Protocol { detail })),
             Control::CreateEngine {
                 name,

@@ -54,6 +54,8 @@ pub(super) struct Shared {
 pub(super) struct Waiting {
     request_id: Option<crate::ids::RequestId>,
     port: RpcReplyPort<CallReply>,
+    /// Set when the engine thread takes the call up: a cancel no longer drops it.
+    started: bool,
 }
 
 /// Locks, recovering from a poisoned lock (a panic in an engine is caught before it can poison
@@ -82,17 +84,59 @@ impl Shared {
         port: RpcReplyPort<CallReply>,
     ) -> u64 {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        lock(&self.waiting).insert(seq, Waiting { request_id, port });
+        lock(&self.waiting).insert(
+            seq,
+            Waiting {
+                request_id,
+                port,
+                started: false,
+            },
+        );
         seq
+    }
+
+    /// Drops the queued calls with request id `id` whose caller gave up, unless someone else
+    /// joined them by the same id (then they still run, for that caller). A call the engine
+    /// thread has taken up is left alone. Returns how many were dropped.
+    pub(super) fn cancel(&self, id: &crate::ids::RequestId, what: &str) -> usize {
+        let queued = lock(&self.waiting)
+            .values()
+            .any(|w| !w.started && w.request_id.as_ref() == Some(id));
+        if !queued || !lock(&self.dedupe).abandon_if_unwatched(id) {
+            return 0;
+        }
+        let dropped: Vec<Waiting> = {
+            let mut waiting = lock(&self.waiting);
+            let seqs: Vec<u64> = waiting
+                .iter()
+                .filter(|(_, w)| !w.started && w.request_id.as_ref() == Some(id))
+                .map(|(seq, _)| *seq)
+                .collect();
+            seqs.iter().filter_map(|s| waiting.remove(s)).collect()
+        };
+        let n = dropped.len();
+        for w in dropped {
+            let _ = w.port.send(CallReply(Err(FleetError::Unavailable {
+                what: what.to_string(),
+                detail: format!(
+                    "the call with request id {id} was cancelled by its caller before it ran"
+                ),
+            })));
+        }
+        n
     }
 
     fn take(&self, seq: u64) -> Option<RpcReplyPort<CallReply>> {
         lock(&self.waiting).remove(&seq).map(|w| w.port)
     }
 
-    /// `Some(closed)` while the call's caller is recorded, `None` once it was answered.
-    fn caller_closed(&self, seq: u64) -> Option<bool> {
-        lock(&self.waiting).get(&seq).map(|w| w.port.is_closed())
+    /// Takes a queued call up: `Some(closed)` while its caller is recorded (from now on a
+    /// cancel leaves it alone), `None` once it was answered (destroyed or cancelled).
+    fn start(&self, seq: u64) -> Option<bool> {
+        lock(&self.waiting).get_mut(&seq).map(|w| {
+            w.started = true;
+            w.port.is_closed()
+        })
     }
 
     /// Answers every queued and running call (and everyone who joined one by request id) with
@@ -283,9 +327,10 @@ impl Executor {
         deadline: Option<(Instant, std::time::Duration)>,
     ) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-        // Its caller was answered already (the worker was destroyed): do not run it.
-        let Some(closed) = self.shared.caller_closed(seq) else {
-            tracing::debug!(worker = %self.worker, engine = %req.engine, method = %req.method, "call of a destroyed worker dropped before it ran");
+        // Its caller was answered already (the worker was destroyed, or the caller cancelled
+        // it): do not run it.
+        let Some(closed) = self.shared.start(seq) else {
+            tracing::debug!(worker = %self.worker, engine = %req.engine, method = %req.method, "call of a destroyed worker, or cancelled by its caller, dropped before it ran");
             return;
         };
         // Work nobody waits for any more is dropped before it runs: its deadline passed (the

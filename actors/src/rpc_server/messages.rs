@@ -122,6 +122,15 @@ pub enum Control {
         /// Bound on the destroy hooks.
         timeout_ms: u64,
     },
+    /// The caller of the call with this request id gave up (its deadline passed or its future
+    /// was dropped): if the call is still queued and nobody else joined it by the same id, it
+    /// is dropped unrun; an HTTP-service worker aborts its forward (which closes the
+    /// connection to its child). A call already running is not interrupted. Always answered
+    /// `Done`: there may be nothing left to cancel.
+    Cancel {
+        /// The cancelled call's request id.
+        request_id: RequestId,
+    },
     /// Stands for a control message whose bytes did not decode; answered with a protocol
     /// error.
     Undecodable(String),

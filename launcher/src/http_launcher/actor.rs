@@ -2,6 +2,7 @@
 //! to tasks.
 
 use super::forward::Target;
+use super::slots::Slots;
 use crate::http::Client;
 use crate::process::{
     wait_ready, watch_liveness, ChildHandle, ChildSpec, LivenessProbe, ProcessError,
@@ -10,14 +11,15 @@ use crate::process::{
 use fleet_actors::rpc_server::{
     CallReply, Control, ControlOk, ControlReply, Lifecycle, WorkerMsg, WorkerStatus,
 };
-use fleet_actors::{CallProtocol, FleetError, HttpReply, HttpServiceSpec, RestartPolicy, WorkerId};
+use fleet_actors::{
+    CallProtocol, FleetError, HttpReply, HttpServiceSpec, RequestId, RestartPolicy, WorkerId,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 
 /// A worker that failed for good (no restart left), as reported to its node.
 #[derive(Clone, Debug)]
@@ -93,9 +95,8 @@ pub struct State {
     restarts: u32,
     phase: Phase,
     started: Instant,
-    in_flight: Arc<AtomicU64>,
-    slots: Arc<Semaphore>,
-    done: Arc<AtomicU64>,
+    /// Forwards in flight, their bounded slots, and cancellation by request id.
+    forwards: Slots,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     target: Option<Arc<Target>>,
     /// Liveness of the ready process: consecutive failed probes and what the last one saw.
@@ -352,11 +353,15 @@ impl HttpLauncher {
         Ok(())
     }
 
+    /// Forwards one request in a task (the actor goes on answering), within `deadline`
+    /// including the wait for a free slot; a forward with a request id can be cancelled.
     fn forward<F, Fut, T>(
         state: &State,
         port: RpcReplyPort<T>,
         wrap: fn(Result<F, FleetError>) -> T,
-        f: impl FnOnce(Arc<Target>) -> Fut + Send + 'static,
+        deadline: Duration,
+        request_id: Option<RequestId>,
+        f: impl FnOnce(Arc<Target>, Duration) -> Fut + Send + 'static,
     ) where
         Fut: std::future::Future<Output = Result<F, FleetError>> + Send + 'static,
         T: Send + 'static,
@@ -370,17 +375,15 @@ impl HttpLauncher {
             let _ = port.send(wrap(Err(FleetError::internal("ready without a process"))));
             return;
         };
-        let slots = state.slots.clone();
-        let in_flight = state.in_flight.clone();
-        let done = state.done.clone();
-        tokio::spawn(async move {
-            let _permit = slots.acquire_owned().await;
-            in_flight.fetch_add(1, Ordering::Relaxed);
-            let r = f(target).await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            done.fetch_add(1, Ordering::Relaxed);
-            let _ = port.send(wrap(r));
-        });
+        state.forwards.spawn(
+            state.args.worker.to_string(),
+            deadline,
+            request_id,
+            move |r| {
+                let _ = port.send(wrap(r));
+            },
+            move |left| f(target, left),
+        );
     }
 
     fn control(
@@ -403,13 +406,20 @@ impl HttpLauncher {
             Control::Undecodable(detail) => {
                 let _ = port.send(ControlReply(Err(FleetError::Protocol { detail })));
             }
+            Control::Cancel { request_id } => {
+                if state.forwards.cancel(&request_id) {
+                    tracing::debug!(worker = %worker, request_id = %request_id, "forward cancelled by its caller");
+                }
+                let _ = port.send(ControlReply(Ok(ControlOk::Done)));
+            }
             Control::Status => {
                 let status = WorkerStatus {
                     worker: state.args.worker.clone(),
                     engines: vec![],
                     in_flight: None,
-                    queued: state.in_flight.load(Ordering::Relaxed),
-                    calls_done: state.done.load(Ordering::Relaxed),
+                    queued: state.forwards.in_flight.load(Ordering::Relaxed)
+                        + state.forwards.waiting.load(Ordering::Relaxed),
+                    calls_done: state.forwards.done.load(Ordering::Relaxed),
                     uptime_ms: state.started.elapsed().as_millis() as u64,
                     pid: state.child.as_ref().map(|c| c.pid()),
                 };
@@ -418,10 +428,15 @@ impl HttpLauncher {
             Control::SetEnv(vars) => {
                 state.env.extend(vars.clone());
                 if fleet_rpc {
-                    Self::forward(state, port, ControlReply, move |t| async move {
-                        t.fleet_control(Control::SetEnv(vars), Duration::from_secs(10))
-                            .await
-                    });
+                    let deadline = Duration::from_secs(10);
+                    Self::forward(
+                        state,
+                        port,
+                        ControlReply,
+                        deadline,
+                        None,
+                        move |t, left| async move { t.fleet_control(Control::SetEnv(vars), left).await },
+                    );
                 } else {
                     let _ = port.send(ControlReply(Ok(ControlOk::Deferred(format!(
                         "worker {worker} is an external process: the new environment applies when it next starts (after a restart, or recreate the worker); the running process keeps its environment"
@@ -433,9 +448,14 @@ impl HttpLauncher {
                     // The caller's deadline (the reply port carries it): constructors that load
                     // weights take minutes.
                     let deadline = port.get_timeout().unwrap_or(Duration::from_secs(60));
-                    Self::forward(state, port, ControlReply, move |t| async move {
-                        t.fleet_control(c, deadline).await
-                    });
+                    Self::forward(
+                        state,
+                        port,
+                        ControlReply,
+                        deadline,
+                        None,
+                        move |t, left| async move { t.fleet_control(c, left).await },
+                    );
                 } else {
                     let _ = port.send(ControlReply(Err(FleetError::bad_request(
                         format!("engine control for worker {worker}"),
@@ -615,7 +635,7 @@ impl Actor for HttpLauncher {
         env.extend(args.spec.env.clone());
         let mut state = State {
             env,
-            slots: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
+            forwards: Slots::new(args.max_in_flight),
             args,
             child: None,
             generation: 0,
@@ -624,8 +644,6 @@ impl Actor for HttpLauncher {
                 since: Instant::now(),
             },
             started: Instant::now(),
-            in_flight: Arc::new(AtomicU64::new(0)),
-            done: Arc::new(AtomicU64::new(0)),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             target: None,
             unanswered: (0, String::new()),
@@ -644,26 +662,45 @@ impl Actor for HttpLauncher {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WorkerMsg::Call(req, port) => match state.args.spec.protocol {
-                CallProtocol::FleetRpc => {
-                    Self::forward(state, port, CallReply, move |t| async move {
-                        t.fleet_call(req).await
-                    })
+            WorkerMsg::Call(req, port) => {
+                let deadline = req.budget().unwrap_or(Duration::from_secs(60));
+                let id = req.request_id.clone();
+                match state.args.spec.protocol {
+                    CallProtocol::FleetRpc => Self::forward(
+                        state,
+                        port,
+                        CallReply,
+                        deadline,
+                        id,
+                        move |t, left| async move { t.fleet_call(req, left).await },
+                    ),
+                    CallProtocol::Json => Self::forward(
+                        state,
+                        port,
+                        CallReply,
+                        deadline,
+                        id,
+                        move |t, left| async move { t.json_call(req, left).await },
+                    ),
+                    CallProtocol::None => {
+                        let _ = port.send(CallReply(Err(FleetError::bad_request(
+                            format!("{}.{} on worker {}", req.engine, req.method, state.args.worker),
+                            "it is a plain HTTP service (CallProtocol::None): send HTTP requests with Scheduler::http",
+                        ))));
+                    }
                 }
-                CallProtocol::Json => Self::forward(state, port, CallReply, move |t| async move {
-                    t.json_call(req).await
-                }),
-                CallProtocol::None => {
-                    let _ = port.send(CallReply(Err(FleetError::bad_request(
-                        format!("{}.{} on worker {}", req.engine, req.method, state.args.worker),
-                        "it is a plain HTTP service (CallProtocol::None): send HTTP requests with Scheduler::http",
-                    ))));
-                }
-            },
+            }
             WorkerMsg::Http(call, port) => {
-                Self::forward(state, port, HttpReply, move |t| async move {
-                    t.http(call).await
-                })
+                let deadline = Duration::from_millis(call.timeout_ms.max(1));
+                let id = call.request_id.clone();
+                Self::forward(
+                    state,
+                    port,
+                    HttpReply,
+                    deadline,
+                    id,
+                    move |t, left| async move { t.http(call, left).await },
+                )
             }
             WorkerMsg::Control(control, port) => self.control(myself, control, port, state),
             WorkerMsg::Lifecycle(event) => self.lifecycle(myself, event, state).await,

@@ -197,7 +197,11 @@ impl Target {
     }
 
     /// A plain HTTP request; any status is an answer.
-    pub(crate) async fn http(&self, call: HttpCall) -> Result<HttpResponseData, FleetError> {
+    pub(crate) async fn http(
+        &self,
+        call: HttpCall,
+        deadline: Duration,
+    ) -> Result<HttpResponseData, FleetError> {
         let mut req = HttpRequest::new(call.method.clone(), call.path.clone()).body(call.body);
         for (k, v) in call.headers {
             req = req.header(k, v);
@@ -205,7 +209,6 @@ impl Target {
         if let Some(id) = &call.request_id {
             req = req.request_id(id.to_string());
         }
-        let deadline = Duration::from_millis(call.timeout_ms.max(1));
         let r = self.send(req, deadline, call.idempotent).await?;
         Ok(HttpResponseData {
             status: r.status,
@@ -254,8 +257,11 @@ impl Target {
     /// An engine call over fleet's binary RPC. A request id makes a resend safe (the server
     /// answers a repeat from its record), so calls that carry one are retried like idempotent
     /// ones.
-    pub(crate) async fn fleet_call(&self, mut req: CallRequest) -> Result<Payload, FleetError> {
-        let deadline = req.budget().unwrap_or(Duration::from_secs(60));
+    pub(crate) async fn fleet_call(
+        &self,
+        mut req: CallRequest,
+        deadline: Duration,
+    ) -> Result<Payload, FleetError> {
         let safe = req.idempotent || req.request_id.is_some();
         // The server drops the call unrun if it is still queued when the budget runs out.
         req.set_budget(deadline);
@@ -286,7 +292,11 @@ impl Target {
     }
 
     /// An engine call over AReaL-style JSON `POST /call`.
-    pub(crate) async fn json_call(&self, req: CallRequest) -> Result<Payload, FleetError> {
+    pub(crate) async fn json_call(
+        &self,
+        req: CallRequest,
+        deadline: Duration,
+    ) -> Result<Payload, FleetError> {
         if req.args.codec != Codec::Json {
             return Err(FleetError::bad_request(
                 format!("{}.{} on worker {}", req.engine, req.method, self.worker),
@@ -302,7 +312,6 @@ impl Target {
             "rpc_meta": req.rpc_meta,
             "request_id": req.request_id.as_ref().map(|r| r.to_string()),
         });
-        let deadline = req.budget().unwrap_or(Duration::from_secs(60));
         let mut http =
             HttpRequest::post("/call", body.to_string()).header("content-type", "application/json");
         if let Some(id) = &req.request_id {

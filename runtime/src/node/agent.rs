@@ -304,6 +304,7 @@ impl AgentState {
                         .to_string_lossy()
                         .into_owned(),
                 );
+                let max_in_flight = spec.max_in_flight;
                 let args = HttpLauncherArgs {
                     worker: req.worker.clone(),
                     node: self.node.to_string(),
@@ -312,7 +313,7 @@ impl AgentState {
                     env: env.clone(),
                     log_dir: Some(log_dir),
                     on_failure: Some(hook),
-                    max_in_flight: 1024,
+                    max_in_flight,
                     client: self.client.clone(),
                     secret,
                 };

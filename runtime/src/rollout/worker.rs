@@ -651,6 +651,9 @@ impl Actor for RolloutWorker {
                             "applies to agent commands started from now on; the running backend and proxy keep their environment".into(),
                         ))
                     }
+                    // Episodes are stopped through their own channel (the controller's cancel);
+                    // there is no queued engine call to drop.
+                    Control::Cancel { .. } => Ok(ControlOk::Done),
                     Control::CreateEngine { .. } | Control::Configure(_) => {
                         Err(FleetError::bad_request(
                             format!("engine control for rollout worker {}", state.args.worker),

@@ -450,7 +450,7 @@ async fn bincode_control(
         c @ (Control::CreateEngine { .. } | Control::Configure(_)) => {
             control(ctx, c, deadline(ctx, headers)?).await
         }
-        c @ (Control::Health | Control::Status | Control::SetEnv(_)) => {
+        c @ (Control::Health | Control::Status | Control::SetEnv(_) | Control::Cancel { .. }) => {
             control(ctx, c, ctx.control_timeout).await
         }
         Control::Undecodable(detail) => Err(FleetError::Protocol { detail }),
@@ -478,6 +478,7 @@ async fn control(ctx: &Ctx, c: Control, timeout: Duration) -> Result<ControlOk, 
         Control::SetEnv(_) => "set_env".into(),
         Control::Health => "health".into(),
         Control::Status => "status".into(),
+        Control::Cancel { .. } => "cancel".into(),
         Control::Undecodable(_) => "an undecodable control message".into(),
         Control::Destroy { .. } => "destroy".into(),
     };

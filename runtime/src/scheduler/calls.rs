@@ -157,45 +157,52 @@ impl Scheduler {
         })?;
         let route = self.route(worker)?;
         let what = format!("{engine}.{method}");
-        let reply: CallReply = match self.local_actor(&route) {
-            Some(actor) => outcome(
-                actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)).await,
-                worker,
-                &route,
-                &what,
-                timeout,
-            )?,
-            None => match direct_worker(&route) {
-                // One hop: straight to the worker on its node.
-                Some(actor) => {
-                    self.on_node(
-                        worker,
-                        &route,
-                        &what,
-                        timeout,
-                        actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)),
-                    )
-                    .await?
-                }
-                None => {
-                    let call = WorkerCall {
-                        worker: route.target.clone(),
-                        req,
-                    };
-                    self.on_node(
-                        worker,
-                        &route,
-                        &what,
-                        timeout,
-                        route
-                            .agent
-                            .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout)),
-                    )
-                    .await?
-                }
-            },
-        };
-        reply.0
+        // A caller that gives up on a call with a request id tells the worker (dropped or
+        // timed out): the call is not run for nobody.
+        let give_up = super::give_up::GiveUp::new(self, worker, opts.request_id.as_ref());
+        let reply: Result<CallReply, FleetError> = async {
+            Ok(match self.local_actor(&route) {
+                Some(actor) => outcome(
+                    actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)).await,
+                    worker,
+                    &route,
+                    &what,
+                    timeout,
+                )?,
+                None => match direct_worker(&route) {
+                    // One hop: straight to the worker on its node.
+                    Some(actor) => {
+                        self.on_node(
+                            worker,
+                            &route,
+                            &what,
+                            timeout,
+                            actor.call(|p| WorkerMsg::Call(req, p), Some(timeout)),
+                        )
+                        .await?
+                    }
+                    None => {
+                        let call = WorkerCall {
+                            worker: route.target.clone(),
+                            req,
+                        };
+                        self.on_node(
+                            worker,
+                            &route,
+                            &what,
+                            timeout,
+                            route
+                                .agent
+                                .call(|p| AgentMsg::Call(Wire::new(call), p), Some(timeout)),
+                        )
+                        .await?
+                    }
+                },
+            })
+        }
+        .await;
+        give_up.settle(&reply);
+        reply?.0
     }
 
     /// Calls `engine.method` on `worker`: serializes `args`, deserializes the reply.
@@ -228,6 +235,7 @@ impl Scheduler {
             Control::SetEnv(_) => "set_env",
             Control::Health => "health",
             Control::Status => "status",
+            Control::Cancel { .. } => "cancel",
             Control::Undecodable(_) => "an undecodable control message",
             Control::Destroy { .. } => "destroy",
         };
@@ -276,34 +284,39 @@ impl Scheduler {
         // Errors name the request (one small allocation next to a network round trip).
         let what = format!("{} {}", call.method, call.path);
         let what = what.as_str();
-        let reply: fleet_actors::HttpReply = match self.local_actor(&route) {
-            Some(actor) => outcome(
-                actor
-                    .call(|p| WorkerMsg::Http(call, p), Some(timeout))
-                    .await,
-                worker,
-                &route,
-                what,
-                timeout,
-            )?,
-            None => {
-                let msg = crate::node::messages::WorkerHttp {
-                    worker: route.target.clone(),
-                    call,
-                };
-                self.on_node(
+        let give_up = super::give_up::GiveUp::new(self, worker, call.request_id.as_ref());
+        let reply: Result<fleet_actors::HttpReply, FleetError> = async {
+            Ok(match self.local_actor(&route) {
+                Some(actor) => outcome(
+                    actor
+                        .call(|p| WorkerMsg::Http(call, p), Some(timeout))
+                        .await,
                     worker,
                     &route,
                     what,
                     timeout,
-                    route
-                        .agent
-                        .call(|p| AgentMsg::Http(Wire::new(msg), p), Some(timeout)),
-                )
-                .await?
-            }
-        };
-        reply.0
+                )?,
+                None => {
+                    let msg = crate::node::messages::WorkerHttp {
+                        worker: route.target.clone(),
+                        call,
+                    };
+                    self.on_node(
+                        worker,
+                        &route,
+                        what,
+                        timeout,
+                        route
+                            .agent
+                            .call(|p| AgentMsg::Http(Wire::new(msg), p), Some(timeout)),
+                    )
+                    .await?
+                }
+            })
+        }
+        .await;
+        give_up.settle(&reply);
+        reply?.0
     }
 
     /// Liveness of `worker`: answered by its actor at once, even while an engine call runs.
@@ -461,40 +474,51 @@ impl Scheduler {
     /// Waits until every worker of `role` answers, or fails: the role does not exist, a worker
     /// failed (with its reason and last output), or `timeout` passed (naming the workers that
     /// are not ready).
+    ///
+    /// Only workers that have not answered yet are pinged again, with a backoff from 5 ms
+    /// doubling to 250 ms, and a failure pushed by a node wakes the wait at once: waiting
+    /// minutes for one slow inference server among 64 workers costs a few messages a second,
+    /// not a ping of every worker every 5 ms.
     pub async fn get_workers(
         &self,
         role: &str,
         timeout: Duration,
     ) -> Result<Vec<WorkerInfo>, FleetError> {
+        const FIRST: Duration = Duration::from_millis(5);
+        const CAP: Duration = Duration::from_millis(250);
         let deadline = instant_after(timeout);
+        let mut failures = self.inner.failures.subscribe();
+        // Workers (by incarnation) that answered a ping; a recreated worker is asked again.
+        let mut answered: std::collections::HashSet<(WorkerId, u64)> = Default::default();
+        let mut backoff = FIRST;
         loop {
             let workers = self.workers(role).await?;
             let mut not_ready = Vec::new();
+            let mut to_ping = Vec::new();
             for w in &workers {
                 match &w.state {
                     WorkerState::Failed(e) => return Err(e.clone()),
                     WorkerState::Starting => not_ready.push(w.id.to_string()),
-                    WorkerState::Running => {}
+                    WorkerState::Running if answered.contains(&(w.id.clone(), w.incarnation)) => {}
+                    WorkerState::Running => to_ping.push(w),
                 }
             }
             if not_ready.is_empty() {
                 let left = deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1));
-                let pings = workers.iter().map(|w| self.ping(&w.id, left));
+                let pings = to_ping.iter().map(|w| self.ping(&w.id, left));
                 let results = futures::future::join_all(pings).await;
-                let mut all_ok = true;
-                for (w, r) in workers.iter().zip(results) {
+                for (w, r) in to_ping.iter().zip(results) {
                     match r {
-                        Ok(()) => {}
-                        Err(e @ FleetError::WorkerFailed { .. }) => return Err(e),
-                        Err(_) => {
-                            all_ok = false;
-                            not_ready.push(w.id.to_string());
+                        Ok(()) => {
+                            answered.insert((w.id.clone(), w.incarnation));
                         }
+                        Err(e @ FleetError::WorkerFailed { .. }) => return Err(e),
+                        Err(_) => not_ready.push(w.id.to_string()),
                     }
                 }
-                if all_ok {
+                if not_ready.is_empty() {
                     return Ok(workers);
                 }
             }
@@ -507,10 +531,13 @@ impl Scheduler {
                     timeout,
                 ));
             }
-            tokio::time::sleep(
-                Duration::from_millis(5).min(deadline.saturating_duration_since(Instant::now())),
-            )
-            .await;
+            let nap = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            backoff = (backoff * 2).min(CAP);
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {}
+                // A worker failed somewhere: look again now.
+                _ = failures.changed() => {}
+            }
         }
     }
 }
