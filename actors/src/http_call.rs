@@ -24,6 +24,8 @@ pub struct HttpCall {
     pub idempotent: bool,
     /// Sent as `X-Request-Id` on every attempt.
     pub request_id: Option<RequestId>,
+    /// The caller's retry policy (`None`: the default).
+    pub retry: Option<crate::options::Retry>,
 }
 
 impl HttpCall {
@@ -39,6 +41,7 @@ impl HttpCall {
             timeout_ms: 60_000,
             idempotent,
             request_id: None,
+            retry: None,
         }
     }
     /// A GET.
@@ -79,6 +82,11 @@ impl HttpCall {
         self.request_id = Some(id.into());
         self
     }
+    /// Sets the retry policy (see [`crate::Retry`]).
+    pub fn retry(mut self, retry: crate::options::Retry) -> Self {
+        self.retry = Some(retry);
+        self
+    }
 }
 
 /// The service's answer, whatever its status.
@@ -90,6 +98,8 @@ pub struct HttpResponseData {
     pub headers: Vec<(String, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// Attempts sent for it, the one answered included (1: answered at the first).
+    pub attempts: u32,
 }
 
 impl HttpResponseData {

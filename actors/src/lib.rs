@@ -25,7 +25,7 @@ pub use engine::{Engine, EngineCall, EngineError, EngineInit, EngineRegistry};
 pub use error::FleetError;
 pub use http_call::{HttpCall, HttpReply, HttpResponseData};
 pub use ids::{NodeId, RequestId, WorkerId};
-pub use options::CallOptions;
+pub use options::{CallOptions, Retry};
 pub use payload::{Codec, Payload};
 pub use spec::{
     AgentSpec, Backend, CallProtocol, HttpServiceSpec, Isolation, Job, Liveness, PoolServer,

@@ -24,6 +24,69 @@ pub struct CallOptions {
     pub request_id: Option<RequestId>,
     /// Opaque metadata forwarded unchanged to the engine (tracing ids, step numbers, ...).
     pub rpc_meta: BTreeMap<String, String>,
+    /// The caller's retry policy for this call, where fleet re-sends (a worker that is an
+    /// HTTP service); `None` is the default policy.
+    pub retry: Option<Retry>,
+}
+
+/// A caller's retry policy for one call or HTTP request: how many attempts, how long to back
+/// off between them, and how long one attempt may take.
+///
+/// It can only shape retries that are safe anyway: whether an attempt that may have reached
+/// the service is sent again is still decided by the call (idempotent, or carrying a request
+/// id the service deduplicates), never by this policy. A request that was not sent (connection
+/// refused) is re-sent up to `max_attempts`. Every sleep and attempt stays inside the call's
+/// deadline. In-process engine calls are never re-sent; the policy does not apply to them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Attempts in all, the first included (1: never re-sent).
+    pub max_attempts: u32,
+    /// Backoff cap before the first retry, in ms; doubles per retry (full jitter).
+    pub base_backoff_ms: u64,
+    /// Largest backoff cap, in ms.
+    pub max_backoff_ms: u64,
+    /// Bound on one attempt in ms; 0 keeps the default (a third of the deadline for a call
+    /// that is safe to repeat, the whole deadline otherwise).
+    pub attempt_timeout_ms: u64,
+}
+
+impl Default for Retry {
+    /// fleet's default: 5 attempts, backoff from 50 ms to 2 s, the default attempt bound.
+    fn default() -> Self {
+        Retry {
+            max_attempts: 5,
+            base_backoff_ms: 50,
+            max_backoff_ms: 2_000,
+            attempt_timeout_ms: 0,
+        }
+    }
+}
+
+impl Retry {
+    /// One attempt: never re-sent.
+    pub fn never() -> Self {
+        Retry::default().attempts(1)
+    }
+    /// Sets the number of attempts (at least 1).
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+    /// Sets the backoff: `base` before the first retry, doubling up to `max`.
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.base_backoff_ms = millis(base);
+        self.max_backoff_ms = millis(max.max(base));
+        self
+    }
+    /// Bounds one attempt.
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.attempt_timeout_ms = millis(d).max(1);
+        self
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Default for CallOptions {
@@ -33,6 +96,7 @@ impl Default for CallOptions {
             idempotent: false,
             request_id: None,
             rpc_meta: BTreeMap::new(),
+            retry: None,
         }
     }
 }
@@ -51,6 +115,11 @@ impl CallOptions {
     /// Sets the request id.
     pub fn request_id(mut self, id: impl Into<RequestId>) -> Self {
         self.request_id = Some(id.into());
+        self
+    }
+    /// Sets the retry policy (see [`Retry`]).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(retry);
         self
     }
     /// Adds one `rpc_meta` entry.

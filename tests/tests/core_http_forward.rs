@@ -3,8 +3,8 @@
 //! is really re-sent, and an isolated rpc-server's typed errors survive the hop.
 
 use fleet_actors::{
-    CallOptions, CallProtocol, FleetError, HttpCall, HttpServiceSpec, Job, Payload, SchedulingSpec,
-    WorkerId, WorkerKind,
+    CallOptions, CallProtocol, FleetError, HttpCall, HttpServiceSpec, Job, Payload, Retry,
+    SchedulingSpec, WorkerId, WorkerKind,
 };
 use fleet_runtime::Cluster;
 use fleet_tests::{fleet_bin, wait_until};
@@ -164,5 +164,58 @@ async fn typed_errors_an_isolated_rpc_server_sends_survive_the_hop() {
         matches!(big, Err(FleetError::PayloadTooLarge { .. })),
         "{big:?}"
     );
+    c.shutdown().await.unwrap();
+}
+
+/// The caller sets the retry policy of one request and sees how many attempts were sent: the
+/// default re-sends an idempotent GET that gets 503 up to 5 times; `Retry::attempts(2)` sends it
+/// twice and `Retry::never()` once. A policy cannot make an unsafe re-send: a POST answered 502
+/// (it may have run) is sent once even when the policy allows 5 attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_caller_sets_the_retry_policy_per_request_and_sees_the_attempts_made() {
+    let c = cluster(4).await;
+    let s = c.scheduler();
+    let w = test_server(s, "policy").await;
+    let fast = |r: Retry| r.backoff(Duration::from_millis(1), Duration::from_millis(5));
+    let ok = s.http(&w, HttpCall::get("/health")).await.unwrap();
+    assert_eq!((ok.status, ok.attempts), (200, 1));
+
+    let default = s
+        .http(
+            &w,
+            HttpCall::get("/status/503").retry(fast(Retry::default())),
+        )
+        .await
+        .unwrap();
+    assert_eq!((default.status, default.attempts), (503, 5));
+    assert_eq!(count(s, &w, "/status/503").await, 5);
+
+    let two = s
+        .http(
+            &w,
+            HttpCall::get("/status/503").retry(fast(Retry::default().attempts(2))),
+        )
+        .await
+        .unwrap();
+    assert_eq!((two.status, two.attempts), (503, 2));
+    assert_eq!(count(s, &w, "/status/503").await, 7);
+
+    let once = s
+        .http(&w, HttpCall::get("/status/503").retry(Retry::never()))
+        .await
+        .unwrap();
+    assert_eq!((once.status, once.attempts), (503, 1));
+    assert_eq!(count(s, &w, "/status/503").await, 8);
+
+    let post = s
+        .http(
+            &w,
+            HttpCall::post_json("/status/502", &serde_json::json!({}))
+                .retry(fast(Retry::default().attempts(5))),
+        )
+        .await
+        .unwrap();
+    assert_eq!((post.status, post.attempts), (502, 1));
+    assert_eq!(count(s, &w, "/status/502").await, 1);
     c.shutdown().await.unwrap();
 }

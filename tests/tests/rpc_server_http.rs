@@ -247,6 +247,7 @@ impl WorkerCaller for BincodeHttpWorker {
             args,
             rpc_meta: BTreeMap::new(),
             request_id: request_id.map(RequestId),
+            retry: None,
         };
         let (status, CallReply(r)) = self.0.bincode("/call", encode_body(&req), None).await;
         assert_eq!(status, 200, "a reply from the worker is 200: {r:?}");
@@ -309,6 +310,7 @@ impl WorkerCaller for InProcessWorker {
             args,
             rpc_meta: BTreeMap::new(),
             request_id: request_id.map(RequestId),
+            retry: None,
         };
         match self
             .0
@@ -569,6 +571,7 @@ async fn a_repeated_request_id_runs_the_call_once_over_bincode() {
         args,
         rpc_meta: BTreeMap::new(),
         request_id: id.map(RequestId::from),
+        retry: None,
     };
     let incr = |id: Option<&str>| encode_body(&call("incr", Payload::bincode(&4u64).unwrap(), id));
     let runs = || async {
@@ -722,6 +725,7 @@ async fn malformed_and_oversize_requests_get_typed_errors_and_the_server_keeps_s
         args: Payload::bincode(&vec![7u8; 4096]).unwrap(),
         rpc_meta: BTreeMap::new(),
         request_id: None,
+        retry: None,
     };
     let (status, CallReply(r)) = h.bincode("/call", encode_body(&big_req), None).await;
     assert_eq!(status, 413);

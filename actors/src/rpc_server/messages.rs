@@ -31,6 +31,8 @@ pub struct CallRequest {
     pub rpc_meta: BTreeMap<String, String>,
     /// Present for non-idempotent calls: repeats are answered from the record.
     pub request_id: Option<RequestId>,
+    /// The caller's retry policy, for a worker that forwards over HTTP.
+    pub retry: Option<crate::options::Retry>,
 }
 
 /// The result of an engine call.
@@ -47,6 +49,7 @@ struct RequestShell<'a> {
     method: &'a str,
     rpc_meta: &'a BTreeMap<String, String>,
     request_id: &'a Option<RequestId>,
+    retry: &'a Option<crate::options::Retry>,
 }
 
 impl CallRequest {
@@ -60,6 +63,7 @@ impl CallRequest {
             method: &self.method,
             rpc_meta: &self.rpc_meta,
             request_id: &self.request_id,
+            retry: &self.retry,
         };
         crate::wire::encoded_len(&shell).saturating_add(crate::wire::payload_len(&self.args))
     }
@@ -212,6 +216,7 @@ impl CallRequest {
             args: Payload::json_bytes(Vec::new()),
             rpc_meta: BTreeMap::new(),
             request_id: None,
+            retry: None,
         }
     }
 
@@ -324,9 +329,11 @@ mod tests {
                 args: args.clone(),
                 rpc_meta: BTreeMap::from([("k".to_string(), "v".repeat(n % 1000))]),
                 request_id: Some(RequestId("r-1".into())),
+                retry: Some(crate::options::Retry::never()),
             };
             assert_eq!(req.encoded_len(), crate::wire::encode(&req).len(), "{n}");
             req.request_id = None;
+            req.retry = None;
             assert_eq!(req.encoded_len(), crate::wire::encode(&req).len(), "{n}");
             let ok = CallReply(Ok(args));
             assert_eq!(ok.encoded_len(), crate::wire::encode(&ok).len(), "{n}");

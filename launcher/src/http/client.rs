@@ -131,6 +131,7 @@ impl Client {
             status: parts.status.as_u16(),
             headers,
             body,
+            attempts: 1,
         })
     }
 }

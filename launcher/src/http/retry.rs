@@ -124,7 +124,10 @@ impl State {
         kind: HttpErrorKind,
     ) -> Result<HttpResponse, HttpError> {
         match self.latest_response.take() {
-            Some(resp) if raw => Ok(resp),
+            Some(mut resp) if raw => {
+                resp.attempts = self.attempts;
+                Ok(resp)
+            }
             _ => Err(self.error(call, kind)),
         }
     }
@@ -230,7 +233,10 @@ where
         let after = match classify(&outcome, resend) {
             Decision::Final => {
                 return match (outcome, state.latest_response.take()) {
-                    (_, Some(resp)) if raw || resp.is_success() => Ok(resp),
+                    (_, Some(mut resp)) if raw || resp.is_success() => {
+                        resp.attempts = state.attempts;
+                        Ok(resp)
+                    }
                     (_, Some(_)) => Err(state.error(call, HttpErrorKind::Status)),
                     (Outcome::AttemptTimeout, None) => Err(state.error(
                         call,
@@ -297,6 +303,7 @@ mod tests {
                 .map(|v| vec![("retry-after".to_string(), v.to_string())])
                 .unwrap_or_default(),
             body: Bytes::from(format!("status {status}")),
+            attempts: 1,
         })
     }
 

@@ -78,6 +78,9 @@ pub struct HttpResponse {
     /// Body bytes.
     #[serde(with = "bytes_serde")]
     pub body: Bytes,
+    /// Attempts the retry loop sent, this one included (1 for a single attempt).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 impl HttpResponse {
@@ -124,6 +127,7 @@ mod tests {
             status: 503,
             headers: vec![("retry-after".into(), "1".into())],
             body: Bytes::from_static(b"busy"),
+            attempts: 1,
         };
         let back: HttpResponse =
             serde_json::from_str(&serde_json::to_string(&resp).unwrap()).unwrap();

@@ -12,7 +12,7 @@ const TIMEOUT_HEADER: &str = "x-fleet-timeout-ms";
 use fleet_actors::rpc_server::{
     CallReply, CallRequest, Control, ControlReply, FLEET_RPC_CONTENT_TYPE,
 };
-use fleet_actors::{Codec, FleetError, HttpCall, HttpResponseData, Payload};
+use fleet_actors::{Codec, FleetError, HttpCall, HttpResponseData, Payload, Retry};
 use std::time::Duration;
 
 /// What every forward needs to know about its worker.
@@ -38,20 +38,32 @@ const EXIT_GRACE: Duration = Duration::from_millis(300);
 /// its deadline, so that an attempt that hangs is really re-sent before the deadline; a call
 /// that is not safe to repeat gets one attempt as long as the whole deadline (it is never
 /// re-sent once it may have run anyway).
-fn policy(deadline: Duration, idempotent: bool) -> RetryPolicy {
+///
+/// A caller's [`Retry`] sets the attempts, the backoff and the bound of one attempt; whether an
+/// attempt that may have run is sent again stays decided by `idempotent` (and the request id).
+fn policy(deadline: Duration, idempotent: bool, retry: Option<&Retry>) -> RetryPolicy {
     let base = if idempotent {
         RetryPolicy::idempotent()
     } else {
         RetryPolicy::non_idempotent()
     };
-    let per_attempt = if idempotent {
+    let default_attempt = if idempotent {
         (deadline / 3).max(deadline.min(Duration::from_millis(100)))
     } else {
         deadline
     };
+    let r = retry.cloned().unwrap_or_default();
+    let per_attempt = match r.attempt_timeout_ms {
+        0 => default_attempt,
+        ms => Duration::from_millis(ms).min(deadline),
+    };
     base.deadline(deadline)
         .per_attempt_timeout(per_attempt)
-        .backoff(Duration::from_millis(50), Duration::from_secs(2))
+        .max_attempts(r.max_attempts.max(1))
+        .backoff(
+            Duration::from_millis(r.base_backoff_ms),
+            Duration::from_millis(r.max_backoff_ms.max(r.base_backoff_ms)),
+        )
 }
 
 /// The error for a non-2xx answer that is not a fleet reply (a gateway's HTML page, a plain
@@ -108,7 +120,7 @@ impl Target {
             HttpErrorKind::AttemptTimeout { timeout_ms } => FleetError::Indeterminate {
                 what: format!("{} {} on worker {}", e.method, e.url, self.worker),
                 detail: format!(
-                    "no answer within {timeout_ms} ms; not re-sent, since the call is not safe to repeat and the service may still be running it"
+                    "no answer within {timeout_ms} ms (attempt {attempts}); not re-sent, since the call is not safe to repeat and the service may still be running it"
                 ),
                 resend_safe,
             },
@@ -149,13 +161,14 @@ impl Target {
         req: HttpRequest,
         deadline: Duration,
         idempotent: bool,
+        retry: Option<&Retry>,
     ) -> Result<crate::http::HttpResponse, FleetError> {
         let resend_safe = idempotent || req.request_id.is_some();
         match send_with_retry_raw(
             &self.client,
             &self.base_url,
             &req,
-            &policy(deadline, idempotent),
+            &policy(deadline, idempotent, retry),
             self.child.exit_reason(),
         )
         .await
@@ -209,11 +222,14 @@ impl Target {
         if let Some(id) = &call.request_id {
             req = req.request_id(id.to_string());
         }
-        let r = self.send(req, deadline, call.idempotent).await?;
+        let r = self
+            .send(req, deadline, call.idempotent, call.retry.as_ref())
+            .await?;
         Ok(HttpResponseData {
             status: r.status,
             headers: r.headers,
             body: r.body.to_vec(),
+            attempts: r.attempts,
         })
     }
 
@@ -272,7 +288,7 @@ impl Target {
             http = http.request_id(id.to_string());
         }
         let http = self.authorized(http);
-        let r = self.send(http, deadline, safe).await?;
+        let r = self.send(http, deadline, safe, req.retry.as_ref()).await?;
         self.fleet_reply::<CallReply>("/call", &r, safe)?.0
     }
 
@@ -286,7 +302,7 @@ impl Target {
             .header("content-type", FLEET_RPC_CONTENT_TYPE);
         let idempotent = !matches!(control, Control::CreateEngine { .. });
         let http = self.authorized(http.header(TIMEOUT_HEADER, deadline.as_millis().to_string()));
-        let r = self.send(http, deadline, idempotent).await?;
+        let r = self.send(http, deadline, idempotent, None).await?;
         self.fleet_reply::<ControlReply>("/control", &r, idempotent)?
             .0
     }
@@ -318,7 +334,9 @@ impl Target {
             http = http.request_id(id.to_string());
         }
         // A JSON service is not known to deduplicate: only an idempotent call is safe to repeat.
-        let r = self.send(http, deadline, req.idempotent).await?;
+        let r = self
+            .send(http, deadline, req.idempotent, req.retry.as_ref())
+            .await?;
         let what = || format!("{}.{} on worker {}", req.engine, req.method, self.worker);
         if matches!(r.status, 429 | 502 | 503 | 504) {
             let excerpt: String = String::from_utf8_lossy(&r.body).chars().take(300).collect();
@@ -369,5 +387,33 @@ impl Target {
                 message: format!("status {}: {message}", r.status),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_callers_retry_policy_sets_attempts_backoff_and_the_attempt_bound_within_the_deadline() {
+        let d = Duration::from_secs(9);
+        let default = policy(d, true, None);
+        assert_eq!(default.max_attempts, 5);
+        assert_eq!(default.per_attempt_timeout, Duration::from_secs(3));
+        assert_eq!(policy(d, false, None).per_attempt_timeout, d);
+        let r = Retry::default()
+            .attempts(2)
+            .backoff(Duration::from_millis(10), Duration::from_millis(40))
+            .attempt_timeout(Duration::from_secs(60));
+        let p = policy(d, false, Some(&r));
+        assert_eq!(p.max_attempts, 2);
+        assert_eq!(
+            (p.base_backoff, p.max_backoff),
+            (Duration::from_millis(10), Duration::from_millis(40))
+        );
+        // Bounded by the deadline; and the call stays non-idempotent.
+        assert_eq!(p.per_attempt_timeout, d);
+        assert!(!p.idempotent);
+        assert_eq!(policy(d, true, Some(&Retry::never())).max_attempts, 1);
     }
 }

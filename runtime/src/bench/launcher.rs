@@ -132,6 +132,7 @@ pub async fn run(fleet: &str, iters: usize, spawn_rounds: usize) -> Result<Strin
             status,
             headers: vec![],
             body: vec![],
+            attempts: 1,
         };
         if r.status != 200 {
             return Err(FleetError::internal(format!(

@@ -318,6 +318,7 @@ async fn json_route(
                 args: json_payload(&b.args)?,
                 rpc_meta: b.rpc_meta,
                 request_id,
+                retry: None,
             };
             // The worker drops the call unrun if it is still queued when the deadline passes.
             req.set_budget(timeout);

@@ -145,6 +145,7 @@ impl Scheduler {
             // Only the caller's own id: a generated one could never be repeated, so having the
             // worker record its result would protect nothing.
             request_id: opts.request_id.clone(),
+            retry: opts.retry.clone(),
         };
         // The whole budget, at the moment of sending; each hop that holds it subtracts.
         req.set_budget(timeout);

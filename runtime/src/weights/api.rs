@@ -83,6 +83,7 @@ impl ServerLink for Direct {
                 status: r.status,
                 headers: r.headers,
                 body: r.body.to_vec(),
+                attempts: r.attempts,
             })
         })
     }
