@@ -11,7 +11,7 @@
 //!   child exits first, the worker fails at once with its exit status and last output lines.
 //! - **Forwarding**: every call (`engine.method` over fleet's RPC or AReaL's JSON `/call`, or a
 //!   plain HTTP request) runs in a task of its own over one pooled keep-alive client, with the
-//!   retry policy of [`crate::http`]. The actor keeps answering `health`, `status` and `destroy`
+//!   retry policy of `fleet_http`. The actor keeps answering `health`, `status` and `destroy`
 //!   within milliseconds while any number of forwards are in flight or backing off (bounded by a
 //!   semaphore). A forward in flight when the child dies fails at once with "worker failed" and
 //!   the child's last lines.

@@ -17,7 +17,7 @@
 //!   version; [`grpo_trainer`] is the real one (`fleet_policy`'s GRPO trainer) with its new
 //!   weights put into the node's object store.
 //!
-//! The routers (one per proxy, `fleet_launcher::router`) record each turn's version as the
+//! The routers (one per proxy, `fleet_proxy::router`) record each turn's version as the
 //! version of the server that served it, which the coordinator sets only after that server
 //! confirmed the load; the mock's `system_fingerprint` names the version it really loaded, so a
 //! test can check the two agree for every turn.

@@ -1,11 +1,11 @@
-//! The retry policy of `fleet_launcher::http` against real servers on loopback: our own
+//! The retry policy of `fleet_http` against real servers on loopback: our own
 //! fleet-test-server (whose per-path request counts say how many attempts really arrived) and
 //! python's `http.server`, which nobody here wrote.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet_launcher::http::{
+use fleet_http::{
     send_with_retry, send_with_retry_raw, Client, HttpErrorKind, HttpRequest, RetryPolicy,
 };
 use fleet_launcher::process::{wait_ready, ChildHandle, ChildSpec, ReadinessProbe};

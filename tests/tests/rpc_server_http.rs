@@ -9,7 +9,7 @@ use fleet_actors::rpc_server::{
     CallReply, CallRequest, Control, ControlOk, ControlReply, WorkerMsg, WorkerStatus,
 };
 use fleet_actors::{Codec, Engine, EngineCall, EngineError, FleetError, Payload, RequestId};
-use fleet_launcher::http::{send_with_retry_raw, Client, HttpRequest, HttpResponse, RetryPolicy};
+use fleet_http::{send_with_retry_raw, Client, HttpRequest, HttpResponse, RetryPolicy};
 use fleet_runtime::rpc_http::wire::{
     decode_reply, encode_body, parse_listening_line, BINCODE_CONTENT_TYPE, JSON_CONTENT_TYPE,
 };

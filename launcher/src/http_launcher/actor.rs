@@ -3,7 +3,6 @@
 
 use super::forward::Target;
 use super::slots::Slots;
-use crate::http::Client;
 use crate::process::{
     wait_ready, watch_liveness, ChildHandle, ChildSpec, LivenessProbe, ProcessError,
     ReadinessProbe, StdinSecret,
@@ -14,6 +13,7 @@ use fleet_actors::rpc_server::{
 use fleet_actors::{
     CallProtocol, FleetError, HttpReply, HttpServiceSpec, RequestId, RestartPolicy, WorkerId,
 };
+use fleet_http::Client;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

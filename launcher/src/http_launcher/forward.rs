@@ -1,10 +1,8 @@
 //! Forwarding one call to the child over HTTP, in a task: request building per protocol, the
 //! retry policy, and the mapping of every outcome to a typed [`FleetError`].
 
-use crate::http::{
-    send_with_retry_raw, Client, HttpError, HttpErrorKind, HttpRequest, RetryPolicy,
-};
 use crate::process::ChildWatch;
+use fleet_http::{send_with_retry_raw, Client, HttpError, HttpErrorKind, HttpRequest, RetryPolicy};
 
 /// The header that tells an rpc-server the caller's deadline for engine work (the same name as
 /// `fleet_runtime::rpc_http::TIMEOUT_HEADER`; the launcher cannot depend on the runtime).
@@ -162,7 +160,7 @@ impl Target {
         deadline: Duration,
         idempotent: bool,
         retry: Option<&Retry>,
-    ) -> Result<crate::http::HttpResponse, FleetError> {
+    ) -> Result<fleet_http::HttpResponse, FleetError> {
         let resend_safe = idempotent || req.request_id.is_some();
         match send_with_retry_raw(
             &self.client,
@@ -251,7 +249,7 @@ impl Target {
     fn fleet_reply<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
-        r: &crate::http::HttpResponse,
+        r: &fleet_http::HttpResponse,
         resend_safe: bool,
     ) -> Result<T, FleetError> {
         match fleet_actors::wire::decode::<T>(&r.body) {

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::child::ChildWatch;
-use crate::http::{Client, HttpRequest, RetryPolicy};
+use fleet_http::{Client, HttpRequest, RetryPolicy};
 
 /// One probe's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub async fn watch_liveness(
         let outcome = tokio::select! {
             biased;
             _ = &mut exited => return,
-            r = crate::http::send_with_retry_raw(&client, &base, &request, &policy, std::future::pending()) => r,
+            r = fleet_http::send_with_retry_raw(&client, &base, &request, &policy, std::future::pending()) => r,
         };
         let detail = match outcome {
             Ok(resp) if resp.status == probe.expected_status => {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::child::ChildWatch;
 use super::error::ProcessError;
-use crate::http::{Client, HttpRequest};
+use fleet_http::{Client, HttpRequest};
 
 /// How to tell that a child's HTTP server is ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub async fn wait_ready(probe: &ReadinessProbe, child: &ChildWatch) -> Result<()
     let deadline_at = start + probe.deadline;
     let url = probe.url();
     let request = HttpRequest::get(probe.path.clone());
-    let single = crate::http::RetryPolicy::idempotent().max_attempts(1);
+    let single = fleet_http::RetryPolicy::idempotent().max_attempts(1);
     let exited = child.exited();
     tokio::pin!(exited);
     let mut interval = probe.interval;
@@ -101,7 +101,7 @@ pub async fn wait_ready(probe: &ReadinessProbe, child: &ChildWatch) -> Result<()
         tokio::select! {
             biased;
             info = &mut exited => return Err(exited_error(info)),
-            r = crate::http::send_with_retry_raw(&client, &base, &request, &policy, std::future::pending()) => {
+            r = fleet_http::send_with_retry_raw(&client, &base, &request, &policy, std::future::pending()) => {
                 match r {
                     Ok(resp) if resp.status == probe.expected_status => {
                         tracing::info!(

@@ -7,7 +7,7 @@ use crate::Cluster;
 use fleet_actors::{
     FleetError, HttpCall, HttpServiceSpec, Job, SchedulingSpec, WorkerId, WorkerKind,
 };
-use fleet_launcher::http::{send_with_retry, Client, HttpRequest, RetryPolicy};
+use fleet_http::{send_with_retry, Client, HttpRequest, RetryPolicy};
 use std::time::{Duration, Instant};
 
 fn child_argv(fleet: &str) -> Vec<String> {

@@ -1,7 +1,7 @@
-//! `fleet bench proxy`: runs `fleet_launcher::proxy::bench` and prints the report. Run it in
+//! `fleet bench proxy`: runs `fleet_proxy::bench` and prints the report. Run it in
 //! release: `cargo run --release --bin fleet -- bench proxy`.
 
-use fleet_launcher::proxy::bench::{run as bench, BenchOpts};
+use crate::bench::proxy::{run as bench, BenchOpts};
 
 /// Measure the proxy's overhead against the mock backend, in-process, in one run.
 #[derive(Debug, clap::Args)]

@@ -1,7 +1,7 @@
-//! `fleet bench router`: runs `fleet_launcher::router::bench` and prints the report. Run it in
+//! `fleet bench router`: runs `fleet_proxy::router::bench` and prints the report. Run it in
 //! release: `cargo run --release --bin fleet -- bench router`.
 
-use fleet_launcher::router::bench::{run as bench, RouterBenchOpts};
+use crate::bench::router::{run as bench, RouterBenchOpts};
 
 /// Measure the router's overhead per request against calling a server directly and against
 /// the proxy without a router, in-process, in one run.

@@ -1,11 +1,11 @@
 //! `fleet mock-llm`: serve the mock inference server until Ctrl-C or SIGTERM.
 //!
-//! A thin wrapper over `fleet_launcher::mock_llm::serve`; prints
+//! A thin wrapper over `fleet_mock_llm::serve`; prints
 //! `fleet mock-llm listening on 127.0.0.1:PORT` once listening.
 
 use std::time::Duration;
 
-use fleet_launcher::mock_llm::{serve, FailMode, MockConfig};
+use fleet_mock_llm::{serve, FailMode, MockConfig};
 
 /// A TEST DOUBLE of an OpenAI-compatible inference server, for tests and demos.
 ///

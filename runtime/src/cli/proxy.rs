@@ -1,6 +1,6 @@
 //! `fleet proxy`: serve the OpenAI-compatible recording proxy until Ctrl-C or SIGTERM.
 //!
-//! A thin wrapper over `fleet_launcher::proxy::serve`. Once listening it prints one line to
+//! A thin wrapper over `fleet_proxy::serve`. Once listening it prints one line to
 //! stdout, `fleet proxy listening on 127.0.0.1:PORT`, so whoever started it with `--port 0`
 //! learns the real port without racing for a free one.
 
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleet_launcher::proxy::{serve, ProxyConfig};
+use fleet_proxy::{serve, ProxyConfig};
 
 /// Serve the OpenAI-compatible proxy that records agent sessions for training.
 ///
@@ -93,7 +93,7 @@ pub struct Args {
     body_read_timeout_secs: f64,
     /// Listen backlog (connections the kernel queues before they are accepted; capped by
     /// net.core.somaxconn).
-    #[arg(long, default_value_t = fleet_launcher::listen::DEFAULT_LISTEN_BACKLOG)]
+    #[arg(long, default_value_t = fleet_http::listen::DEFAULT_LISTEN_BACKLOG)]
     listen_backlog: u32,
     /// Do not add vLLM's `"return_token_ids": true` to requests (for backends that reject it).
     #[arg(long)]

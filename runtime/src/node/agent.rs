@@ -18,7 +18,7 @@ use fleet_actors::rpc_server::{
 use fleet_actors::wire::Wire;
 use fleet_actors::{CallProtocol, HttpServiceSpec, Isolation, RpcServerSpec};
 use fleet_actors::{EngineRegistry, FleetError, NodeId, WorkerId, WorkerKind};
-use fleet_launcher::http::Client;
+use fleet_http::Client;
 use fleet_launcher::http_launcher::{HttpLauncher, HttpLauncherArgs, WorkerFailure};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};

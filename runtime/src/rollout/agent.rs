@@ -1,7 +1,7 @@
 //! Rust agents: the [`Agent`] trait, the context an episode gives it, and the registry a node
 //! resolves agent names in (like engines: filled at start-up, nothing loaded dynamically).
 
-use fleet_launcher::http::{send_with_retry, Client, HttpRequest, RetryPolicy};
+use fleet_http::{send_with_retry, Client, HttpRequest, RetryPolicy};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -6,7 +6,7 @@ use super::agent::{Agent, AgentContext, AgentOutcome};
 use super::command;
 use super::protocol::{EpisodeOutcome, EpisodeRequest, RejectReason};
 use fleet_actors::AgentSpec;
-use fleet_launcher::http::{send_with_retry, Client, HttpRequest, RetryPolicy};
+use fleet_http::{send_with_retry, Client, HttpRequest, RetryPolicy};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,7 +14,7 @@ use fleet_actors::rpc_server::{
 use fleet_actors::{
     AgentSpec, Backend, FleetError, HttpServiceSpec, Payload, RolloutSpec, WorkerId,
 };
-use fleet_launcher::http::Client;
+use fleet_http::Client;
 use fleet_launcher::http_launcher::{FailureHook, HttpLauncher, HttpLauncherArgs, WorkerFailure};
 use fleet_launcher::process::StdinSecret;
 use ractor::rpc::CallResult;
@@ -86,12 +86,12 @@ impl BackendProbe {
             };
             Box::pin(one.check(http)).await?;
         }
-        let req = fleet_launcher::http::HttpRequest::get(self.path.clone());
-        let policy = fleet_launcher::http::RetryPolicy::idempotent()
+        let req = fleet_http::HttpRequest::get(self.path.clone());
+        let policy = fleet_http::RetryPolicy::idempotent()
             .max_attempts(1)
             .per_attempt_timeout(Duration::from_secs(1))
             .deadline(Duration::from_secs(1));
-        match fleet_launcher::http::send_with_retry_raw(
+        match fleet_http::send_with_retry_raw(
             http,
             &self.base,
             &req,

@@ -13,7 +13,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Default deadline for a request body to arrive in full: 30 s (the proxy's too).
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub use fleet_launcher::listen::DEFAULT_LISTEN_BACKLOG;
+pub use fleet_http::listen::DEFAULT_LISTEN_BACKLOG;
 
 /// The largest deadline a request may ask for (`X-Fleet-Timeout-Ms`, a destroy's
 /// `timeout_ms`): 30 days. A larger one is a 400, never a wrapped or saturated value.

@@ -84,7 +84,7 @@ pub struct RpcHttpServer {
 /// [`run_until_stopped`](super::run_until_stopped) for the whole process life cycle).
 pub async fn serve(config: RpcHttpConfig) -> Result<RpcHttpServer, ServeError> {
     let token = checked_token(&config)?;
-    let listener = fleet_launcher::listen::bind_with_backlog(config.addr, config.listen_backlog)
+    let listener = fleet_http::listen::bind_with_backlog(config.addr, config.listen_backlog)
         .map_err(|source| ServeError::Bind {
             addr: config.addr,
             source,

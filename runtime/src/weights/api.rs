@@ -42,7 +42,7 @@ impl ServerLink for ViaScheduler {
 /// A server reached directly at a base URL (`http://host:port`).
 pub struct Direct {
     /// The pooled client.
-    pub client: fleet_launcher::http::Client,
+    pub client: fleet_http::Client,
     /// The base URL.
     pub base: String,
 }
@@ -50,9 +50,8 @@ pub struct Direct {
 impl ServerLink for Direct {
     fn send(&self, call: HttpCall) -> BoxFuture<'_, Result<HttpResponseData, FleetError>> {
         Box::pin(async move {
-            let mut req =
-                fleet_launcher::http::HttpRequest::new(call.method.clone(), call.path.clone())
-                    .body(call.body.clone());
+            let mut req = fleet_http::HttpRequest::new(call.method.clone(), call.path.clone())
+                .body(call.body.clone());
             for (k, v) in &call.headers {
                 req = req.header(k.clone(), v.clone());
             }
@@ -61,13 +60,13 @@ impl ServerLink for Direct {
             }
             let t = Duration::from_millis(call.timeout_ms);
             let policy = if call.idempotent {
-                fleet_launcher::http::RetryPolicy::idempotent()
+                fleet_http::RetryPolicy::idempotent()
             } else {
-                fleet_launcher::http::RetryPolicy::non_idempotent()
+                fleet_http::RetryPolicy::non_idempotent()
             }
             .deadline(t)
             .per_attempt_timeout(t);
-            let r = fleet_launcher::http::send_with_retry_raw(
+            let r = fleet_http::send_with_retry_raw(
                 &self.client,
                 &self.base,
                 &req,
