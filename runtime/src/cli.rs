@@ -60,12 +60,13 @@ pub fn main() -> std::process::ExitCode {
     crate::secrets::take_from_env();
     let nofile = crate::secrets::raise_nofile_limit();
     let cli = Cli::parse();
-    // Jobs that draw a progress bar log only warnings unless RUST_LOG says otherwise.
-    let default_filter = match cli.command {
-        Command::Demo(_) | Command::Run(_) | Command::Bench(_) => "warn",
+    // Jobs that draw a progress bar, and client commands that print a report, log only
+    // warnings unless RUST_LOG says otherwise.
+    let level = match cli.command {
+        Command::Demo(_) | Command::Run(_) | Command::Bench(_) | Command::Status(_) => "warn",
         _ => "info",
     };
-    logging::init(cli.log_json, default_filter);
+    logging::init(cli.log_json, &logging::default_filter(level));
     match nofile {
         Ok((before, after)) => tracing::debug!(before, after, "open-file limit (RLIMIT_NOFILE)"),
         Err(e) => {

@@ -195,12 +195,21 @@ async fn spread_alternates_nodes_and_labels_constrain_placement() {
     assert_eq!(json["nodes"].as_array().unwrap().len(), 2, "{json}");
     let roles = json["roles"].as_array().unwrap();
     assert_eq!(roles.len(), 2, "{json}");
+    // Without --head it finds the head through FLEET_HEAD, and says nothing but the table (no
+    // library chatter on stderr).
     let out = std::process::Command::new(fleet_tests::fleet_bin())
-        .args(["status", "--head", &cluster.head_addr()])
+        .args(["status"])
+        .env("FLEET_HEAD", cluster.head_addr())
         .env("FLEET_COOKIE", cluster.cookie())
+        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ractor_cluster") && !stderr.contains(" INFO "),
+        "{stderr}"
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -28,6 +28,15 @@ impl Drop for EventWriter {
     }
 }
 
+/// The filter used when `RUST_LOG` is unset: fleet's own events from `level` up, and the
+/// libraries' chatter off (ractor_cluster logs every session opened, authenticated and closed
+/// at INFO, and a WARN for each disconnect that fleet already reports in its own words).
+pub fn default_filter(level: &str) -> String {
+    format!(
+        "{level},ractor=warn,ractor_cluster=error,hyper=warn,hyper_util=warn,h2=warn,rustls=warn"
+    )
+}
+
 /// Installs the global subscriber with `default` as the filter when `RUST_LOG` is unset. Safe
 /// to call once per process.
 pub fn init(json: bool, default: &str) {

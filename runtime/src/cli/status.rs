@@ -8,17 +8,25 @@ use std::fmt::Write;
 use std::time::Duration;
 
 /// Show the nodes (state, resources used and free), roles and workers (state, node, child
-/// pid) of the cluster whose head listens at --head.
+/// pid) of the cluster whose head listens at --head (default: $FLEET_HEAD, else
+/// 127.0.0.1:7700, where `fleet head` listens by default).
 ///
 /// Examples:
 ///
-///   fleet status --head 127.0.0.1:7700
+///   fleet status
+///
+///   FLEET_HEAD=10.0.0.5:7700 fleet status
 ///
 ///   fleet status --head 10.0.0.5:7700 --cookie-file /etc/fleet/cookie --json | jq .nodes
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The head's address, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "FLEET_HEAD",
+        default_value = "127.0.0.1:7700"
+    )]
     head: String,
     /// Print JSON instead of tables (for scripts).
     #[arg(long)]
@@ -41,7 +49,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("starting a client")?;
     let report = crate::membership::fetch_status(&transport, &args.head, args.timeout)
         .await
-        .with_context(|| format!("asking the head at {} for its status", args.head));
+        .with_context(|| {
+            format!(
+                "asking the head at {} for its status (is `fleet head` running there? give --head HOST:PORT or set FLEET_HEAD)",
+                args.head
+            )
+        });
     transport.stop();
     let report = report?;
     if args.json {
