@@ -9,13 +9,15 @@
 mod calls;
 mod create;
 mod delete;
+mod engines;
 mod give_up;
 pub mod placement;
+mod readiness;
 mod state;
 #[cfg(test)]
 mod tests;
 
-pub use calls::EngineHandle;
+pub use engines::EngineHandle;
 pub use placement::Policy;
 pub use state::{WorkerInfo, WorkerState};
 
