@@ -23,6 +23,11 @@ use std::time::Duration;
 pub trait ServerLink: Send + Sync {
     /// Sends one HTTP call to the server.
     fn send(&self, call: HttpCall) -> BoxFuture<'_, Result<HttpResponseData, FleetError>>;
+    /// Which process serves now (a worker's child pid), when the link can tell: a change
+    /// means the server restarted. `None` by default (a URL says nothing about its process).
+    fn instance(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async { None })
+    }
 }
 
 /// A server that is a worker of the cluster: calls go through its node's HTTP launcher.
@@ -36,6 +41,16 @@ pub struct ViaScheduler {
 impl ServerLink for ViaScheduler {
     fn send(&self, call: HttpCall) -> BoxFuture<'_, Result<HttpResponseData, FleetError>> {
         Box::pin(self.scheduler.http(&self.worker, call))
+    }
+    fn instance(&self) -> BoxFuture<'_, Option<u64>> {
+        Box::pin(async {
+            let st = self
+                .scheduler
+                .status(&self.worker, std::time::Duration::from_secs(5))
+                .await
+                .ok()?;
+            st.pid.map(u64::from)
+        })
     }
 }
 

@@ -134,6 +134,8 @@ struct State {
     target: u64,
     /// What each server has confirmed.
     confirmed: BTreeMap<String, u64>,
+    /// The process each server had when it last confirmed, where its link can tell.
+    instances: BTreeMap<String, u64>,
     /// Servers out of the routers, with why.
     failed: BTreeMap<String, String>,
     /// Recoveries done.
@@ -180,6 +182,7 @@ impl Coordinator {
             state: Mutex::new(State {
                 target: version,
                 confirmed,
+                instances: BTreeMap::new(),
                 ..State::default()
             }),
             busy: tokio::sync::Mutex::new(()),
@@ -300,9 +303,28 @@ impl Coordinator {
                 tracing::warn!(server = %s.name, in_flight = left, "requests still running after the drain deadline are aborted by the pause");
             }
         }
+        // A server that restarted since its last confirmed load (killed and brought back by its
+        // restart policy after this round's recovery check) is repaired by this very load:
+        // count it as recovered, like one the recovery check finds.
+        let confirmed = lock(&self.state).confirmed.get(&s.name).copied();
+        let restarted = match s
+            .api
+            .version(s.link.as_ref(), &s.name, self.timeouts.control)
+            .await
+        {
+            Ok(Some(v)) => confirmed.is_some_and(|c| c != v),
+            _ => false,
+        };
         let r = self.load_on(s, version, "update").await;
         match &r {
             Ok(()) => {
+                // Or it restarted inside this load (its re-sent requests reached the new
+                // process): its process changed since it last confirmed.
+                let restarted = self.note_instance(s).await || restarted;
+                if restarted {
+                    lock(&self.state).recovered += 1;
+                    tracing::info!(server = %s.name, version, "inference server had restarted with other weights; loaded at the new version, it serves again");
+                }
                 self.restore(s, version).await;
             }
             Err(e) => self.fail(s, &e.to_string()).await,
@@ -366,6 +388,16 @@ impl Coordinator {
         }
         lock(&self.state).confirmed.insert(s.name.clone(), version);
         Ok(())
+    }
+
+    /// Records which process `s` has now; true when that is not the one it had when it last
+    /// confirmed (it restarted in between).
+    async fn note_instance(&self, s: &Server) -> bool {
+        let Some(now) = s.link.instance().await else {
+            return false;
+        };
+        let before = lock(&self.state).instances.insert(s.name.clone(), now);
+        before.is_some_and(|b| b != now)
     }
 
     async fn restore(&self, s: &Server, version: u64) {
@@ -496,6 +528,7 @@ impl Coordinator {
             }
             match self.load_on(s, target, "recover").await {
                 Ok(()) => {
+                    self.note_instance(s).await;
                     {
                         let mut st = lock(&self.state);
                         st.failed.remove(&s.name);
