@@ -196,6 +196,7 @@ impl LocalBuilder {
 
     /// Starts the node server, the node agent and the scheduler.
     pub async fn start(self) -> Result<Cluster, FleetError> {
+        crate::metrics::install();
         let node = NodeId::generate(self.name.clone());
         let cluster_id = format!("{:016x}", rand::random::<u64>());
         let gpus = self.gpus.unwrap_or_else(system::detect_gpus);

@@ -53,6 +53,7 @@ pub mod cluster;
 pub mod duration;
 pub mod exe;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub(crate) mod remote;
 pub mod rollout;

@@ -235,6 +235,7 @@ impl Actor for RpcServer {
                             Admit::Run(port) => port,
                             Admit::Done(reply, port) => {
                                 tracing::debug!(worker = %state.worker, request_id = %id, "repeat of a completed request answered from the record");
+                                metrics::counter!("fleet_dedupe_hits_total").increment(1);
                                 let _ = port.send(reply);
                                 return Ok(());
                             }
@@ -256,11 +257,13 @@ impl Actor for RpcServer {
                     .min()
                     .and_then(|budget| Some((now.checked_add(budget)?, budget)));
                 state.shared.queued.fetch_add(1, Ordering::Relaxed);
+                metrics::gauge!("fleet_engine_queue_depth").increment(1.0);
                 let seq = state.shared.register(req.request_id.clone(), port);
                 if let Err(e) = state.send_job(Job::Call { req, seq, deadline }) {
                     // The engine thread is gone: answer the caller (and any joiner) now.
                     tracing::error!(worker = %state.worker, error = %e, "engine call not dispatched");
                     state.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    metrics::gauge!("fleet_engine_queue_depth").decrement(1.0);
                     state.shared.fail_all(&e);
                 }
             }

@@ -327,6 +327,7 @@ impl Executor {
         deadline: Option<(Instant, std::time::Duration)>,
     ) {
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("fleet_engine_queue_depth").decrement(1.0);
         // Its caller was answered already (the worker was destroyed, or the caller cancelled
         // it): do not run it.
         let Some(closed) = self.shared.start(seq) else {

@@ -552,6 +552,7 @@ impl HttpLauncher {
                 };
                 if let Some(backoff_ms) = may_restart {
                     state.restarts += 1;
+                    metrics::counter!("fleet_worker_restarts_total").increment(1);
                     let wait = Duration::from_millis(
                         backoff_ms.saturating_mul(1u64 << (state.restarts - 1).min(10)),
                     );

@@ -171,8 +171,18 @@ impl Target {
         )
         .await
         {
-            Ok(r) => Ok(r),
+            Ok(r) => {
+                if r.attempts > 1 {
+                    metrics::counter!("fleet_http_retries_total")
+                        .increment(u64::from(r.attempts - 1));
+                }
+                Ok(r)
+            }
             Err(e) => {
+                if e.attempts > 1 {
+                    metrics::counter!("fleet_http_retries_total")
+                        .increment(u64::from(e.attempts - 1));
+                }
                 // A connection that broke is usually the child dying: if it exits now, say so.
                 // Nothing else waits (an answer, a timeout or a bad request is reported at once).
                 let broke = match e.kind {

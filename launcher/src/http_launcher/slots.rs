@@ -86,6 +86,7 @@ impl Slots {
                         .saturating_sub(start.elapsed())
                         .max(Duration::from_millis(1));
                     let _in_flight = Count::up(&slots.in_flight);
+                    let _gauge = InFlightGauge::up();
                     f(left).await
                 }
                 Ok(Err(_)) => Err(FleetError::internal(format!(
@@ -123,6 +124,22 @@ impl Slots {
             }
             None => false,
         }
+    }
+}
+
+/// The process-wide gauge of forwards holding a slot, held up like [`Count`].
+struct InFlightGauge;
+
+impl InFlightGauge {
+    fn up() -> Self {
+        metrics::gauge!("fleet_forwards_in_flight").increment(1.0);
+        InFlightGauge
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("fleet_forwards_in_flight").decrement(1.0);
     }
 }
 

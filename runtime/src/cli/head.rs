@@ -24,6 +24,11 @@ pub struct Args {
     /// Where to listen for nodes, IP:PORT (port 0: a free one, printed on stdout).
     #[arg(long, default_value = "127.0.0.1:7700")]
     listen: std::net::SocketAddr,
+    /// Also serve the process's Prometheus metrics at http://IP:PORT/metrics (a fixed port to
+    /// scrape; the node's object-store port serves `/metrics` too, and `fleet status --json`
+    /// shows that URL).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Place no workers on the head's own machine.
     #[arg(long)]
     no_workers: bool,
@@ -52,6 +57,15 @@ pub struct Args {
 
 /// Runs the head.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let _metrics = match args.metrics {
+        Some(addr) => Some(
+            crate::metrics::serve(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("serving metrics on --metrics {addr}: {e}"))?
+                .0,
+        ),
+        None => None,
+    };
     anyhow::ensure!(
         args.heartbeat > Duration::ZERO && args.timeout > args.heartbeat,
         "--timeout ({:?}) must be longer than --heartbeat ({:?})",

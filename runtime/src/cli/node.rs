@@ -46,6 +46,11 @@ pub struct Args {
     /// and joins again as a new member.
     #[arg(long, value_name = "HOST:PORT")]
     join: Option<String>,
+    /// Also serve the process's Prometheus metrics at http://IP:PORT/metrics (a fixed port to
+    /// scrape; the node's object-store port serves `/metrics` too, and `fleet status --json`
+    /// shows that URL).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Where this node's own server listens, IP:PORT (default 127.0.0.1 on a free port).
     #[arg(long, value_name = "IP:PORT", conflicts_with = "listen_port")]
     listen: Option<std::net::SocketAddr>,
@@ -152,6 +157,16 @@ async fn run_joined(args: Args, head: String) -> anyhow::Result<()> {
 
 /// Runs the node.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    crate::metrics::install();
+    let _metrics = match args.metrics {
+        Some(addr) => Some(
+            crate::metrics::serve(addr)
+                .await
+                .with_context(|| format!("serving metrics on --metrics {addr}"))?
+                .0,
+        ),
+        None => None,
+    };
     if let Some(head) = args.join.clone() {
         return run_joined(args, head).await;
     }

@@ -153,6 +153,28 @@ struct Ctl {
     cancelled: bool,
 }
 
+/// Counts a finished episode in the process's metrics (`fleet_episodes_total`, the gauges of
+/// episodes in flight and output tokens, and the accepted episode's staleness: versions the
+/// policy moved while it ran).
+fn observe_episode<T>(inner: &Inner, accepted: Option<&T>, admitted_version: u64) {
+    let (running, version, tokens) = {
+        let c = lock(&inner.state);
+        (c.running, c.version, c.tokens)
+    };
+    let outcome = if accepted.is_some() {
+        "accepted"
+    } else {
+        "rejected"
+    };
+    metrics::counter!("fleet_episodes_total", "outcome" => outcome).increment(1);
+    metrics::gauge!("fleet_episodes_in_flight").set(running as f64);
+    metrics::counter!("fleet_output_tokens_total").absolute(tokens);
+    if accepted.is_some() {
+        metrics::histogram!("fleet_staleness")
+            .record(version.saturating_sub(admitted_version) as f64);
+    }
+}
+
 struct Inner {
     scheduler: Scheduler,
     role: String,
@@ -595,6 +617,7 @@ impl RolloutController {
             }
         };
         self.inner.changed.notify_waiters();
+        observe_episode(&self.inner, trajectory.as_ref(), version);
         if let Some((_, why)) = &rejected {
             tracing::debug!(episode = id, worker = %last_worker, reason = %why, "episode rejected");
         }
@@ -739,6 +762,7 @@ impl RolloutController {
         {
             let mut c = lock(&self.inner.state);
             c.version = c.version.max(version);
+            metrics::gauge!("fleet_policy_version").set(c.version as f64);
         }
         let _one_at_a_time = self.inner.pushing.lock().await;
         // The newest version, whichever call got here first.

@@ -23,6 +23,18 @@ pub(crate) fn instant_after(d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// Counts one call in the process's metrics: by kind and outcome, and its latency by the
+/// worker's kind.
+fn observe<T>(kind: &'static str, route: &Route, started: Instant, r: &Result<T, FleetError>) {
+    let outcome = match r {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    metrics::counter!("fleet_calls_total", "kind" => kind, "outcome" => outcome).increment(1);
+    metrics::histogram!("fleet_call_seconds", "kind" => kind, "worker_kind" => route.kind.to_string())
+        .record(started.elapsed().as_secs_f64());
+}
+
 /// Maps a ractor call outcome to fleet's errors, naming the worker and what was asked.
 fn outcome<T, E: std::fmt::Display>(
     r: Result<CallResult<T>, E>,
@@ -160,6 +172,7 @@ impl Scheduler {
         // A caller that gives up on a call with a request id tells the worker (dropped or
         // timed out): the call is not run for nobody.
         let give_up = super::give_up::GiveUp::new(self, worker, opts.request_id.as_ref());
+        let started = Instant::now();
         let reply: Result<CallReply, FleetError> = async {
             Ok(match self.local_actor(&route) {
                 Some(actor) => outcome(
@@ -202,7 +215,9 @@ impl Scheduler {
         }
         .await;
         give_up.settle(&reply);
-        reply?.0
+        let r = reply.and_then(|r| r.0);
+        observe("engine", &route, started, &r);
+        r
     }
 
     /// Calls `engine.method` on `worker`: serializes `args`, deserializes the reply.
@@ -239,34 +254,40 @@ impl Scheduler {
             Control::Undecodable(_) => "an undecodable control message",
             Control::Destroy { .. } => "destroy",
         };
-        let reply: ControlReply = match self.local_actor(&route) {
-            Some(actor) => outcome(
-                actor
-                    .call(|p| WorkerMsg::Control(control, p), Some(timeout))
-                    .await,
-                worker,
-                &route,
-                what,
-                timeout,
-            )?,
-            None => {
-                let msg = WorkerControl {
-                    worker: route.target.clone(),
-                    control,
-                };
-                self.on_node(
+        let started = Instant::now();
+        let reply: Result<ControlReply, FleetError> = async {
+            Ok(match self.local_actor(&route) {
+                Some(actor) => outcome(
+                    actor
+                        .call(|p| WorkerMsg::Control(control, p), Some(timeout))
+                        .await,
                     worker,
                     &route,
                     what,
                     timeout,
-                    route
-                        .agent
-                        .call(|p| AgentMsg::Control(Wire::new(msg), p), Some(timeout)),
-                )
-                .await?
-            }
-        };
-        reply.0
+                )?,
+                None => {
+                    let msg = WorkerControl {
+                        worker: route.target.clone(),
+                        control,
+                    };
+                    self.on_node(
+                        worker,
+                        &route,
+                        what,
+                        timeout,
+                        route
+                            .agent
+                            .call(|p| AgentMsg::Control(Wire::new(msg), p), Some(timeout)),
+                    )
+                    .await?
+                }
+            })
+        }
+        .await;
+        let r = reply.and_then(|r| r.0);
+        observe("control", &route, started, &r);
+        r
     }
 
     /// Sends a plain HTTP request to an HTTP-service worker through its launcher (pooled
@@ -285,6 +306,7 @@ impl Scheduler {
         let what = format!("{} {}", call.method, call.path);
         let what = what.as_str();
         let give_up = super::give_up::GiveUp::new(self, worker, call.request_id.as_ref());
+        let started = Instant::now();
         let reply: Result<fleet_actors::HttpReply, FleetError> = async {
             Ok(match self.local_actor(&route) {
                 Some(actor) => outcome(
@@ -316,6 +338,8 @@ impl Scheduler {
         }
         .await;
         give_up.settle(&reply);
-        reply?.0
+        let r = reply.and_then(|r| r.0);
+        observe("http", &route, started, &r);
+        r
     }
 }

@@ -7,8 +7,10 @@
 //!   the head, not a trailer); the fetcher checks it as it writes. At most two chunks are in
 //!   memory per response.
 //! * `GET /v1/stats`: [`super::StoreStats`] as JSON.
+//! * `GET /metrics`: the process's metrics as Prometheus text ([`crate::metrics`]), the one
+//!   route served without a token.
 //!
-//! Every request must carry `Authorization: Bearer <token>` (see [`super::config`]); anything
+//! Every other request must carry `Authorization: Bearer <token>` (see [`super::config`]); anything
 //! else gets 401 before the path is looked at. Errors are JSON `{"error", "message"}` with the
 //! status of [`StoreError::http_status`].
 
@@ -125,6 +127,11 @@ fn authorized(inner: &Inner, req: &Request<Incoming>) -> bool {
 }
 
 async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
+    // The process's metrics, for Prometheus: counters only, so no token is asked for.
+    if req.uri().path() == "/metrics" && req.method() == hyper::Method::GET {
+        let (parts, body) = crate::metrics::response("/metrics").into_parts();
+        return Response::from_parts(parts, body.map_err(|never| match never {}).boxed());
+    }
     if !authorized(inner, &req) {
         return error(&StoreError::Unauthorized {
             url: inner.url.clone(),

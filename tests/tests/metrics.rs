@@ -1,0 +1,120 @@
+//! Prometheus metrics: every node (the head too) serves `GET /metrics` on its HTTP port
+//! (the object store's), the text parses as Prometheus exposition format, and the counters
+//! move while work runs, on the head (calls by kind and outcome, latency by worker kind) and on
+//! a real node process (its engine queue, request-id dedupe hits).
+
+use fleet_actors::{CallOptions, FleetError, Job};
+use fleet_runtime::StatusReport;
+use std::time::Duration;
+
+/// GETs `url` and parses the body as Prometheus text.
+async fn scrape(url: &str) -> prometheus_parse::Scrape {
+    let url = format!("{url}/metrics");
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").expect("an http URL");
+        let (host, path) = rest.split_once('/').expect("a path");
+        let mut s = std::net::TcpStream::connect(host).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    let (head, body) = body.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_lowercase().contains("content-type: text/plain"),
+        "{head}"
+    );
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("the body parses as Prometheus text")
+}
+
+/// The value of `name` with every label of `labels`, summed over the other labels.
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_prometheus_metrics_that_move_while_calls_run() {
+    let cluster = fleet_tests::TestCluster::builder()
+        .nodes(1)
+        .start()
+        .await
+        .unwrap();
+    // The head here is this test process, placing no workers (so it has no store port): it
+    // serves its metrics on a port of its own, like `fleet head --metrics ADDR`.
+    let (_served, head_addr) = fleet_runtime::metrics::serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let head_url = format!("http://{head_addr}");
+    let status: StatusReport = cluster.head().status().await.unwrap();
+    let node_url = status
+        .nodes
+        .iter()
+        .find_map(|n| n.store.clone())
+        .expect("the node runs a store, whose port serves /metrics");
+    let s = cluster.scheduler().clone();
+    s.create_workers(Job::new("m", 1)).await.unwrap();
+    let w = s.get_workers("m", Duration::from_secs(10)).await.unwrap()[0]
+        .id
+        .clone();
+    s.create_engine(&w, "c", "counter", &()).await.unwrap();
+    let before = scrape(&head_url).await;
+    let node_before = scrape(&node_url).await;
+    let opts = CallOptions::default().request_id("metrics-1");
+    for _ in 0..5 {
+        let _: u64 = s.call(&w, "c", "incr", &1u64, &opts).await.unwrap();
+    }
+    let e = s
+        .call::<_, u64>(&w, "c", "no_such_method", &(), &CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, FleetError::MethodNotFound { .. }), "{e}");
+    let after = scrape(&head_url).await;
+    let node_after = scrape(&node_url).await;
+
+    let ok = [("kind", "engine"), ("outcome", "ok")];
+    assert!(
+        value(&after, "fleet_calls_total", &ok) >= value(&before, "fleet_calls_total", &ok) + 5.0
+    );
+    let failed = [("kind", "engine"), ("outcome", "method_not_found")];
+    assert!(
+        value(&after, "fleet_calls_total", &failed)
+            >= value(&before, "fleet_calls_total", &failed) + 1.0
+    );
+    assert!(
+        after
+            .samples
+            .iter()
+            .any(|x| x.metric == "fleet_call_seconds" && x.labels.get("worker_kind").is_some()),
+        "latency is by worker kind"
+    );
+    // On the node process: four of the five calls were answered from the request-id record.
+    assert!(
+        value(&node_after, "fleet_dedupe_hits_total", &[])
+            >= value(&node_before, "fleet_dedupe_hits_total", &[]) + 4.0
+    );
+    assert!(node_after
+        .samples
+        .iter()
+        .any(|x| x.metric == "fleet_engine_queue_depth"));
+}
