@@ -26,8 +26,10 @@
 //!   killed or panicked actor leaves no process behind.
 
 mod actor;
+mod child_pid;
 mod forward;
 
 pub use actor::{FailureHook, HttpLauncher, HttpLauncherArgs, WorkerFailure};
+pub use child_pid::ChildPid;
 pub use fleet_actors::rpc_server::ControlOk;
 pub use fleet_actors::rpc_server::Lifecycle;

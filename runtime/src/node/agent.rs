@@ -2,7 +2,8 @@
 //!
 //! Its handlers never wait on workers: calls are forwarded with the caller's reply port, and
 //! stops (destroy hooks, then actor stop) run in spawned tasks that report back with
-//! [`AgentMsg::Reclaim`]. Workers are linked to the agent, so a worker that dies unasked is
+//! [`AgentMsg::Reclaim`]. Child pids are published by the launchers ([`ChildPid`]), never
+//! looked up in `/proc`. Workers are linked to the agent, so a worker that dies unasked is
 //! noticed at once, its resources are released and a [`WorkerEvent`] is pushed.
 
 use super::directory::LocalDirectory;
@@ -19,7 +20,7 @@ use fleet_actors::wire::Wire;
 use fleet_actors::{CallProtocol, HttpServiceSpec, Isolation, RpcServerSpec};
 use fleet_actors::{EngineRegistry, FleetError, NodeId, WorkerId, WorkerKind};
 use fleet_launcher::http::Client;
-use fleet_launcher::http_launcher::{HttpLauncher, HttpLauncherArgs, WorkerFailure};
+use fleet_launcher::http_launcher::{ChildPid, HttpLauncher, HttpLauncherArgs, WorkerFailure};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +69,8 @@ struct LocalWorker {
     incarnation: u64,
     /// For an in-process RpcServer: resolves when its engine thread has ended.
     engine_exit: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// For a worker that is one child process: its pid, published by its launcher.
+    child_pid: Option<ChildPid>,
 }
 
 /// A worker that is stopped but whose engine thread still runs: it keeps its resources (under
@@ -229,6 +232,7 @@ impl AgentState {
         let log_dir = self.run_dir.join("logs");
         let mut log_path = None;
         let mut engine_exit = None;
+        let mut child_pid = None;
         let hook = {
             let me = myself.clone();
             let node = self.node.clone();
@@ -315,7 +319,9 @@ impl AgentState {
                     max_in_flight: 1024,
                     client: self.client.clone(),
                     secret,
+                    child_pid: ChildPid::new(),
                 };
+                child_pid = Some(args.child_pid.clone());
                 Actor::spawn_linked(None, HttpLauncher, args, myself.get_cell()).await
             }
         };
@@ -362,6 +368,7 @@ impl AgentState {
                 stopping: false,
                 incarnation: req.incarnation,
                 engine_exit,
+                child_pid,
             },
         );
         tracing::info!(worker = %req.worker, node = %self.node, kind = req.kind.name(), gpus = ?req.gpus, ?ports, "worker started");
@@ -377,7 +384,6 @@ impl AgentState {
     }
 
     fn info(&self) -> NodeInfo {
-        let pids = crate::membership::child_pids::by_worker();
         let mut workers: Vec<LocalWorkerInfo> = self
             .workers
             .iter()
@@ -386,7 +392,7 @@ impl AgentState {
                 kind: w.kind.name().to_string(),
                 gpus: w.gpus.clone(),
                 ports: w.ports.clone(),
-                child_pid: pids.get(&id.to_string()).copied(),
+                child_pid: w.child_pid.as_ref().and_then(ChildPid::get),
                 stopping: None,
             })
             .chain(self.draining.values().map(|d| LocalWorkerInfo {
