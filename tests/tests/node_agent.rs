@@ -3,13 +3,15 @@
 //!
 //! - The child pids the agent reports are the ones its launchers started (checked against
 //!   `/proc`: the node process's children that carry `FLEET_WORKER`), also after a restart.
+//! - A child printing as fast as it can does not keep its node from answering calls to another
+//!   worker, its log file is rotated under the cap, and its lines are not on the node's stderr.
 
-use fleet_actors::{HttpServiceSpec, Job, RestartPolicy, SchedulingSpec, WorkerKind};
+use fleet_actors::{CallOptions, HttpServiceSpec, Job, RestartPolicy, SchedulingSpec, WorkerKind};
 use fleet_runtime::membership::child_pids;
 use fleet_tests::cluster::{NodeSpec, TestCluster};
 use fleet_tests::wait::wait_until;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const SERVER: &str = env!("CARGO_BIN_EXE_fleet-test-server");
 
@@ -69,4 +71,72 @@ async fn status_reports_the_pids_of_the_launchers_children_also_after_a_restart(
     .await
     .unwrap();
     assert_eq!(after, child_pids::by_worker_of(node_pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_child_does_not_stop_its_node_answering_and_its_log_is_rotated_under_the_cap() {
+    const CAP: u64 = 1 << 20;
+    let cluster = TestCluster::builder()
+        .node(NodeSpec::new().env("FLEET_CHILD_LOG_MAX_BYTES", CAP.to_string()))
+        .start()
+        .await
+        .unwrap();
+    let s = cluster.scheduler();
+    s.create_workers(Job::new("w", 1)).await.unwrap();
+    let w = s.get_workers("w", Duration::from_secs(20)).await.unwrap();
+    let engine = s
+        .create_engine(&w[0].id, "c", "counter", &())
+        .await
+        .unwrap();
+
+    // A service that answers its probe and prints 1 KB lines as fast as `yes` can (the shell
+    // makes `chatty-2-line`, so only the output holds that text, not the command).
+    let line = format!("chatty-$((1+1))-line-{}", "x".repeat(1000));
+    let script = format!("{SERVER} --port {{port}} & exec yes {line}");
+    let spec =
+        HttpServiceSpec::new(["sh", "-c", script.as_str()]).ready_within(Duration::from_secs(20));
+    s.create_workers(
+        Job::new("chatty", 1)
+            .kind(WorkerKind::HttpService(spec))
+            .spec(SchedulingSpec::default().ports(1)),
+    )
+    .await
+    .unwrap();
+    let chatty = s
+        .get_workers("chatty", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let log = std::path::PathBuf::from(chatty[0].log_path.clone().expect("a process has a log"));
+    let rotated = fleet_launcher::process::rotated_path(&log);
+    wait_until("the chatty log to rotate", Duration::from_secs(30), || {
+        let r = rotated.clone();
+        async move { r.exists().then_some(()) }
+    })
+    .await
+    .unwrap();
+
+    // Calls to the other worker while it prints: every one is answered, in order.
+    let opts = CallOptions::default().timeout(Duration::from_secs(10));
+    let start = Instant::now();
+    let mut answered = 0u64;
+    while start.elapsed() < Duration::from_secs(3) && answered < 100_000 {
+        let n: u64 = engine.call("incr", &1u64, &opts).await.unwrap();
+        answered += 1;
+        assert_eq!(n, answered);
+    }
+    assert!(answered > 0);
+
+    // It still answers, and neither file is past the cap.
+    s.ping(&chatty[0].id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    for f in [&log, &rotated] {
+        let len = std::fs::metadata(f).map(|m| m.len()).unwrap_or(0);
+        assert!(len <= CAP, "{} holds {len} bytes, cap {CAP}", f.display());
+    }
+    assert!(
+        !cluster.node_log(0).contains("chatty-2-line"),
+        "child output reached the node's stderr at the default log level"
+    );
+    s.delete_workers(None, false).await.unwrap();
 }
