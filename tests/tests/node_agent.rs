@@ -5,6 +5,8 @@
 //!   `/proc`: the node process's children that carry `FLEET_WORKER`), also after a restart.
 //! - A child printing as fast as it can does not keep its node from answering calls to another
 //!   worker, its log file is rotated under the cap, and its lines are not on the node's stderr.
+//! - Spawns do not hold up the agent: with 16 spawns stuck in their workers' start (each log
+//!   file is a FIFO nobody reads yet, so its open waits), calls to another worker are answered.
 
 use fleet_actors::{CallOptions, HttpServiceSpec, Job, RestartPolicy, SchedulingSpec, WorkerKind};
 use fleet_runtime::membership::child_pids;
@@ -138,5 +140,94 @@ async fn a_chatty_child_does_not_stop_its_node_answering_and_its_log_is_rotated_
         !cluster.node_log(0).contains("chatty-2-line"),
         "child output reached the node's stderr at the default log level"
     );
+    s.delete_workers(None, false).await.unwrap();
+}
+
+/// Threads of process `pid` whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_answered_while_sixteen_spawns_on_the_node_are_in_progress() {
+    const N: u32 = 16;
+    let cluster = TestCluster::builder()
+        .node(NodeSpec::new().cpus(64.0))
+        .start()
+        .await
+        .unwrap();
+    let s = cluster.scheduler().clone();
+    s.create_workers(Job::new("w", 1)).await.unwrap();
+    let w = s.get_workers("w", Duration::from_secs(20)).await.unwrap();
+    let engine = s
+        .create_engine(&w[0].id, "c", "counter", &())
+        .await
+        .unwrap();
+
+    // Each new worker's log file is a FIFO: opening it for writing waits for a reader, so
+    // every spawn stays inside its worker's start until the test reads.
+    let node_pid = cluster.node_pid(0);
+    let logs = std::env::temp_dir().join(format!("fleet-node-{node_pid}/logs"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let fifos: Vec<_> = (0..N).map(|i| logs.join(format!("slow_{i}.log"))).collect();
+    for f in &fifos {
+        let c = std::ffi::CString::new(f.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(
+            unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+            0,
+            "{}",
+            f.display()
+        );
+    }
+    let spec =
+        HttpServiceSpec::new([SERVER, "--port", "{port}"]).ready_within(Duration::from_secs(30));
+    let create = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            s.create_workers(
+                Job::new("slow", N)
+                    .kind(WorkerKind::HttpService(spec))
+                    .spec(SchedulingSpec::default().cpu(0.5).ports(1)),
+            )
+            .await
+        })
+    };
+    // All sixteen are inside their start: each has its log writer thread, waiting to open.
+    wait_until("16 spawns in progress", Duration::from_secs(30), || async {
+        (threads_named(node_pid, "log slow/") == N as usize).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let opts = CallOptions::default().timeout(Duration::from_secs(10));
+    for k in 1..=100u64 {
+        let n: u64 = engine.call("incr", &1u64, &opts).await.unwrap();
+        assert_eq!(n, k);
+    }
+    assert!(!create.is_finished(), "the spawns were still in progress");
+
+    // Readers let the spawns finish; every worker starts.
+    // (Detached: each ends at end of file, when its worker's log writer closes.)
+    for f in fifos {
+        std::thread::spawn(move || {
+            if let Ok(mut r) = std::fs::File::open(f) {
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
+            }
+        });
+    }
+    create.await.unwrap().unwrap();
+    let slow = s
+        .get_workers("slow", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(slow.len(), N as usize);
     s.delete_workers(None, false).await.unwrap();
 }
