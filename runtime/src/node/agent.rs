@@ -135,9 +135,10 @@ pub struct AgentState {
     run_dir: PathBuf,
     client: Client,
     agents: crate::rollout::AgentRegistry,
-    /// Workers that failed for good and were stopped, with their failure, until deleted: calls
-    /// that still reach this node for them get the failure, not "not found".
-    tombstones: HashMap<WorkerId, FleetError>,
+    /// Workers that failed for good and were stopped, with their failure, until deleted (or an
+    /// hour, or 4,096 newer failures): calls that still reach this node for them get the
+    /// failure, not "not found".
+    tombstones: super::tombstones::Tombstones,
     max_message: usize,
     draining: HashMap<u64, DrainingWorker>,
     next_drain: u64,
@@ -192,7 +193,7 @@ fn isolated_rpc_server(
 
 impl AgentState {
     fn not_found(&self, worker: &WorkerId) -> FleetError {
-        if let Some(e) = self.tombstones.get(worker) {
+        if let Some(e) = self.tombstones.get(worker, std::time::Instant::now()) {
             return e.clone();
         }
         FleetError::WorkerNotFound {
@@ -585,7 +586,7 @@ impl Actor for NodeAgent {
             run_dir: args.run_dir,
             client: Client::new(),
             agents: args.agents,
-            tombstones: HashMap::new(),
+            tombstones: super::tombstones::Tombstones::new(),
             max_message: args.max_message,
             draining: HashMap::new(),
             next_drain: 0,
@@ -986,6 +987,7 @@ fn on_message(
                             reason: reason.clone(),
                             tail: tail.clone(),
                         },
+                        std::time::Instant::now(),
                     );
                 }
                 if state.reclaim(&ev.worker) {
