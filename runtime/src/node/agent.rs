@@ -215,23 +215,9 @@ impl AgentState {
         true
     }
 
-    /// Checks and books a spawn (resources, ports) and returns the pending spawn and the
-    /// future that starts the worker's actor (its `pre_start`), to be run in a task.
-    fn prepare_spawn(
-        &mut self,
-        myself: &ActorRef<AgentMsg>,
-        req: SpawnRequest,
-        port: SpawnPort,
-    ) -> Result<(PendingSpawn, StartFuture), (FleetError, SpawnPort)> {
-        match self.prepare(myself, req) {
-            Ok((mut pending, start)) => {
-                pending.port = Some(port);
-                Ok((pending, start))
-            }
-            Err(e) => Err((e, port)),
-        }
-    }
-
+    /// Checks and books a spawn (resources, ports) and returns the pending spawn (without its
+    /// reply port) and the future that starts the worker's actor (its `pre_start`), to be run
+    /// in a task.
     fn prepare(
         &mut self,
         myself: &ActorRef<AgentMsg>,
@@ -690,9 +676,12 @@ fn on_message(
                 }
             };
             let worker = req.worker.clone();
-            let (pending, start) = match state.prepare_spawn(&myself, req, port) {
-                Ok(x) => x,
-                Err((e, port)) => {
+            let (pending, start) = match state.prepare(&myself, req) {
+                Ok((mut pending, start)) => {
+                    pending.port = Some(port);
+                    (pending, start)
+                }
+                Err(e) => {
                     let _ = port.send(Wire::new(Err(e)));
                     return Ok(());
                 }
