@@ -304,12 +304,17 @@ impl ChildHandle {
         let (exit_tx, exit_rx) = watch::channel(None);
         let watcher_label = label.clone();
         let watcher_tail = tail.clone();
+        let watcher_log = log.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
             // Whatever the leader left in its group goes with it.
             signal_group(pid, libc::SIGKILL);
             let drained =
                 tokio::time::timeout(PUMP_DRAIN_BOUND, futures::future::join_all(pumps)).await;
+            // The exit is published once the log file holds the output (or the bound passed).
+            if let Some(log) = watcher_log {
+                log.flushed(PUMP_DRAIN_BOUND).await;
+            }
             let (code, signal) = match &status {
                 Ok(s) => (s.code(), s.signal()),
                 Err(_) => (None, None),

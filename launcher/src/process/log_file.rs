@@ -46,11 +46,17 @@ pub fn rotated_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+enum Entry {
+    Line(Vec<u8>),
+    /// Answered once everything queued before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The sending side, shared by a child's two pumps. Dropping the last clone ends the thread
 /// once it has written what it was given.
 #[derive(Clone)]
 pub(crate) struct LogWriter {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Entry>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -62,7 +68,7 @@ impl LogWriter {
         path: &Path,
         max_bytes: u64,
     ) -> Result<LogWriter, std::io::Error> {
-        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_LINES);
+        let (tx, rx) = sync_channel::<Entry>(QUEUE_LINES);
         let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
         let dropped = Arc::new(AtomicU64::new(0));
         let path = path.to_path_buf();
@@ -97,13 +103,33 @@ impl LogWriter {
         let mut buf = Vec::with_capacity(line.len() + 1);
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        match self.tx.try_send(buf) {
+        match self.tx.try_send(Entry::Line(buf)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+}
+
+impl LogWriter {
+    /// Waits (at most `bound`) until every line queued so far is in the file.
+    pub(crate) async fn flushed(&self, bound: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let mut entry = Entry::Flush(done_tx);
+        loop {
+            match self.tx.try_send(entry) {
+                Ok(()) => break,
+                Err(TrySendError::Full(e)) if tokio::time::Instant::now() < deadline => {
+                    entry = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = tokio::time::timeout_at(deadline, done_rx).await;
     }
 }
 
@@ -124,8 +150,15 @@ struct RotatingFile {
 }
 
 impl RotatingFile {
-    fn run(&mut self, rx: Receiver<Vec<u8>>, dropped: &AtomicU64) {
-        while let Ok(line) = rx.recv() {
+    fn run(&mut self, rx: Receiver<Entry>, dropped: &AtomicU64) {
+        while let Ok(entry) = rx.recv() {
+            let line = match entry {
+                Entry::Line(line) => line,
+                Entry::Flush(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+            };
             let lost = dropped.swap(0, Ordering::Relaxed);
             if lost > 0 {
                 let note = format!("[fleet: {lost} lines dropped: the log writer fell behind]\n");
