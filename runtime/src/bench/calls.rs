@@ -99,6 +99,11 @@ fn ratio(a: Duration, b: Duration) -> String {
 
 /// Runs the comparison with `iters` calls of each kind per block and per interleaved run.
 pub async fn run(iters: usize, load: bool) -> Result<String, FleetError> {
+    // Other work on the machine moves every number: say how much there was.
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
     let hogs = if load {
         Some(
             Hogs::start(cores(), Duration::from_secs(900))
@@ -186,8 +191,9 @@ pub async fn run(iters: usize, load: bool) -> Result<String, FleetError> {
     let mode = if load {
         format!("both cores loaded: {} × `yes > /dev/null`", cores())
     } else {
-        "idle machine".into()
+        "no load of ours".into()
     };
+    let mode = format!("{mode}; load average {loadavg} at the start");
     let mut out = format!(
         "### Cross-node call vs raw ractor_cluster call, {iters} calls of each kind ({mode})\n\n"
     );
