@@ -26,9 +26,11 @@
 //!   killed or panicked actor leaves no process behind.
 
 mod actor;
+mod child_pid;
 mod forward;
 mod slots;
 
 pub use actor::{FailureHook, HttpLauncher, HttpLauncherArgs, WorkerFailure};
+pub use child_pid::ChildPid;
 pub use fleet_actors::rpc_server::ControlOk;
 pub use fleet_actors::rpc_server::Lifecycle;

@@ -17,8 +17,9 @@
 //!   forks here happen on one dedicated, never-exiting spawner thread (see `spawner.rs`).
 //! - **Output capture**: stdin is null (or carries one secret line, [`StdinSecret`]) and stdout/stderr are pipes, never the parent's own
 //!   stdout (an actor's stdout may be closed or shared). A pump reads them line by line into
-//!   `tracing` (tagged with the worker label and stream), an append-mode log file and a ring
-//!   buffer tail that error messages quote.
+//!   `tracing` at DEBUG (tagged with the worker label and stream), a log file written by a
+//!   thread of its own and rotated by size (`log_file.rs`: 64 MiB × 2 by default), and a ring
+//!   buffer tail that error messages quote. Nothing of this blocks a runtime thread.
 //! - **Exit watcher**: a task awaits the child, so an exit is published at once on a
 //!   `tokio::sync::watch` channel ([`ChildHandle::exited`]); readiness waits and HTTP calls
 //!   select on it instead of discovering the death on their next poll.
@@ -37,6 +38,7 @@ mod child;
 mod error;
 mod guard;
 mod liveness;
+mod log_file;
 mod placeholders;
 mod pump;
 mod readiness;
@@ -46,6 +48,9 @@ mod spec;
 pub use child::{ChildHandle, ChildWatch, ExitInfo};
 pub use error::ProcessError;
 pub use liveness::{watch_liveness, LivenessProbe};
+pub use log_file::{
+    log_max_bytes_from_env, rotated_path, DEFAULT_LOG_MAX_BYTES, LOG_MAX_BYTES_ENV,
+};
 pub use placeholders::{fill_placeholders, PlaceholderError};
 pub use readiness::{wait_ready, ReadinessProbe};
 pub use spec::{ChildSpec, StdinSecret, DEFAULT_TAIL_LINES, MAX_LINE_BYTES, SECRET_ENV_VARS};

@@ -8,7 +8,10 @@
 pub mod agents;
 pub mod baseline;
 pub mod call;
+pub mod calls;
 pub mod cluster;
+pub mod cpu;
+pub mod idle;
 pub mod launcher;
 pub mod placement;
 pub mod policy;

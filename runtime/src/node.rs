@@ -12,6 +12,7 @@ pub mod messages;
 pub mod ports;
 pub mod resources;
 pub mod system;
+pub mod tombstones;
 
 pub use agent::{AgentArgs, NodeAgent};
 pub use directory::LocalDirectory;

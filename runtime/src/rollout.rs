@@ -22,6 +22,7 @@ pub mod controller;
 pub mod episode;
 pub mod grpo;
 pub mod job;
+pub mod latency;
 pub mod learning_curve;
 pub mod output;
 pub mod pool;

@@ -62,6 +62,7 @@ pub struct NodeSpec {
     cookie: Option<String>,
     plain: bool,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Default for NodeSpec {
@@ -81,6 +82,7 @@ impl NodeSpec {
             cookie: None,
             plain: false,
             args: vec![],
+            env: vec![],
         }
     }
     /// CPU cores it offers.
@@ -116,6 +118,11 @@ impl NodeSpec {
     /// Extra command-line arguments for `fleet node`.
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
+        self
+    }
+    /// An environment variable of the node process.
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
         self
     }
 }
@@ -436,6 +443,7 @@ impl TestCluster {
                 .arg(&t.files.ca);
         }
         cmd.args(&spec.args);
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
         let child = ChildGuard::spawn(&name, &mut cmd)
             .map_err(|e| format!("starting {} node: {e}", self.bin.display()))?;
         let pid = child.pid();

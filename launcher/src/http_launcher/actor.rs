@@ -1,6 +1,7 @@
 //! The HttpLauncher actor: phases, lifecycle messages, restart policy, and dispatch of forwards
 //! to tasks.
 
+use super::child_pid::ChildPid;
 use super::forward::Target;
 use super::slots::Slots;
 use crate::process::{
@@ -65,6 +66,8 @@ pub struct HttpLauncherArgs {
     /// environment), and sent as `Authorization: Bearer` on fleet RPC forwards: the token of
     /// a `fleet rpc-server --token-stdin`, the admin key of a `fleet proxy --admin-key-stdin`.
     pub secret: Option<StdinSecret>,
+    /// Where the launcher publishes its live child's pid (see [`ChildPid`]).
+    pub child_pid: ChildPid,
 }
 
 impl std::fmt::Debug for HttpLauncherArgs {
@@ -344,6 +347,7 @@ impl HttpLauncher {
         tracing::info!(worker = %state.args.worker, pid = child.pid(), argv = ?state.args.spec.argv, ports = ?state.args.ports, generation = state.generation, "http service process started");
         state.unanswered = (0, String::new());
         state.killed_unresponsive = None;
+        state.args.child_pid.set(child.pid());
         supervise(myself.clone(), &child, state.generation, probe, liveness);
         state.target = Some(state.make_target(&child));
         state.child = Some(Arc::new(child));
@@ -528,6 +532,9 @@ impl HttpLauncher {
                 signal,
                 tail,
             } if generation == state.generation => {
+                if let Some(c) = &state.child {
+                    state.args.child_pid.clear(c.pid());
+                }
                 if matches!(state.phase, Phase::Stopping | Phase::Failed(_)) {
                     return;
                 }
@@ -716,6 +723,7 @@ impl Actor for HttpLauncher {
     ) -> Result<(), ActorProcessingErr> {
         // Dropping the last handle SIGKILLs the group if destroy did not already stop it.
         if let Some(child) = state.child.take() {
+            state.args.child_pid.clear(child.pid());
             if child.is_running() {
                 child.kill();
             }

@@ -9,7 +9,6 @@
 //! a supervised service must not daemonize, and helpers it leaves behind would be orphans.
 
 use std::fmt;
-use std::fs::OpenOptions;
 use std::future::Future;
 use std::ops::Deref;
 use std::os::unix::process::ExitStatusExt;
@@ -23,6 +22,7 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use super::error::{describe_exit, tail_excerpt, ProcessError};
+use super::log_file::LogWriter;
 use super::placeholders::fill_placeholders;
 use super::pump::{self, SharedTail, Sinks, Stream, Tail};
 use super::spec::ChildSpec;
@@ -195,7 +195,15 @@ impl ChildHandle {
         let label: Arc<str> = Arc::from(spec.label.as_str());
         let log_path = spec.log_path();
         let log = match &log_path {
-            Some(path) => Some(Arc::new(Mutex::new(open_log(&spec.label, path)?))),
+            Some(path) => Some(
+                LogWriter::open(&spec.label, path, spec.log_max_bytes)
+                    .await
+                    .map_err(|source| ProcessError::LogFile {
+                        label: spec.label.clone(),
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
             None => None,
         };
 
@@ -296,12 +304,17 @@ impl ChildHandle {
         let (exit_tx, exit_rx) = watch::channel(None);
         let watcher_label = label.clone();
         let watcher_tail = tail.clone();
+        let watcher_log = log.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
             // Whatever the leader left in its group goes with it.
             signal_group(pid, libc::SIGKILL);
             let drained =
                 tokio::time::timeout(PUMP_DRAIN_BOUND, futures::future::join_all(pumps)).await;
+            // The exit is published once the log file holds the output (or the bound passed).
+            if let Some(log) = watcher_log {
+                log.flushed(PUMP_DRAIN_BOUND).await;
+            }
             let (code, signal) = match &status {
                 Ok(s) => (s.code(), s.signal()),
                 Err(_) => (None, None),
@@ -404,22 +417,6 @@ fn signal_group(pgid: u32, signal: i32) {
     unsafe {
         libc::killpg(pgid, signal);
     }
-}
-
-fn open_log(label: &str, path: &Path) -> Result<std::fs::File, ProcessError> {
-    let err = |source| ProcessError::LogFile {
-        label: label.to_string(),
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(err)
 }
 
 #[cfg(test)]

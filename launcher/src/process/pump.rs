@@ -1,4 +1,4 @@
-//! Child output, line by line, to `tracing`, a log file and an in-memory tail.
+//! Child output, line by line, to `tracing` (at DEBUG), a log file and an in-memory tail.
 //!
 //! Output is read in bounded lines: a child that prints a megabyte without a newline must not
 //! make the supervisor buffer a megabyte per line, so bytes past [`MAX_LINE_BYTES`] are dropped
@@ -6,17 +6,16 @@
 //! ring buffer shared with the handle so that error messages can quote the last lines at any
 //! time, including after the child is gone.
 //!
-//! Log file writes are plain `std::fs` appends of one whole line per `write` from the pump
-//! task: page-cache writes of a line are far cheaper than a hop to the blocking pool per line,
-//! and `O_APPEND` keeps stdout and stderr lines whole when both pumps write.
+//! The pumps run on runtime threads, so they never block: lines go to the log file through its
+//! writer thread (see `log_file.rs`), and to `tracing` at DEBUG, so a chatty child does not
+//! flood the node's stderr (`RUST_LOG=fleet_launcher::child_output=debug` shows them).
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use super::log_file::LogWriter;
 use super::spec::MAX_LINE_BYTES;
 
 /// Which output stream a line came from.
@@ -82,17 +81,17 @@ pub(crate) struct Sinks {
     pub(crate) label: Arc<str>,
     pub(crate) pid: u32,
     pub(crate) tail: SharedTail,
-    pub(crate) log: Option<Arc<Mutex<File>>>,
+    pub(crate) log: Option<LogWriter>,
 }
 
 impl Sinks {
-    fn emit(&mut self, stream: Stream, raw: &[u8], dropped: usize) {
+    fn emit(&self, stream: Stream, raw: &[u8], dropped: usize) {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let mut line = String::from_utf8_lossy(raw).into_owned();
         if dropped > 0 {
             line.push_str(&format!(" [... {dropped} more bytes dropped]"));
         }
-        tracing::info!(
+        tracing::debug!(
             target: "fleet_launcher::child_output",
             worker = %self.label,
             pid = self.pid,
@@ -100,25 +99,7 @@ impl Sinks {
             "{line}"
         );
         if let Some(log) = &self.log {
-            let failed = {
-                let mut file = match log.lock() {
-                    Ok(f) => f,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                let mut buf = Vec::with_capacity(line.len() + 1);
-                buf.extend_from_slice(line.as_bytes());
-                buf.push(b'\n');
-                file.write_all(&buf).err()
-            };
-            if let Some(e) = failed {
-                tracing::warn!(
-                    worker = %self.label,
-                    pid = self.pid,
-                    error = %e,
-                    "cannot write the child's log file; its output still goes to tracing and the tail"
-                );
-                self.log = None;
-            }
+            log.line(&line);
         }
         match self.tail.lock() {
             Ok(mut t) => t.push(line),
@@ -128,7 +109,7 @@ impl Sinks {
 }
 
 /// Pumps `reader` to `sinks` until end of file or a read error.
-pub(crate) async fn pump<R: AsyncRead + Unpin>(reader: R, stream: Stream, mut sinks: Sinks) {
+pub(crate) async fn pump<R: AsyncRead + Unpin>(reader: R, stream: Stream, sinks: Sinks) {
     let mut reader = BufReader::with_capacity(8 * 1024, reader);
     let mut line: Vec<u8> = Vec::new();
     let mut dropped = 0usize;

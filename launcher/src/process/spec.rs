@@ -39,6 +39,9 @@ pub struct ChildSpec {
     /// Directory for the append-mode log file `<label with '/' replaced by '_'>.log`; `None`
     /// writes no file.
     pub log_dir: Option<PathBuf>,
+    /// Size cap of the log file, in bytes: past it the file is rotated to `NAME.log.1` (see
+    /// `log_file.rs`). Defaults to [`super::log_file::log_max_bytes_from_env`].
+    pub log_max_bytes: u64,
     /// How many of the last output lines (stdout and stderr interleaved) to keep in memory.
     pub tail_lines: usize,
     /// A secret written to the child's stdin as one line, after which stdin is closed (see
@@ -87,6 +90,7 @@ impl ChildSpec {
             env: BTreeMap::new(),
             clear_env: false,
             log_dir: None,
+            log_max_bytes: super::log_file::log_max_bytes_from_env(),
             tail_lines: DEFAULT_TAIL_LINES,
             stdin_secret: None,
         }
@@ -130,6 +134,12 @@ impl ChildSpec {
     /// Writes the child's output to a log file in `dir`.
     pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> ChildSpec {
         self.log_dir = Some(dir.into());
+        self
+    }
+
+    /// Caps the log file at `bytes` (then it is rotated).
+    pub fn log_max_bytes(mut self, bytes: u64) -> ChildSpec {
+        self.log_max_bytes = bytes.max(1);
         self
     }
 

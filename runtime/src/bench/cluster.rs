@@ -17,7 +17,7 @@ use ractor::{Actor, ActorRef};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-async fn raw_call(raw: ActorRef<RawMsg>) -> Result<u64, FleetError> {
+pub(crate) async fn raw_call(raw: ActorRef<RawMsg>) -> Result<u64, FleetError> {
     match raw
         .call(|p| RawMsg::Incr(1, p), Some(Duration::from_secs(10)))
         .await
@@ -27,7 +27,7 @@ async fn raw_call(raw: ActorRef<RawMsg>) -> Result<u64, FleetError> {
     }
 }
 
-fn raw_group(name: &str) -> String {
+pub(crate) fn raw_group(name: &str) -> String {
     format!("bench/raw/{name}")
 }
 
@@ -63,8 +63,27 @@ pub async fn peer(head: String, name: String) -> Result<(), FleetError> {
     node.run_until(crate::cli::shutdown_signal()).await
 }
 
+/// The baseline actor of peer `name`, once its process group is visible here.
+pub(crate) async fn find_raw(name: &str) -> Result<ActorRef<RawMsg>, FleetError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = ractor::pg::get_scoped_members(&"fleet".to_string(), &raw_group(name))
+            .into_iter()
+            .find(|c| !c.get_id().is_local());
+        if let Some(c) = found {
+            return Ok(c.into());
+        }
+        if Instant::now() > deadline {
+            return Err(FleetError::internal(format!(
+                "the baseline actor of {name} is not visible"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Kills the peer processes when dropped.
-struct Peers(Vec<std::process::Child>);
+pub(crate) struct Peers(pub(crate) Vec<std::process::Child>);
 
 impl Drop for Peers {
     fn drop(&mut self) {
@@ -75,7 +94,7 @@ impl Drop for Peers {
     }
 }
 
-fn spawn_peers(head: &str, n: usize) -> Result<Peers, FleetError> {
+pub(crate) fn spawn_peers(head: &str, n: usize) -> Result<Peers, FleetError> {
     let exe = std::env::current_exe()
         .map_err(|e| FleetError::internal(format!("finding this executable: {e}")))?;
     let mut peers = Peers(vec![]);
@@ -94,7 +113,7 @@ fn spawn_peers(head: &str, n: usize) -> Result<Peers, FleetError> {
     Ok(peers)
 }
 
-async fn wait_joined(
+pub(crate) async fn wait_joined(
     events: &mut tokio::sync::broadcast::Receiver<MemberEvent>,
     n: usize,
 ) -> Result<(), FleetError> {
@@ -136,23 +155,7 @@ pub async fn run(
     .await?;
     let w = s.get_workers("bench", Duration::from_secs(30)).await?;
     let engine = s.create_engine(&w[0].id, "c", "counter", &()).await?;
-    let raw: ActorRef<RawMsg> = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = ractor::pg::get_scoped_members(&"fleet".to_string(), &raw_group("peer0"))
-                .into_iter()
-                .find(|c| !c.get_id().is_local());
-            if let Some(c) = found {
-                break c.into();
-            }
-            if Instant::now() > deadline {
-                return Err(FleetError::internal(
-                    "the baseline actor of peer0 is not visible",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
+    let raw = find_raw("peer0").await?;
     let t = Duration::from_secs(10);
     let idem = CallOptions::default().idempotent(true).timeout(t);
     let non_idem = CallOptions::default().timeout(t);

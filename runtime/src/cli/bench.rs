@@ -138,6 +138,27 @@ enum Which {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// A cross-node engine call against a raw ractor_cluster call (two processes on loopback,
+    /// same run): p50, p99, CPU time per 10,000 calls of every process involved and the cores
+    /// kept busy, each kind in a block of its own and interleaved.
+    Calls {
+        /// Calls of each kind per block and per interleaved run (after a 10% warm-up).
+        #[arg(long, default_value_t = 10_000)]
+        iters: usize,
+        /// Keep every core busy with a CPU hog (`yes > /dev/null`, killed at the end) meanwhile.
+        #[arg(long)]
+        load: bool,
+    },
+    /// The CPU an idle `fleet node --demo N` uses (node process and children), in-process and
+    /// isolated workers.
+    Idle {
+        /// Demo workers.
+        #[arg(long, default_value_t = 8)]
+        workers: u32,
+        /// Measurement window, seconds.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
     /// The placement decision alone over simulated nodes (no actors, no I/O).
     Placement {
         /// Workers placed per run.
@@ -210,7 +231,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.which {
         // The call benchmark measures from both places itself; the cross-node benchmark runs
         // where a `#[tokio::main]` driver runs (its table says so).
-        Which::Call { .. } | Which::All | Which::Cluster { .. } => run_inner(args).await,
+        Which::Call { .. } | Which::All | Which::Cluster { .. } | Which::Calls { .. } => {
+            run_inner(args).await
+        }
         _ => tokio::spawn(run_inner(args)).await?,
     }
 }
@@ -330,6 +353,19 @@ async fn run_inner(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
         Which::ClusterPeer { join, name } => return Ok(bench::cluster::peer(join, name).await?),
+        Which::Calls { iters, load } => {
+            note_build();
+            println!("{}", bench::calls::run(iters.max(1), load).await?);
+            return Ok(());
+        }
+        Which::Idle { workers, secs } => {
+            note_build();
+            println!(
+                "{}",
+                bench::idle::run(workers, std::time::Duration::from_secs(secs.max(1))).await?
+            );
+            return Ok(());
+        }
         Which::Cluster {
             iters,
             in_flight,

@@ -1,13 +1,21 @@
-//! The child processes of this node's workers, found in `/proc`: every process whose parent is
-//! this process and whose environment names its worker (`FLEET_WORKER`, set by the HTTP
-//! launcher). Used by `fleet status` to show each worker's child pid without reaching into the
-//! launcher.
+//! The child processes of a node's workers, found in `/proc`: every process whose parent is
+//! the node process and whose environment names its worker (`FLEET_WORKER`, set by the HTTP
+//! launcher).
+//!
+//! Not used by the node agent: it reads every launcher's pid from its own state (a scan reads
+//! every process on the host). Tests use this as the independent account of which children a
+//! node really has.
 
 use std::collections::HashMap;
 
-/// Worker id → pid of its live child process. Empty where `/proc` is not readable.
+/// Worker id → pid of its live child process, for this process's workers. Empty where `/proc`
+/// is not readable.
 pub fn by_worker() -> HashMap<String, u32> {
-    let me = std::process::id();
+    by_worker_of(std::process::id())
+}
+
+/// Worker id → pid of its live child process, for the workers of process `me`.
+pub fn by_worker_of(me: u32) -> HashMap<String, u32> {
     let mut out = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;

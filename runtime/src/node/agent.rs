@@ -1,8 +1,11 @@
 //! The node agent actor.
 //!
-//! Its handlers never wait on workers: calls are forwarded with the caller's reply port, and
-//! stops (destroy hooks, then actor stop) run in spawned tasks that report back with
-//! [`AgentMsg::Reclaim`]. Workers are linked to the agent, so a worker that dies unasked is
+//! Its handlers never wait on workers: calls are forwarded with the caller's reply port;
+//! spawns book resources in the handler, then start the worker's actor (its `pre_start`: a
+//! fork, a log file) in a task that reports back with [`AgentMsg::Started`], and messages for
+//! a worker still starting wait in its pending spawn until it has started; stops (destroy
+//! hooks, then actor stop) run in spawned tasks that report back with [`AgentMsg::Reclaim`];
+//! child pids are published by the launchers ([`ChildPid`]), never looked up in `/proc`. Workers are linked to the agent, so a worker that dies unasked is
 //! noticed at once, its resources are released and a [`WorkerEvent`] is pushed.
 
 use super::directory::LocalDirectory;
@@ -19,7 +22,7 @@ use fleet_actors::wire::Wire;
 use fleet_actors::{CallProtocol, HttpServiceSpec, Isolation, RpcServerSpec};
 use fleet_actors::{EngineRegistry, FleetError, NodeId, WorkerId, WorkerKind};
 use fleet_http::Client;
-use fleet_launcher::http_launcher::{HttpLauncher, HttpLauncherArgs, WorkerFailure};
+use fleet_launcher::http_launcher::{ChildPid, HttpLauncher, HttpLauncherArgs, WorkerFailure};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +71,8 @@ struct LocalWorker {
     incarnation: u64,
     /// For an in-process RpcServer: resolves when its engine thread has ended.
     engine_exit: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// For a worker that is one child process: its pid, published by its launcher.
+    child_pid: Option<ChildPid>,
 }
 
 /// A worker that is stopped but whose engine thread still runs: it keeps its resources (under
@@ -81,6 +86,36 @@ struct DrainingWorker {
     ports: Vec<u16>,
     lease: Option<u64>,
     reason: String,
+}
+
+/// Where a spawn is answered.
+type SpawnPort = ractor::RpcReplyPort<fleet_actors::wire::WireReply<SpawnedWorker>>;
+
+/// Starts a worker's actor: runs in a task, not in the agent's handler.
+type StartFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<(ActorRef<WorkerMsg>, JoinHandle<()>), ractor::SpawnErr>,
+            > + Send,
+    >,
+>;
+
+/// Outcomes of spawn tasks, by spawn key, until the agent takes them ([`AgentMsg::Started`]
+/// carries only the key: an actor reference and a join handle are not remotable).
+type StartOutcomes = Arc<
+    std::sync::Mutex<HashMap<u64, Result<(ActorRef<WorkerMsg>, JoinHandle<()>), ractor::SpawnErr>>>,
+>;
+
+/// A worker whose actor is starting: its resources are booked, and messages for it wait here.
+struct PendingSpawn {
+    port: Option<SpawnPort>,
+    reply: SpawnedWorker,
+    kind: WorkerKind,
+    lease: Option<u64>,
+    engine_exit: Option<tokio::sync::oneshot::Receiver<()>>,
+    child_pid: Option<ChildPid>,
+    /// Messages for this worker that came while it started, in arrival order.
+    deferred: Vec<AgentMsg>,
 }
 
 /// How long a stop waits for an engine thread to end after its actor stopped, before it answers
@@ -100,15 +135,24 @@ pub struct AgentState {
     run_dir: PathBuf,
     client: Client,
     agents: crate::rollout::AgentRegistry,
-    /// Workers that failed for good and were stopped, with their failure, until deleted: calls
-    /// that still reach this node for them get the failure, not "not found".
-    tombstones: HashMap<WorkerId, FleetError>,
+    /// Workers that failed for good and were stopped, with their failure, until deleted (or an
+    /// hour, or 4,096 newer failures): calls that still reach this node for them get the
+    /// failure, not "not found".
+    tombstones: super::tombstones::Tombstones,
     max_message: usize,
     draining: HashMap<u64, DrainingWorker>,
     next_drain: u64,
     store: Option<crate::store::Store>,
     /// Ports the store holds from the allocator (not counted as the workers' `ports_held`).
     store_ports: u64,
+    /// Spawns whose actor is starting, by spawn key.
+    pending: HashMap<u64, PendingSpawn>,
+    /// Worker id → key of its pending spawn.
+    starting: HashMap<WorkerId, u64>,
+    next_spawn: u64,
+    outcomes: StartOutcomes,
+    /// Actors that ended before their spawn was registered (only while spawns are pending).
+    early_exits: HashMap<ActorId, String>,
 }
 
 /// The HTTP service that hosts an isolated RpcServer.
@@ -149,7 +193,7 @@ fn isolated_rpc_server(
 
 impl AgentState {
     fn not_found(&self, worker: &WorkerId) -> FleetError {
-        if let Some(e) = self.tombstones.get(worker) {
+        if let Some(e) = self.tombstones.get(worker, std::time::Instant::now()) {
             return e.clone();
         }
         FleetError::WorkerNotFound {
@@ -171,12 +215,15 @@ impl AgentState {
         true
     }
 
-    async fn spawn(
+    /// Checks and books a spawn (resources, ports) and returns the pending spawn (without its
+    /// reply port) and the future that starts the worker's actor (its `pre_start`), to be run
+    /// in a task.
+    fn prepare(
         &mut self,
         myself: &ActorRef<AgentMsg>,
         req: SpawnRequest,
-    ) -> Result<SpawnedWorker, FleetError> {
-        if self.workers.contains_key(&req.worker) {
+    ) -> Result<(PendingSpawn, StartFuture), FleetError> {
+        if self.workers.contains_key(&req.worker) || self.starting.contains_key(&req.worker) {
             return Err(FleetError::bad_request(
                 format!("spawning {} on node {}", req.worker, self.node),
                 "a worker with this id already runs here",
@@ -220,15 +267,10 @@ impl AgentState {
             let ids: Vec<String> = req.gpus.iter().map(u32::to_string).collect();
             env.insert("CUDA_VISIBLE_DEVICES".into(), ids.join(","));
         }
-        let undo = |state: &mut AgentState| {
-            state.ledger.release(&req.worker);
-            if let Some(l) = &lease {
-                state.ports.release(l.id);
-            }
-        };
         let log_dir = self.run_dir.join("logs");
         let mut log_path = None;
         let mut engine_exit = None;
+        let mut child_pid = None;
         let hook = {
             let me = myself.clone();
             let node = self.node.clone();
@@ -245,7 +287,8 @@ impl AgentState {
                 })));
             })
         };
-        let spawned = match service {
+        let cell = myself.get_cell();
+        let start: StartFuture = match service {
             None if matches!(req.kind, WorkerKind::Rollout(_)) => {
                 let WorkerKind::Rollout(spec) = &req.kind else {
                     unreachable!()
@@ -262,13 +305,10 @@ impl AgentState {
                     agents: self.agents.clone(),
                     fleet_exe: crate::exe::fleet_executable(),
                 };
-                Actor::spawn_linked(
-                    None,
-                    crate::rollout::worker::RolloutWorker,
-                    args,
-                    myself.get_cell(),
-                )
-                .await
+                Box::pin(async move {
+                    Actor::spawn_linked(None, crate::rollout::worker::RolloutWorker, args, cell)
+                        .await
+                })
             }
             None => {
                 let mut args = RpcServerArgs::new(
@@ -281,7 +321,7 @@ impl AgentState {
                 let (signal, exit) = fleet_actors::rpc_server::EngineExit::new();
                 args.engine_exit = Some(signal);
                 engine_exit = Some(exit);
-                Actor::spawn_linked(None, RpcServer, args, myself.get_cell()).await
+                Box::pin(async move { Actor::spawn_linked(None, RpcServer, args, cell).await })
             }
             Some(mut spec) => {
                 // An isolated rpc-server (any service spoken to over fleet RPC) gets a random
@@ -316,8 +356,57 @@ impl AgentState {
                     max_in_flight,
                     client: self.client.clone(),
                     secret,
+                    child_pid: ChildPid::new(),
                 };
-                Actor::spawn_linked(None, HttpLauncher, args, myself.get_cell()).await
+                child_pid = Some(args.child_pid.clone());
+                Box::pin(async move { Actor::spawn_linked(None, HttpLauncher, args, cell).await })
+            }
+        };
+        let pending = PendingSpawn {
+            port: None,
+            reply: SpawnedWorker {
+                worker: req.worker.clone(),
+                node: self.node.clone(),
+                gpus: req.gpus.clone(),
+                ports: ports.clone(),
+                env,
+                log_path,
+                incarnation: req.incarnation,
+            },
+            kind: req.kind,
+            lease: lease.as_ref().map(|l| l.id),
+            engine_exit,
+            child_pid,
+            deferred: Vec::new(),
+        };
+        Ok((pending, start))
+    }
+
+    /// Registers a worker whose actor started (or undoes its booking if it did not) and
+    /// answers its spawn.
+    fn finish_spawn(
+        &mut self,
+        pending: PendingSpawn,
+        spawned: Result<(ActorRef<WorkerMsg>, JoinHandle<()>), ractor::SpawnErr>,
+    ) -> Vec<AgentMsg> {
+        let PendingSpawn {
+            port,
+            reply,
+            kind,
+            lease,
+            engine_exit,
+            child_pid,
+            deferred,
+        } = pending;
+        let undo = |state: &mut AgentState| {
+            state.ledger.release(&reply.worker);
+            if let Some(l) = lease {
+                state.ports.release(l);
+            }
+        };
+        let answer = |r: Result<SpawnedWorker, FleetError>| {
+            if let Some(port) = port {
+                let _ = port.send(Wire::new(r));
             }
         };
         let (actor, join) = match spawned {
@@ -328,16 +417,28 @@ impl AgentState {
                     ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
                     other => other.to_string(),
                 };
-                return Err(FleetError::WorkerFailed {
-                    worker: req.worker.to_string(),
+                answer(Err(FleetError::WorkerFailed {
+                    worker: reply.worker.to_string(),
                     node: self.node.to_string(),
                     reason: format!("it did not start: {reason}"),
                     tail: vec![],
-                });
+                }));
+                return deferred;
             }
         };
+        // Died between its start and now (its supervision event came first).
+        if let Some(reason) = self.early_exits.remove(&actor.get_id()) {
+            undo(self);
+            answer(Err(FleetError::WorkerFailed {
+                worker: reply.worker.to_string(),
+                node: self.node.to_string(),
+                reason: format!("it stopped right after it started: {reason}"),
+                tail: vec![],
+            }));
+            return deferred;
+        }
         if matches!(
-            req.kind,
+            kind,
             WorkerKind::RpcServer(RpcServerSpec {
                 isolation: Isolation::InProcess
             })
@@ -345,40 +446,49 @@ impl AgentState {
             // Callers on other nodes find it here and skip this agent's hop.
             ractor::pg::join_scoped(
                 crate::membership::protocol::FLEET_SCOPE.to_string(),
-                crate::membership::protocol::worker_group(&self.node, &req.worker),
+                crate::membership::protocol::worker_group(&self.node, &reply.worker),
                 vec![actor.get_cell()],
             );
         }
-        self.by_actor.insert(actor.get_id(), req.worker.clone());
-        self.directory.insert(req.worker.clone(), actor.clone());
+        self.by_actor.insert(actor.get_id(), reply.worker.clone());
+        self.directory.insert(reply.worker.clone(), actor.clone());
+        tracing::info!(worker = %reply.worker, node = %self.node, kind = kind.name(), gpus = ?reply.gpus, ports = ?reply.ports, "worker started");
         self.workers.insert(
-            req.worker.clone(),
+            reply.worker.clone(),
             LocalWorker {
                 actor,
                 join: Some(join),
-                kind: req.kind.clone(),
-                gpus: req.gpus.clone(),
-                ports: ports.clone(),
-                lease: lease.as_ref().map(|l| l.id),
+                kind,
+                gpus: reply.gpus.clone(),
+                ports: reply.ports.clone(),
+                lease,
                 stopping: false,
-                incarnation: req.incarnation,
+                incarnation: reply.incarnation,
                 engine_exit,
+                child_pid,
             },
         );
-        tracing::info!(worker = %req.worker, node = %self.node, kind = req.kind.name(), gpus = ?req.gpus, ?ports, "worker started");
-        Ok(SpawnedWorker {
-            worker: req.worker,
-            node: self.node.clone(),
-            gpus: req.gpus,
-            ports,
-            env,
-            log_path,
-            incarnation: req.incarnation,
-        })
+        answer(Ok(reply));
+        deferred
+    }
+
+    /// Keeps `msg` for `worker` if that worker is starting (handled once it has started, in
+    /// arrival order); gives it back otherwise.
+    fn defer_if_starting(&mut self, worker: &WorkerId, msg: AgentMsg) -> Option<AgentMsg> {
+        match self
+            .starting
+            .get(worker)
+            .and_then(|k| self.pending.get_mut(k))
+        {
+            Some(p) => {
+                p.deferred.push(msg);
+                None
+            }
+            None => Some(msg),
+        }
     }
 
     fn info(&self) -> NodeInfo {
-        let pids = crate::membership::child_pids::by_worker();
         let mut workers: Vec<LocalWorkerInfo> = self
             .workers
             .iter()
@@ -387,7 +497,7 @@ impl AgentState {
                 kind: w.kind.name().to_string(),
                 gpus: w.gpus.clone(),
                 ports: w.ports.clone(),
-                child_pid: pids.get(&id.to_string()).copied(),
+                child_pid: w.child_pid.as_ref().and_then(ChildPid::get),
                 stopping: None,
             })
             .chain(self.draining.values().map(|d| LocalWorkerInfo {
@@ -463,10 +573,15 @@ impl Actor for NodeAgent {
             run_dir: args.run_dir,
             client: Client::new(),
             agents: args.agents,
-            tombstones: HashMap::new(),
+            tombstones: super::tombstones::Tombstones::new(),
             max_message: args.max_message,
             draining: HashMap::new(),
             next_drain: 0,
+            pending: HashMap::new(),
+            starting: HashMap::new(),
+            next_spawn: 0,
+            outcomes: Arc::default(),
+            early_exits: HashMap::new(),
         })
     }
 
@@ -476,289 +591,8 @@ impl Actor for NodeAgent {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            AgentMsg::Spawn(req, port) => {
-                let r = match req.into_result() {
-                    Ok(req) => state.spawn(&myself, req).await,
-                    Err(e) => Err(e),
-                };
-                let _ = port.send(Wire::new(r));
-            }
-            AgentMsg::Call(call, port) => match call.into_result() {
-                Ok(WorkerCall { worker, req }) => match state.workers.get(&worker) {
-                    Some(w) if !w.stopping => {
-                        let sent = if matches!(
-                            w.kind,
-                            WorkerKind::RpcServer(RpcServerSpec {
-                                isolation: Isolation::InProcess
-                            })
-                        ) {
-                            // It refuses oversized results itself: hand it the caller's port,
-                            // no extra hop.
-                            w.actor
-                                .send_message(WorkerMsg::Call(req, port))
-                                .map_err(|e| e.to_string())
-                        } else {
-                            crate::remote::forward_call_checked(
-                                &w.actor,
-                                worker.clone(),
-                                req,
-                                port,
-                                state.max_message,
-                            )
-                        };
-                        if let Err(e) = sent {
-                            tracing::warn!(worker = %worker, error = %e, "call to a stopped worker dropped");
-                        }
-                    }
-                    Some(_) => {
-                        let _ = port.send(CallReply(Err(FleetError::Unavailable {
-                            what: format!("worker {worker}"),
-                            detail: "it is stopping".into(),
-                        })));
-                    }
-                    None => {
-                        let _ = port.send(CallReply(Err(state.not_found(&worker))));
-                    }
-                },
-                Err(e) => {
-                    let _ = port.send(CallReply(Err(e)));
-                }
-            },
-            AgentMsg::Control(ctl, port) => match ctl.into_result() {
-                Ok(WorkerControl { worker, control }) => match state.workers.get(&worker) {
-                    Some(w) => {
-                        if let Err(e) = w.actor.send_message(WorkerMsg::Control(control, port)) {
-                            tracing::warn!(worker = %worker, error = %e, "control message to a stopped worker dropped");
-                        }
-                    }
-                    None => {
-                        let _ = port.send(ControlReply(Err(state.not_found(&worker))));
-                    }
-                },
-                Err(e) => {
-                    let _ = port.send(ControlReply(Err(e)));
-                }
-            },
-            AgentMsg::Stop(req, port) => {
-                let StopRequest {
-                    worker,
-                    destroy_timeout_ms,
-                } = match req.into_result() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = port.send(ControlReply(Err(e)));
-                        return Ok(());
-                    }
-                };
-                state.tombstones.remove(&worker);
-                let Some(w) = state.workers.get_mut(&worker) else {
-                    // Already gone: stopping is idempotent.
-                    let _ = port.send(ControlReply(Ok(ControlOk::Done)));
-                    return Ok(());
-                };
-                w.stopping = true;
-                let actor = w.actor.clone();
-                let join = w.join.take();
-                let engine_exit = w.engine_exit.take();
-                let drain_key = state.next_drain;
-                state.next_drain += 1;
-                let me = myself.clone();
-                tokio::spawn(async move {
-                    let bound = Duration::from_millis(destroy_timeout_ms);
-                    let destroyed = actor
-                        .call(
-                            |p| {
-                                WorkerMsg::Control(
-                                    Control::Destroy {
-                                        timeout_ms: destroy_timeout_ms,
-                                    },
-                                    p,
-                                )
-                            },
-                            Some(bound + Duration::from_secs(1)),
-                        )
-                        .await;
-                    let outcome = match destroyed {
-                        Ok(ractor::rpc::CallResult::Success(ControlReply(r))) => r,
-                        _ => Ok(ControlOk::Done),
-                    };
-                    if let Some(join) = join {
-                        if tokio::time::timeout(Duration::from_secs(2), join)
-                            .await
-                            .is_err()
-                        {
-                            tracing::warn!(worker = %worker, "worker did not stop after destroy; killing it");
-                            actor.kill();
-                        }
-                    } else {
-                        actor.stop(None);
-                    }
-                    // An in-process engine cannot be killed: until its thread has ended it may
-                    // still run on its GPUs, so its resources stay held until then.
-                    let mut exit = match engine_exit {
-                        Some(mut rx) => {
-                            match tokio::time::timeout(ENGINE_EXIT_GRACE, &mut rx).await {
-                                Ok(_) => None,
-                                Err(_) => Some(rx),
-                            }
-                        }
-                        None => None,
-                    };
-                    let Some(rx) = exit.as_mut() else {
-                        let _ = me.cast(AgentMsg::Reclaim(Wire::new(worker)));
-                        let _ = port.send(ControlReply(outcome));
-                        return;
-                    };
-                    let mut reason = format!(
-                        "its engine thread is still running after the destroy deadline ({destroy_timeout_ms} ms); its GPUs, ports and memory stay held until the thread ends"
-                    );
-                    if let Err(e) = &outcome {
-                        reason.push_str(&format!(" ({e})"));
-                    }
-                    tracing::warn!(worker = %worker, %reason, "worker stopping, resources held");
-                    let _ = me.cast(AgentMsg::Draining(Wire::new((
-                        worker.clone(),
-                        drain_key,
-                        reason.clone(),
-                    ))));
-                    let _ = port.send(ControlReply(Ok(ControlOk::Deferred(reason))));
-                    let since = std::time::Instant::now();
-                    // Ends when the thread does; it cannot be cut short, only reported.
-                    while tokio::time::timeout(Duration::from_secs(60), &mut *rx)
-                        .await
-                        .is_err()
-                    {
-                        tracing::warn!(worker = %worker, running_for_s = since.elapsed().as_secs(), "zombie engine: the deleted worker's engine thread is still running; its resources stay held");
-                    }
-                    let _ = me.cast(AgentMsg::Drained(Wire::new(drain_key)));
-                });
-            }
-            AgentMsg::Http(req, port) => match req.into_result() {
-                Ok(super::messages::WorkerHttp { worker, call }) => {
-                    match state.workers.get(&worker) {
-                        Some(w) => {
-                            let sent = crate::remote::forward_http_checked(
-                                &w.actor,
-                                worker.clone(),
-                                call,
-                                port,
-                                state.max_message,
-                            );
-                            if let Err(e) = sent {
-                                tracing::warn!(worker = %worker, error = %e, "http request to a stopped worker dropped");
-                            }
-                        }
-                        None => {
-                            let _ =
-                                port.send(fleet_actors::HttpReply(Err(state.not_found(&worker))));
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = port.send(fleet_actors::HttpReply(Err(e)));
-                }
-            },
-            AgentMsg::Failed(event) => {
-                if let Ok(ev) = event.into_result() {
-                    // About an earlier instance of this id (already stopped and replaced)?
-                    let current = state.workers.get(&ev.worker).map(|w| w.incarnation);
-                    if current != Some(ev.incarnation) {
-                        tracing::debug!(worker = %ev.worker, incarnation = ev.incarnation, ?current, "failure of an earlier incarnation ignored");
-                        return Ok(());
-                    }
-                    // Failed for good (no restart left): its process is gone, so stop its actor
-                    // and give its GPUs, CPU, memory and ports back now. The scheduler keeps the
-                    // worker as failed, with the reason, until it is deleted.
-                    if let Some(w) = state.workers.get_mut(&ev.worker) {
-                        w.stopping = true;
-                        w.actor.stop(Some("failed".into()));
-                    }
-                    if let WorkerEventKind::Failed { reason, tail } = &ev.kind {
-                        state.tombstones.insert(
-                            ev.worker.clone(),
-                            FleetError::WorkerFailed {
-                                worker: ev.worker.to_string(),
-                                node: state.node.to_string(),
-                                reason: reason.clone(),
-                                tail: tail.clone(),
-                            },
-                        );
-                    }
-                    if state.reclaim(&ev.worker) {
-                        tracing::info!(worker = %ev.worker, node = %state.node, "failed worker stopped, resources released");
-                    }
-                    if let Some(events) = &state.events {
-                        let _ = events.send(ev);
-                    }
-                }
-            }
-            AgentMsg::ReservePorts(count, port) => {
-                let r = count.into_result().and_then(|n| state.ports.reserve(n));
-                let _ = port.send(Wire::new(r));
-            }
-            AgentMsg::ReleasePorts(lease) => {
-                if let Ok(id) = lease.into_result() {
-                    state.ports.release(id);
-                }
-            }
-            AgentMsg::Info(port) => {
-                let _ = port.send(Wire::new(Ok(state.info())));
-            }
-            AgentMsg::Draining(notice) => {
-                if let Ok((worker, key, reason)) = notice.into_result() {
-                    if let Some(w) = state.workers.remove(&worker) {
-                        state.by_actor.remove(&w.actor.get_id());
-                        state.directory.remove(&worker);
-                        let ledger_key =
-                            WorkerId::new(format!("{}~draining{key}", worker.role), worker.index);
-                        state.ledger.rekey(&worker, ledger_key.clone());
-                        state.draining.insert(
-                            key,
-                            DrainingWorker {
-                                worker,
-                                incarnation: w.incarnation,
-                                ledger_key,
-                                kind: w.kind,
-                                gpus: w.gpus,
-                                ports: w.ports,
-                                lease: w.lease,
-                                reason,
-                            },
-                        );
-                    }
-                }
-            }
-            AgentMsg::Drained(key) => {
-                if let Some(d) = key
-                    .into_result()
-                    .ok()
-                    .and_then(|k| state.draining.remove(&k))
-                {
-                    state.ledger.release(&d.ledger_key);
-                    if let Some(lease) = d.lease {
-                        state.ports.release(lease);
-                    }
-                    tracing::info!(worker = %d.worker, node = %state.node, "engine thread ended; the stopped worker's resources are released");
-                    if let Some(events) = &state.events {
-                        let _ = events.send(WorkerEvent {
-                            worker: d.worker,
-                            node: state.node.clone(),
-                            incarnation: d.incarnation,
-                            kind: WorkerEventKind::Released,
-                        });
-                    }
-                }
-            }
-            AgentMsg::Reclaim(worker) => {
-                if let Ok(worker) = worker.into_result() {
-                    if state.reclaim(&worker) {
-                        tracing::info!(worker = %worker, node = %state.node, "worker stopped, resources released");
-                    }
-                }
-            }
-        }
-        Ok(())
+        // Nothing in here awaits: the agent never waits on a worker.
+        on_message(myself, message, state)
     }
 
     async fn handle_supervisor_evt(
@@ -775,6 +609,10 @@ impl Actor for NodeAgent {
             _ => return Ok(()),
         };
         let Some(worker) = state.by_actor.get(&cell.get_id()).cloned() else {
+            if !state.pending.is_empty() {
+                // Perhaps a worker whose spawn is not registered yet: it checks here.
+                state.early_exits.insert(cell.get_id(), reason);
+            }
             return Ok(());
         };
         let Some((stopping, incarnation)) = state
@@ -821,4 +659,399 @@ impl Actor for NodeAgent {
         tracing::info!(node = %state.node, "node agent stopped");
         Ok(())
     }
+}
+
+/// Handles one agent message. Not `async`: nothing here may wait (see the module doc).
+fn on_message(
+    myself: ActorRef<AgentMsg>,
+    message: AgentMsg,
+    state: &mut AgentState,
+) -> Result<(), ActorProcessingErr> {
+    match message {
+        AgentMsg::Spawn(req, port) => {
+            let req = match req.into_result() {
+                Ok(req) => req,
+                Err(e) => {
+                    let _ = port.send(Wire::new(Err(e)));
+                    return Ok(());
+                }
+            };
+            let worker = req.worker.clone();
+            let (pending, start) = match state.prepare(&myself, req) {
+                Ok((mut pending, start)) => {
+                    pending.port = Some(port);
+                    (pending, start)
+                }
+                Err(e) => {
+                    let _ = port.send(Wire::new(Err(e)));
+                    return Ok(());
+                }
+            };
+            let key = state.next_spawn;
+            state.next_spawn += 1;
+            state.starting.insert(worker, key);
+            state.pending.insert(key, pending);
+            let (me, outcomes) = (myself.clone(), state.outcomes.clone());
+            tokio::spawn(async move {
+                let outcome = start.await;
+                let started = outcome.as_ref().ok().map(|(a, _)| a.clone());
+                outcomes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, outcome);
+                if me.cast(AgentMsg::Started(Wire::new(key))).is_err() {
+                    // The agent is gone: nothing will own this worker.
+                    outcomes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                    if let Some(a) = started {
+                        a.stop(Some("node agent stopped".into()));
+                    }
+                }
+            });
+        }
+        AgentMsg::Started(key) => {
+            let Ok(key) = key.into_result() else {
+                return Ok(());
+            };
+            let outcome = state
+                .outcomes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            let (Some(pending), Some(outcome)) = (state.pending.remove(&key), outcome) else {
+                return Ok(());
+            };
+            state.starting.remove(&pending.reply.worker);
+            let deferred = state.finish_spawn(pending, outcome);
+            if state.pending.is_empty() {
+                state.early_exits.clear();
+            }
+            for msg in deferred {
+                on_message(myself.clone(), msg, state)?;
+            }
+        }
+        AgentMsg::Call(call, port) => match call.into_result() {
+            Ok(WorkerCall { worker, req }) => match state.workers.get(&worker) {
+                Some(w) if !w.stopping => {
+                    let sent = if matches!(
+                        w.kind,
+                        WorkerKind::RpcServer(RpcServerSpec {
+                            isolation: Isolation::InProcess
+                        })
+                    ) {
+                        // It refuses oversized results itself: hand it the caller's port,
+                        // no extra hop.
+                        w.actor
+                            .send_message(WorkerMsg::Call(req, port))
+                            .map_err(|e| e.to_string())
+                    } else {
+                        crate::remote::forward_call_checked(
+                            &w.actor,
+                            worker.clone(),
+                            req,
+                            port,
+                            state.max_message,
+                        )
+                    };
+                    if let Err(e) = sent {
+                        tracing::warn!(worker = %worker, error = %e, "call to a stopped worker dropped");
+                    }
+                }
+                Some(_) => {
+                    let _ = port.send(CallReply(Err(FleetError::Unavailable {
+                        what: format!("worker {worker}"),
+                        detail: "it is stopping".into(),
+                    })));
+                }
+                None => {
+                    let msg = AgentMsg::Call(
+                        Wire::new(WorkerCall {
+                            worker: worker.clone(),
+                            req,
+                        }),
+                        port,
+                    );
+                    if let Some(AgentMsg::Call(_, port)) = state.defer_if_starting(&worker, msg) {
+                        let _ = port.send(CallReply(Err(state.not_found(&worker))));
+                    }
+                }
+            },
+            Err(e) => {
+                let _ = port.send(CallReply(Err(e)));
+            }
+        },
+        AgentMsg::Control(ctl, port) => match ctl.into_result() {
+            Ok(WorkerControl { worker, control }) => match state.workers.get(&worker) {
+                Some(w) => {
+                    if let Err(e) = w.actor.send_message(WorkerMsg::Control(control, port)) {
+                        tracing::warn!(worker = %worker, error = %e, "control message to a stopped worker dropped");
+                    }
+                }
+                None => {
+                    let msg = AgentMsg::Control(
+                        Wire::new(WorkerControl {
+                            worker: worker.clone(),
+                            control,
+                        }),
+                        port,
+                    );
+                    if let Some(AgentMsg::Control(_, port)) = state.defer_if_starting(&worker, msg)
+                    {
+                        let _ = port.send(ControlReply(Err(state.not_found(&worker))));
+                    }
+                }
+            },
+            Err(e) => {
+                let _ = port.send(ControlReply(Err(e)));
+            }
+        },
+        AgentMsg::Stop(req, port) => {
+            let StopRequest {
+                worker,
+                destroy_timeout_ms,
+            } = match req.into_result() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = port.send(ControlReply(Err(e)));
+                    return Ok(());
+                }
+            };
+            if state.starting.contains_key(&worker) {
+                // Handled once the spawn is done, so the worker it started is stopped.
+                let msg = AgentMsg::Stop(
+                    Wire::new(StopRequest {
+                        worker: worker.clone(),
+                        destroy_timeout_ms,
+                    }),
+                    port,
+                );
+                let _ = state.defer_if_starting(&worker, msg);
+                return Ok(());
+            }
+            state.tombstones.remove(&worker);
+            let Some(w) = state.workers.get_mut(&worker) else {
+                // Already gone: stopping is idempotent.
+                let _ = port.send(ControlReply(Ok(ControlOk::Done)));
+                return Ok(());
+            };
+            w.stopping = true;
+            let actor = w.actor.clone();
+            let join = w.join.take();
+            let engine_exit = w.engine_exit.take();
+            let drain_key = state.next_drain;
+            state.next_drain += 1;
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let bound = Duration::from_millis(destroy_timeout_ms);
+                let destroyed = actor
+                    .call(
+                        |p| {
+                            WorkerMsg::Control(
+                                Control::Destroy {
+                                    timeout_ms: destroy_timeout_ms,
+                                },
+                                p,
+                            )
+                        },
+                        Some(bound + Duration::from_secs(1)),
+                    )
+                    .await;
+                let outcome = match destroyed {
+                    Ok(ractor::rpc::CallResult::Success(ControlReply(r))) => r,
+                    _ => Ok(ControlOk::Done),
+                };
+                if let Some(join) = join {
+                    if tokio::time::timeout(Duration::from_secs(2), join)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(worker = %worker, "worker did not stop after destroy; killing it");
+                        actor.kill();
+                    }
+                } else {
+                    actor.stop(None);
+                }
+                // An in-process engine cannot be killed: until its thread has ended it may
+                // still run on its GPUs, so its resources stay held until then.
+                let mut exit = match engine_exit {
+                    Some(mut rx) => match tokio::time::timeout(ENGINE_EXIT_GRACE, &mut rx).await {
+                        Ok(_) => None,
+                        Err(_) => Some(rx),
+                    },
+                    None => None,
+                };
+                let Some(rx) = exit.as_mut() else {
+                    let _ = me.cast(AgentMsg::Reclaim(Wire::new(worker)));
+                    let _ = port.send(ControlReply(outcome));
+                    return;
+                };
+                let mut reason = format!(
+                    "its engine thread is still running after the destroy deadline ({destroy_timeout_ms} ms); its GPUs, ports and memory stay held until the thread ends"
+                );
+                if let Err(e) = &outcome {
+                    reason.push_str(&format!(" ({e})"));
+                }
+                tracing::warn!(worker = %worker, %reason, "worker stopping, resources held");
+                let _ = me.cast(AgentMsg::Draining(Wire::new((
+                    worker.clone(),
+                    drain_key,
+                    reason.clone(),
+                ))));
+                let _ = port.send(ControlReply(Ok(ControlOk::Deferred(reason))));
+                let since = std::time::Instant::now();
+                // Ends when the thread does; it cannot be cut short, only reported.
+                while tokio::time::timeout(Duration::from_secs(60), &mut *rx)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(worker = %worker, running_for_s = since.elapsed().as_secs(), "zombie engine: the deleted worker's engine thread is still running; its resources stay held");
+                }
+                let _ = me.cast(AgentMsg::Drained(Wire::new(drain_key)));
+            });
+        }
+        AgentMsg::Http(req, port) => match req.into_result() {
+            Ok(super::messages::WorkerHttp { worker, call }) => match state.workers.get(&worker) {
+                Some(w) => {
+                    let sent = crate::remote::forward_http_checked(
+                        &w.actor,
+                        worker.clone(),
+                        call,
+                        port,
+                        state.max_message,
+                    );
+                    if let Err(e) = sent {
+                        tracing::warn!(worker = %worker, error = %e, "http request to a stopped worker dropped");
+                    }
+                }
+                None => {
+                    let msg = AgentMsg::Http(
+                        Wire::new(super::messages::WorkerHttp {
+                            worker: worker.clone(),
+                            call,
+                        }),
+                        port,
+                    );
+                    if let Some(AgentMsg::Http(_, port)) = state.defer_if_starting(&worker, msg) {
+                        let _ = port.send(fleet_actors::HttpReply(Err(state.not_found(&worker))));
+                    }
+                }
+            },
+            Err(e) => {
+                let _ = port.send(fleet_actors::HttpReply(Err(e)));
+            }
+        },
+        AgentMsg::Failed(event) => {
+            if let Ok(ev) = event.into_result() {
+                let starting = state
+                    .starting
+                    .get(&ev.worker)
+                    .and_then(|k| state.pending.get(k))
+                    .is_some_and(|p| p.reply.incarnation == ev.incarnation);
+                if starting {
+                    // Its launcher reported before its spawn was registered.
+                    let worker = ev.worker.clone();
+                    let _ = state.defer_if_starting(&worker, AgentMsg::Failed(Wire::new(ev)));
+                    return Ok(());
+                }
+                // About an earlier instance of this id (already stopped and replaced)?
+                let current = state.workers.get(&ev.worker).map(|w| w.incarnation);
+                if current != Some(ev.incarnation) {
+                    tracing::debug!(worker = %ev.worker, incarnation = ev.incarnation, ?current, "failure of an earlier incarnation ignored");
+                    return Ok(());
+                }
+                // Failed for good (no restart left): its process is gone, so stop its actor
+                // and give its GPUs, CPU, memory and ports back now. The scheduler keeps the
+                // worker as failed, with the reason, until it is deleted.
+                if let Some(w) = state.workers.get_mut(&ev.worker) {
+                    w.stopping = true;
+                    w.actor.stop(Some("failed".into()));
+                }
+                if let WorkerEventKind::Failed { reason, tail } = &ev.kind {
+                    state.tombstones.insert(
+                        ev.worker.clone(),
+                        FleetError::WorkerFailed {
+                            worker: ev.worker.to_string(),
+                            node: state.node.to_string(),
+                            reason: reason.clone(),
+                            tail: tail.clone(),
+                        },
+                        std::time::Instant::now(),
+                    );
+                }
+                if state.reclaim(&ev.worker) {
+                    tracing::info!(worker = %ev.worker, node = %state.node, "failed worker stopped, resources released");
+                }
+                if let Some(events) = &state.events {
+                    let _ = events.send(ev);
+                }
+            }
+        }
+        AgentMsg::ReservePorts(count, port) => {
+            let r = count.into_result().and_then(|n| state.ports.reserve(n));
+            let _ = port.send(Wire::new(r));
+        }
+        AgentMsg::ReleasePorts(lease) => {
+            if let Ok(id) = lease.into_result() {
+                state.ports.release(id);
+            }
+        }
+        AgentMsg::Info(port) => {
+            let _ = port.send(Wire::new(Ok(state.info())));
+        }
+        AgentMsg::Draining(notice) => {
+            if let Ok((worker, key, reason)) = notice.into_result() {
+                if let Some(w) = state.workers.remove(&worker) {
+                    state.by_actor.remove(&w.actor.get_id());
+                    state.directory.remove(&worker);
+                    let ledger_key =
+                        WorkerId::new(format!("{}~draining{key}", worker.role), worker.index);
+                    state.ledger.rekey(&worker, ledger_key.clone());
+                    state.draining.insert(
+                        key,
+                        DrainingWorker {
+                            worker,
+                            incarnation: w.incarnation,
+                            ledger_key,
+                            kind: w.kind,
+                            gpus: w.gpus,
+                            ports: w.ports,
+                            lease: w.lease,
+                            reason,
+                        },
+                    );
+                }
+            }
+        }
+        AgentMsg::Drained(key) => {
+            if let Some(d) = key
+                .into_result()
+                .ok()
+                .and_then(|k| state.draining.remove(&k))
+            {
+                state.ledger.release(&d.ledger_key);
+                if let Some(lease) = d.lease {
+                    state.ports.release(lease);
+                }
+                tracing::info!(worker = %d.worker, node = %state.node, "engine thread ended; the stopped worker's resources are released");
+                if let Some(events) = &state.events {
+                    let _ = events.send(WorkerEvent {
+                        worker: d.worker,
+                        node: state.node.clone(),
+                        incarnation: d.incarnation,
+                        kind: WorkerEventKind::Released,
+                    });
+                }
+            }
+        }
+        AgentMsg::Reclaim(worker) => {
+            if let Ok(worker) = worker.into_result() {
+                if state.reclaim(&worker) {
+                    tracing::info!(worker = %worker, node = %state.node, "worker stopped, resources released");
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -192,6 +192,9 @@ pub enum AgentMsg {
     Draining(Wire<(WorkerId, u64, String)>),
     /// Internal: the engine thread of the draining worker with this key has ended.
     Drained(Wire<u64>),
+    /// Internal: the spawn with this key has started its worker's actor, or failed to (the
+    /// outcome waits in the agent's state; see `agent.rs`).
+    Started(Wire<u64>),
     /// Internal: a local worker failed for good (its actor lives on, answering with the error,
     /// until it is deleted); pushed on to the scheduler.
     Failed(Wire<WorkerEvent>),

@@ -31,7 +31,7 @@ use crate::scheduler::{Scheduler, WorkerState};
 use fleet_actors::{CallOptions, FleetError, WorkerId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -40,8 +40,6 @@ use tokio::sync::{oneshot, Notify};
 /// How often the controller re-reads its role's membership and re-pushes the policy version to
 /// workers that missed it.
 pub const FOLLOW_EVERY: Duration = Duration::from_millis(250);
-/// Episode latencies kept for percentiles (the most recent ones).
-const LATENCY_WINDOW: usize = 10_000;
 
 /// Controller settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,8 +123,8 @@ pub struct RolloutStats {
     pub output_tokens: u64,
     /// Output tokens per second since the controller started.
     pub tokens_per_s: f64,
-    /// Episode latency percentiles (p50, p90, p99) in milliseconds, over the most recent
-    /// 10,000 accepted episodes.
+    /// Episode latency percentiles (p50, p90, p99) in milliseconds, within 3%, over the most
+    /// recent 10,000 to 20,000 accepted episodes (fixed memory, see [`super::latency`]).
     pub latency_ms: (u64, u64, u64),
     /// Whether admission is paused.
     pub paused: bool,
@@ -145,7 +143,7 @@ struct Ctl {
     pool: Pool,
     /// Episodes on a worker now: id -> worker.
     on_worker: HashMap<u64, WorkerId>,
-    latencies: VecDeque<u64>,
+    latencies: super::latency::Latencies,
     tokens: u64,
     /// Set when every worker failed for good.
     fatal: Option<FleetError>,
@@ -216,14 +214,6 @@ impl EpisodeTicket {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn pct(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn far(now: Instant, d: Duration) -> Instant {
@@ -321,7 +311,7 @@ impl RolloutController {
                     requeued: BTreeMap::new(),
                     pool: Pool::new(workers, 0),
                     on_worker: HashMap::new(),
-                    latencies: VecDeque::new(),
+                    latencies: super::latency::Latencies::new(),
                     tokens: 0,
                     fatal: None,
                     cancelled: false,
@@ -604,10 +594,7 @@ impl RolloutController {
                 Ok((traj, tokens)) => {
                     c.accepted += 1;
                     c.tokens += tokens;
-                    if c.latencies.len() >= LATENCY_WINDOW {
-                        c.latencies.pop_front();
-                    }
-                    c.latencies.push_back(latency_ms);
+                    c.latencies.record(latency_ms);
                     (Some(traj), None)
                 }
                 Err((key, why)) => {
@@ -826,7 +813,7 @@ impl RolloutController {
             .collect()
     }
 
-    /// Episodes admitted and not ended (cheap; [`stats`](Self::stats) sorts latencies).
+    /// Episodes admitted and not ended (cheap).
     pub fn running(&self) -> u64 {
         lock(&self.inner.state).running
     }
@@ -839,8 +826,6 @@ impl RolloutController {
     /// Counters and latency percentiles.
     pub fn stats(&self) -> RolloutStats {
         let c = lock(&self.inner.state);
-        let mut lat: Vec<u64> = c.latencies.iter().copied().collect();
-        lat.sort_unstable();
         let secs = self.inner.started.elapsed().as_secs_f64().max(1e-9);
         let now = Instant::now();
         let all = c.pool.all();
@@ -857,7 +842,11 @@ impl RolloutController {
             requeued: c.requeued.clone(),
             output_tokens: c.tokens,
             tokens_per_s: c.tokens as f64 / secs,
-            latency_ms: (pct(&lat, 50.0), pct(&lat, 90.0), pct(&lat, 99.0)),
+            latency_ms: (
+                c.latencies.percentile(50.0),
+                c.latencies.percentile(90.0),
+                c.latencies.percentile(99.0),
+            ),
             paused: c.paused,
             workers_available: (available, all.len()),
         }

@@ -497,6 +497,7 @@ impl Actor for RolloutWorker {
                 max_in_flight: 1024,
                 client: args.client.clone(),
                 secret: None,
+                child_pid: Default::default(),
             };
         let probe_path = match &args.spec.backend {
             Backend::Command(spec) => spec.readiness.path.clone(),
