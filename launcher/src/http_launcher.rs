@@ -27,7 +27,9 @@
 
 mod actor;
 mod child_pid;
+mod control;
 mod forward;
+mod lifecycle;
 mod slots;
 
 pub use actor::{FailureHook, HttpLauncher, HttpLauncherArgs, WorkerFailure};
