@@ -196,6 +196,9 @@ impl LocalBuilder {
 
     /// Starts the node server, the node agent and the scheduler.
     pub async fn start(self) -> Result<Cluster, FleetError> {
+        if let Some(h) = &self.head {
+            h.membership.validate()?;
+        }
         let node = NodeId::generate(self.name.clone());
         let cluster_id = format!("{:016x}", rand::random::<u64>());
         let gpus = self.gpus.unwrap_or_else(system::detect_gpus);
@@ -259,6 +262,7 @@ impl LocalBuilder {
                 agents: self.agents,
                 max_message: self.config.max_payload,
                 store,
+                leftovers: Default::default(),
             },
         )
         .await

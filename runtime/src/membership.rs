@@ -11,6 +11,7 @@
 //!   what a lost node held (through [`scheduler_hooks`]) and answers `fleet status`;
 //! * [`join`]: the node side: dial the head, join under a fresh [`fleet_actors::NodeId`], beat,
 //!   and fence (stop every worker) when the lease runs out, then rejoin with backoff;
+//! * [`fence`]: the first act of fencing, killing every child process of the node's workers;
 //! * [`events`]: membership events for programs and tests;
 //! * [`tls`]: mutual TLS from PEM files;
 //! * [`port`]: fleet's own accept loop on the cluster port, with limits on connections that
@@ -24,6 +25,7 @@
 
 pub mod child_pids;
 pub mod events;
+pub mod fence;
 pub mod head;
 pub mod join;
 pub mod loopback_cookie;

@@ -62,6 +62,7 @@ pub struct NodeSpec {
     cookie: Option<String>,
     plain: bool,
     args: Vec<String>,
+    join: Option<String>,
 }
 
 impl Default for NodeSpec {
@@ -81,6 +82,7 @@ impl NodeSpec {
             cookie: None,
             plain: false,
             args: vec![],
+            join: None,
         }
     }
     /// CPU cores it offers.
@@ -111,6 +113,12 @@ impl NodeSpec {
     /// Connects without TLS even when the cluster uses it (to test refusal).
     pub fn without_tls(mut self) -> Self {
         self.plain = true;
+        self
+    }
+    /// Joins through `addr` (a [`crate::relay::Relay`] in front of the head) instead of the
+    /// head's own address.
+    pub fn join_via(mut self, addr: impl Into<String>) -> Self {
+        self.join = Some(addr.into());
         self
     }
     /// Extra command-line arguments for `fleet node`.
@@ -205,16 +213,16 @@ impl TestTls {
 static CLUSTERS: AtomicU64 = AtomicU64::new(0);
 
 impl TestCluster {
-    /// Settings: no nodes, heartbeat 200 ms, timeout 1.5 s (so failure tests are quick), pack
+    /// Settings: no nodes, heartbeat 200 ms, timeout 1.5 s, lease 750 ms (so failure tests are
+    /// quick), pack
     /// placement, a head without workers.
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder {
             nodes: vec![],
-            membership: MembershipConfig {
-                heartbeat: Duration::from_millis(200),
-                timeout: Duration::from_millis(1500),
-                lease: Duration::from_millis(1500),
-            },
+            membership: MembershipConfig::new(
+                Duration::from_millis(200),
+                Duration::from_millis(1500),
+            ),
             policy: Policy::Pack,
             tls: false,
             head_workers: false,
@@ -398,7 +406,7 @@ impl TestCluster {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("node")
             .arg("--join")
-            .arg(self.head_addr())
+            .arg(spec.join.clone().unwrap_or_else(|| self.head_addr()))
             .arg("--name")
             .arg(&name)
             .arg("--cpus")

@@ -22,25 +22,93 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// Heartbeat and lease settings, chosen by the head and handed to every node at join.
+///
+/// The lease must run out on a cut-off node *before* the head gives the node up, so that the
+/// node has killed its workers' children before the driver recreates them elsewhere. The head
+/// declares a node down at the earliest `timeout` after it *processed* the node's last beat,
+/// which was sent at most one `heartbeat` after the last beat the node saw acknowledged; the
+/// node fences `lease` after *sending* that acknowledged beat, noticed within one lease check
+/// (a quarter heartbeat). [`MembershipConfig::validate`] therefore asks for
+/// `lease <= timeout - heartbeat - sweep - margin` (sweep: the head's check period, half a
+/// heartbeat; margin: half a heartbeat for the check and the kill).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MembershipConfig {
     /// How often nodes beat (default 500 ms).
     pub heartbeat: Duration,
     /// A node without a beat for this long is down (default 3 s).
     pub timeout: Duration,
-    /// A node that has not heard from the head for this long stops its workers and rejoins
-    /// (default: the timeout, so a cut-off node stops its workers about when the head gives
-    /// them up).
+    /// A node that has not heard from the head for this long kills its workers' children,
+    /// stops its workers and rejoins (default: half the timeout).
     pub lease: Duration,
 }
 
 impl Default for MembershipConfig {
     fn default() -> Self {
+        MembershipConfig::new(Duration::from_millis(500), Duration::from_secs(3))
+    }
+}
+
+impl MembershipConfig {
+    /// `heartbeat` and `timeout` with the default lease, half the timeout.
+    pub fn new(heartbeat: Duration, timeout: Duration) -> Self {
         MembershipConfig {
-            heartbeat: Duration::from_millis(500),
-            timeout: Duration::from_secs(3),
-            lease: Duration::from_secs(3),
+            heartbeat,
+            timeout,
+            lease: timeout / 2,
         }
+    }
+
+    /// How often the head checks every member's last beat.
+    pub fn sweep_period(&self) -> Duration {
+        (self.heartbeat / 2).max(Duration::from_millis(20))
+    }
+
+    /// How often a node checks its own lease (also between heartbeats).
+    pub fn lease_check(&self) -> Duration {
+        (self.heartbeat / 4).max(Duration::from_millis(10))
+    }
+
+    /// The longest safe lease for this heartbeat and timeout:
+    /// `timeout - heartbeat - sweep period - margin` (margin: half a heartbeat).
+    pub fn max_lease(&self) -> Duration {
+        self.timeout
+            .saturating_sub(self.heartbeat)
+            .saturating_sub(self.sweep_period())
+            .saturating_sub(self.heartbeat / 2)
+    }
+
+    /// Refuses settings under which a cut-off node could still run its workers after the head
+    /// gave them up: the lease must be at least two heartbeats (one lost beat must not fence)
+    /// and at most [`MembershipConfig::max_lease`].
+    pub fn validate(&self) -> Result<(), FleetError> {
+        let ms = |d: Duration| d.as_millis();
+        let what = "the membership settings (--heartbeat, --timeout, --lease)";
+        if self.heartbeat.is_zero() || self.timeout <= self.heartbeat {
+            return Err(FleetError::bad_request(
+                what,
+                format!(
+                    "timeout {} ms (--timeout) must be longer than heartbeat {} ms (--heartbeat)",
+                    ms(self.timeout),
+                    ms(self.heartbeat)
+                ),
+            ));
+        }
+        let max = self.max_lease();
+        let min = self.heartbeat * 2;
+        if self.lease < min || self.lease > max {
+            return Err(FleetError::bad_request(
+                what,
+                format!(
+                    "lease {} ms (--lease) must be between two heartbeats ({} ms, --heartbeat {} ms) and timeout - heartbeat - sweep - margin = {} ms (--timeout {} ms): a node cut off from the head must stop its workers before the head gives them up; leave --lease unset for half the timeout, or raise --timeout",
+                    ms(self.lease),
+                    ms(min),
+                    ms(self.heartbeat),
+                    ms(max),
+                    ms(self.timeout)
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -365,7 +433,7 @@ impl Actor for Head {
         myself: ActorRef<HeadMsg>,
         (args, local_agent): Self::Arguments,
     ) -> Result<HeadState, ActorProcessingErr> {
-        let period = (args.config.heartbeat / 2).max(Duration::from_millis(20));
+        let period = args.config.sweep_period();
         myself.send_interval(period, || HeadMsg::Sweep(Wire::new(())));
         tracing::info!(cluster = %args.cluster_id, heartbeat_ms = args.config.heartbeat.as_millis() as u64, timeout_ms = args.config.timeout.as_millis() as u64, "head started");
         Ok(HeadState {
@@ -497,5 +565,43 @@ impl Actor for Head {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MembershipConfig;
+    use std::time::Duration;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_default_lease_is_half_the_timeout_and_valid() {
+        let d = MembershipConfig::default();
+        assert_eq!(d.lease, d.timeout / 2);
+        d.validate().unwrap();
+        MembershipConfig::new(ms(200), ms(1500)).validate().unwrap();
+        MembershipConfig::new(ms(100), ms(1000)).validate().unwrap();
+    }
+
+    #[test]
+    fn a_lease_not_safely_below_the_timeout_is_refused_naming_both_values_and_flags() {
+        let mut c = MembershipConfig::new(ms(500), ms(3000));
+        c.lease = ms(3000);
+        let e = c.validate().unwrap_err().to_string();
+        for want in ["3000 ms", "--lease", "--timeout", "2000 ms"] {
+            assert!(e.contains(want), "{want} missing in: {e}");
+        }
+        c.lease = c.max_lease();
+        c.validate().unwrap();
+        c.lease = ms(999);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--heartbeat"));
+        assert!(MembershipConfig::new(ms(500), ms(500)).validate().is_err());
     }
 }

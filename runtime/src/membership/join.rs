@@ -4,16 +4,22 @@
 //! fresh [`NodeId`], puts it in the `agent/<id>` group so the head can find it, and asks to
 //! join. Then it beats every `heartbeat` and holds a lease: when the head has not answered for
 //! `lease` (partition, hung head, or this process was stopped), or answers that this node is
-//! no longer a member, or the connection closes, the node **fences**: it stops its agent, which
-//! stops every worker and their child processes, so no zombie workers live on behind the head's
-//! back. Then it joins again under a new id, with exponential backoff and jitter. Its old
-//! workers stay lost; the caller recreates them.
+//! no longer a member, or the connection closes, the node **fences**: it SIGKILLs every child
+//! process of its workers (with their process groups, see [`super::fence`]) at once, then stops
+//! its agent, which stops every worker (an in-process engine's callers are answered with an
+//! error; its thread ends after its current call, and until then the node withholds what it
+//! holds, see [`crate::node::leftovers`]). The lease is checked on a timer of its own, a quarter
+//! heartbeat, and is shorter than the head's timeout ([`super::MembershipConfig::validate`]), so
+//! a cut-off node has killed its children before the head declares it down. Then it joins again
+//! under a new id, with exponential backoff and jitter. Its old workers stay lost; the caller
+//! recreates them.
 
 use super::protocol::{
     agent_group, head_group, Admitted, Beat, BeatAck, HeadMsg, JoinRequest, FLEET_SCOPE,
 };
 use super::transport::{remote_members, SessionEventKind, Transport, TransportConfig};
 use crate::node::directory::LocalDirectory;
+use crate::node::leftovers::Leftovers;
 use crate::node::messages::AgentMsg;
 use crate::node::resources::NodeResources;
 use crate::node::{AgentArgs, NodeAgent};
@@ -142,6 +148,10 @@ impl Backoff {
     }
 }
 
+/// How long a fence waits for the engine threads of its stopped workers before it rejoins
+/// without their resources.
+const ENGINE_GRACE: Duration = Duration::from_secs(1);
+
 enum Ended {
     Stop,
     Fence(String),
@@ -163,6 +173,7 @@ async fn run(
 ) -> Result<(), FleetError> {
     let mut backoff = Backoff::new();
     let mut session: Option<(u64, String)> = None;
+    let leftovers = Leftovers::default();
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -205,13 +216,15 @@ async fn run(
         let head: ActorRef<HeadMsg> = head.into();
 
         let node = NodeId::generate(cfg.name.clone());
+        // Engine threads of an earlier agent that still run keep what they hold.
+        let resources = leftovers.withhold(&cfg.resources);
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let spawned = Actor::spawn(
             None,
             NodeAgent,
             AgentArgs {
                 node: node.clone(),
-                resources: cfg.resources.clone(),
+                resources: resources.clone(),
                 registry: cfg.registry.clone(),
                 directory: LocalDirectory::default(),
                 events: Some(events_tx),
@@ -219,6 +232,7 @@ async fn run(
                 max_message: cfg.max_message,
                 agents: cfg.agents.clone(),
                 store: cfg.store.clone(),
+                leftovers: leftovers.clone(),
             },
         )
         .await;
@@ -231,7 +245,7 @@ async fn run(
         );
         let req = JoinRequest {
             node: node.clone(),
-            resources: cfg.resources.clone(),
+            resources,
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             store: crate::store::Store::for_node(&node.to_string()).map(|s| s.url().to_string()),
@@ -296,9 +310,19 @@ async fn run(
                 return Ok(());
             }
             Ended::Fence(why) => {
-                tracing::error!(node = %node, reason = %why, "fencing: stopping every worker of this node, then joining again under a new id");
-                println!("fenced {node}: {why}; its workers are stopped");
+                // Children first: nothing the head has given up may keep running while the
+                // agent stops gracefully.
+                let killed = super::fence::kill_worker_children(&node);
+                tracing::error!(node = %node, reason = %why, children_killed = killed.len(), "fencing: killed every child process of this node's workers; stopping its workers, then joining again under a new id");
+                println!(
+                    "fenced {node}: {why}; killed {} child processes, stopping its workers",
+                    killed.len()
+                );
                 stop_agent(&agent, "fenced").await;
+                let running = leftovers.settle(ENGINE_GRACE).await;
+                if !running.is_empty() {
+                    tracing::warn!(node = %node, workers = ?running, "zombie engines: in-process engine threads of fenced workers still run their last call; the node withholds their resources until they end");
+                }
                 if pause(backoff.step(), &mut stop).await {
                     return Ok(());
                 }
@@ -329,6 +353,9 @@ async fn beat(
 ) -> Ended {
     let every = Duration::from_millis(admitted.heartbeat_ms.max(10));
     let lease = Duration::from_millis(admitted.lease_ms.max(admitted.heartbeat_ms * 2));
+    // Checked on a timer of its own, not only when a beat is due.
+    let mut check = tokio::time::interval((every / 4).max(Duration::from_millis(10)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (ack_tx, mut acks) = mpsc::unbounded_channel::<(Instant, Option<BeatAck>)>();
     let mut sessions = transport.subscribe();
     let mut tick = tokio::time::interval(every);
@@ -336,16 +363,26 @@ async fn beat(
     // The lease runs from the sending time of the last beat the head acknowledged.
     let mut last_ok = Instant::now();
     let mut seq = 0u64;
+    let expired = |last_ok: Instant| {
+        let quiet = last_ok.elapsed();
+        (quiet > lease).then(|| {
+            Ended::Fence(format!(
+                "no answer from the head for {} ms (lease {} ms)",
+                quiet.as_millis(),
+                lease.as_millis()
+            ))
+        })
+    };
     loop {
         tokio::select! {
+            _ = check.tick() => {
+                if let Some(fence) = expired(last_ok) {
+                    return fence;
+                }
+            }
             _ = tick.tick() => {
-                let quiet = last_ok.elapsed();
-                if quiet > lease {
-                    return Ended::Fence(format!(
-                        "no answer from the head for {} ms (lease {} ms)",
-                        quiet.as_millis(),
-                        lease.as_millis()
-                    ));
+                if let Some(fence) = expired(last_ok) {
+                    return fence;
                 }
                 seq += 1;
                 let beat = Beat { node: node.clone(), seq };

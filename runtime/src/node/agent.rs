@@ -55,6 +55,9 @@ pub struct AgentArgs {
     /// The node's object store (see [`crate::store`]), started with the agent and stopped
     /// with it; `None`: no store on this node.
     pub store: Option<crate::store::StoreConfig>,
+    /// Where the agent leaves the engine threads still running when it stops (see
+    /// [`super::leftovers`]).
+    pub leftovers: super::leftovers::Leftovers,
 }
 
 struct LocalWorker {
@@ -109,6 +112,7 @@ pub struct AgentState {
     store: Option<crate::store::Store>,
     /// Ports the store holds from the allocator (not counted as the workers' `ports_held`).
     store_ports: u64,
+    leftovers: super::leftovers::Leftovers,
 }
 
 /// The HTTP service that hosts an isolated RpcServer.
@@ -466,6 +470,7 @@ impl Actor for NodeAgent {
             max_message: args.max_message,
             draining: HashMap::new(),
             next_drain: 0,
+            leftovers: args.leftovers,
         })
     }
 
@@ -809,8 +814,14 @@ impl Actor for NodeAgent {
     ) -> Result<(), ActorProcessingErr> {
         let ids: Vec<WorkerId> = state.workers.keys().cloned().collect();
         for id in ids {
-            if let Some(w) = state.workers.get(&id) {
+            if let Some(w) = state.workers.get_mut(&id) {
                 w.actor.stop(Some("node agent stopped".into()));
+                // Its engine thread ends after its current call; until then it holds what the
+                // worker held, and the node's next agent must not offer it.
+                if let Some(exit) = w.engine_exit.take() {
+                    let alloc = state.ledger.allocation(&id).cloned().unwrap_or_default();
+                    state.leftovers.push(id.clone(), alloc, exit);
+                }
             }
             state.reclaim(&id);
         }
