@@ -13,6 +13,8 @@
 //!   and fence (stop every worker) when the lease runs out, then rejoin with backoff;
 //! * [`fence`]: the first act of fencing, killing every child process of the node's workers;
 //! * [`events`]: membership events for programs and tests;
+//! * `runtime`: the head's own tokio runtime, so a driver that blocks its threads cannot
+//!   stall heartbeats;
 //! * [`tls`]: mutual TLS from PEM files;
 //! * [`port`]: fleet's own accept loop on the cluster port, with limits on connections that
 //!   have not authenticated;
@@ -31,6 +33,7 @@ pub mod join;
 pub mod loopback_cookie;
 pub mod port;
 pub mod protocol;
+pub(crate) mod runtime;
 pub mod scheduler_hooks;
 pub mod tls;
 pub mod transport;

@@ -147,6 +147,9 @@ pub struct HeadState {
     args: HeadArgs,
     local_agent: Option<ActorRef<AgentMsg>>,
     members: BTreeMap<NodeId, Member>,
+    /// When the last sweep ran: a sweep more than a heartbeat late means the detector itself
+    /// stalled, and quiet times measured across the stall say nothing about the nodes.
+    last_sweep: Instant,
 }
 
 impl HeadState {
@@ -259,6 +262,21 @@ impl HeadState {
     fn sweep(&mut self) {
         let timeout = self.args.config.timeout;
         let now = Instant::now();
+        let since = now.saturating_duration_since(self.last_sweep);
+        self.last_sweep = now;
+        if since > self.args.config.sweep_period() + self.args.config.heartbeat {
+            // The detector itself was not running (the head process was stopped or starved):
+            // beats may have arrived unread. Start every quiet time afresh instead of declaring
+            // nodes down for the head's own stall.
+            tracing::warn!(
+                late_ms = since.as_millis() as u64,
+                "the failure detector stalled; restarting every member's quiet time"
+            );
+            for m in self.members.values_mut() {
+                m.last_beat = m.last_beat.max(now);
+            }
+            return;
+        }
         let mut down = Vec::new();
         for (id, m) in self.members.iter_mut() {
             let quiet = now.saturating_duration_since(m.last_beat);
@@ -440,6 +458,7 @@ impl Actor for Head {
             args,
             local_agent,
             members: BTreeMap::new(),
+            last_sweep: Instant::now(),
         })
     }
 
