@@ -301,6 +301,7 @@ impl LocalBuilder {
                     scheduler: scheduler.clone(),
                     events: events.clone(),
                     local_node: workers_here.then(|| (node.clone(), resources)),
+                    transport: Some(transport.clone()),
                 };
                 let rt = membership_rt
                     .as_ref()

@@ -5,7 +5,9 @@
 //! [`Relay::cut`] stops all forwarding, on existing connections and new ones alike, without
 //! closing anything: like a blackholed link, bytes (and a closed end) wait until
 //! [`Relay::restore`], when they are delivered, as TCP retransmission would after a partition
-//! heals. New connections are accepted while cut but reach upstream only after the restore.
+//! heals. A connection accepted while cut reaches upstream only at the restore, with what its
+//! client sent meanwhile, and one whose client closed it meanwhile never does (like a SYN that
+//! waited out the partition, or one never answered).
 //!
 //! Bounded: at most [`MAX_CONNECTIONS`] connections at once (more are closed at once), one
 //! 64 KiB buffer per direction. Dropping the relay closes every connection.
@@ -62,6 +64,28 @@ async fn pump(
     }
 }
 
+/// For a connection accepted while the link is cut: what the client sent until the restore
+/// (at most 64 KiB), or `None` if it gave up (closed) meanwhile. Such a connection reaches
+/// upstream only at the restore, like a connect whose SYN waited out the partition; one the
+/// client abandoned never reaches it, like a SYN that was never answered.
+async fn before_restore(down: &mut TcpStream, open: &mut watch::Receiver<bool>) -> Option<Vec<u8>> {
+    let mut early = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while !*open.borrow() {
+        if early.len() >= 64 * 1024 {
+            return until_open(open).await.then_some(early);
+        }
+        tokio::select! {
+            r = open.changed() => if r.is_err() { return None },
+            n = down.read(&mut buf) => match n {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => early.extend_from_slice(&buf[..n]),
+            },
+        }
+    }
+    Some(early)
+}
+
 impl Relay {
     /// Starts relaying connections to `upstream` (`IP:PORT`).
     pub async fn start(upstream: &str) -> std::io::Result<Relay> {
@@ -88,8 +112,17 @@ impl Relay {
                 let mut open = open_rx.clone();
                 let live = live.clone();
                 let conn = tokio::spawn(async move {
+                    let mut down = down;
+                    let Some(early) = before_restore(&mut down, &mut open).await else {
+                        live.fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    };
                     if until_open(&mut open).await {
-                        if let Ok(up) = TcpStream::connect(upstream).await {
+                        if let Ok(mut up) = TcpStream::connect(upstream).await {
+                            if up.write_all(&early).await.is_err() {
+                                live.fetch_sub(1, Ordering::SeqCst);
+                                return;
+                            }
                             let _ = down.set_nodelay(true);
                             let _ = up.set_nodelay(true);
                             let (dr, dw) = down.into_split();

@@ -94,3 +94,58 @@ async fn a_partitioned_node_kills_its_children_before_the_head_declares_it_down(
     assert!(log.contains("fenced"), "{log}");
     drop(relay);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_partition_heals_the_node_dials_afresh_and_rejoins_under_a_new_id() {
+    let (cluster, relay, pids) = node_behind_a_relay().await;
+    let old = cluster.node_id(0).unwrap();
+    relay.cut();
+    let cut = tokio::time::Instant::now();
+    let bound = cluster.membership().timeout + Duration::from_secs(10);
+    cluster.wait_down(0, bound).await.unwrap();
+    for pid in &pids {
+        assert!(
+            !pid_alive(*pid),
+            "child {pid} of the fenced node still runs"
+        );
+    }
+    wait_for_log(&cluster, "fenced", Duration::from_secs(10)).await;
+    // The link stays down for 10 s (FLEET_TEST_CUT_SECS to measure others): well past the
+    // lease, the timeout and the backoff cap.
+    let secs = std::env::var("FLEET_TEST_CUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    tokio::time::sleep_until(cut + Duration::from_secs(secs)).await;
+    relay.restore();
+    let healed = Instant::now();
+    let new = cluster
+        .wait_rejoined(0, &old, Duration::from_secs(60))
+        .await
+        .unwrap();
+    println!(
+        "rejoined as {new} {:?} after the partition healed",
+        healed.elapsed()
+    );
+    if std::env::var_os("FLEET_TEST_CUT_SECS").is_some() {
+        println!("{}", cluster.node_log(0));
+    }
+    assert_ne!(new, old);
+    // The rejoined node takes work.
+    let s = cluster.scheduler();
+    let fresh = s
+        .create_workers(Job::new("fresh", 1).spec(SchedulingSpec::default().cpu(0.5)))
+        .await
+        .unwrap();
+    assert_eq!(fresh[0].node, new);
+    s.delete_workers(None, false).await.unwrap();
+}
+
+async fn wait_for_log(cluster: &TestCluster, what: &str, deadline: Duration) {
+    fleet_tests::wait_until(&format!("{what:?} in the node's log"), deadline, || {
+        let hit = cluster.node_log(0).contains(what).then_some(());
+        async move { hit }
+    })
+    .await
+    .unwrap();
+}

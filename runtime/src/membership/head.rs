@@ -129,6 +129,9 @@ pub struct HeadArgs {
     pub events: EventBus,
     /// The head's own node, if it runs workers.
     pub local_node: Option<(NodeId, NodeResources)>,
+    /// The head's transport, to close the session of a node it declares down (so that the
+    /// node's fresh connection after a partition meets no stale session of the same peer).
+    pub transport: Option<super::Transport>,
 }
 
 struct Member {
@@ -249,7 +252,13 @@ impl HeadState {
         let scheduler = self.args.scheduler.clone();
         let events = self.args.events.clone();
         let node = node.clone();
+        let close = (!left)
+            .then(|| self.args.transport.clone().map(|t| (t, m.session)))
+            .flatten();
         tokio::spawn(async move {
+            if let Some((t, session)) = close {
+                t.close_session(session).await;
+            }
             scheduler.node_lost(&node, &reason).await;
             events.publish(if left {
                 MemberEvent::Left { node }

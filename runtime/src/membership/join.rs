@@ -11,8 +11,10 @@
 //! holds, see [`crate::node::leftovers`]). The lease is checked on a timer of its own, a quarter
 //! heartbeat, and is shorter than the head's timeout ([`super::MembershipConfig::validate`]), so
 //! a cut-off node has killed its children before the head declares it down. Then it joins again
-//! under a new id, with exponential backoff and jitter. Its old workers stay lost; the caller
-//! recreates them.
+//! under a new id, over a *fresh* connection (the old one is closed: across a partition it may
+//! be half dead), with exponential backoff and jitter capped at 2 s, so a node is back within
+//! about that long after a partition heals. Its old workers stay lost; the caller recreates
+//! them.
 
 use super::protocol::{
     agent_group, head_group, Admitted, Beat, BeatAck, HeadMsg, JoinRequest, FLEET_SCOPE,
@@ -133,7 +135,8 @@ struct Backoff {
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
-    const CAP: Duration = Duration::from_secs(5);
+    /// After a partition heals the node is back within about this long (plus the join).
+    const CAP: Duration = Duration::from_secs(2);
 
     fn new() -> Self {
         Backoff { next: Self::FIRST }
@@ -174,6 +177,7 @@ async fn run(
     let mut backoff = Backoff::new();
     let mut session: Option<(u64, String)> = None;
     let leftovers = Leftovers::default();
+    let mut joined_once = false;
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -187,7 +191,10 @@ async fn run(
             Some(s) => s,
             None => match transport.connect(&cfg.head, Duration::from_secs(10)).await {
                 Ok(s) => s,
-                Err(e @ FleetError::BadRequest { .. }) => {
+                // Refused at the first join: the cookie or TLS is wrong and retrying cannot
+                // help. After a fence the same settings were accepted before, so a refusal is
+                // the head still holding our old session: retry.
+                Err(e @ FleetError::BadRequest { .. }) if !joined_once => {
                     tracing::error!(head = %cfg.head, error = %e, "the head refused this node");
                     return Err(e);
                 }
@@ -279,6 +286,7 @@ async fn run(
             }
         };
         backoff.reset();
+        joined_once = true;
         ractor::pg::join_scoped(
             format!("fleet/{}", admitted.cluster_id),
             "agents".to_string(),
@@ -319,6 +327,10 @@ async fn run(
                     killed.len()
                 );
                 stop_agent(&agent, "fenced").await;
+                // A fresh connection for the next join: the old one may be half dead (a
+                // partition), and the head has given up the session anyway.
+                transport.close_session(s).await;
+                session = None;
                 let running = leftovers.settle(ENGINE_GRACE).await;
                 if !running.is_empty() {
                     tracing::warn!(node = %node, workers = ?running, "zombie engines: in-process engine threads of fenced workers still run their last call; the node withholds their resources until they end");

@@ -252,14 +252,31 @@ impl Transport {
             .next()
             .ok_or_else(|| FleetError::bad_request(format!("resolving {addr}"), "no address"))?;
         let mut rx = self.subscribe();
-        let connected = match &self.tls {
-            None => ractor_cluster::client_connect(&self.server, sock).await,
-            Some(t) => {
-                let name = t.server_name(addr);
-                ractor_cluster::client_connect_enc(&self.server, sock, t.connector.clone(), name)
+        // The TCP connect too is bounded: across a partition a SYN may go unanswered for
+        // minutes.
+        let connecting = async {
+            match &self.tls {
+                None => ractor_cluster::client_connect(&self.server, sock).await,
+                Some(t) => {
+                    let name = t.server_name(addr);
+                    ractor_cluster::client_connect_enc(
+                        &self.server,
+                        sock,
+                        t.connector.clone(),
+                        name,
+                    )
                     .await
+                }
             }
         };
+        let started = tokio::time::Instant::now();
+        let Ok(connected) = tokio::time::timeout(deadline, connecting).await else {
+            return Err(FleetError::timeout(
+                format!("connecting to {addr}"),
+                deadline,
+            ));
+        };
+        let deadline = deadline.saturating_sub(started.elapsed());
         if let Err(e) = connected {
             return Err(unavailable(
                 what,
@@ -302,7 +319,7 @@ impl Transport {
                 }
             }
         };
-        match tokio::time::timeout(deadline, wait).await {
+        let r = match tokio::time::timeout(deadline, wait).await {
             Ok(r) => r,
             Err(_) => Err(FleetError::timeout(
                 format!(
@@ -310,6 +327,23 @@ impl Transport {
                 ),
                 deadline,
             )),
+        };
+        if r.is_err() {
+            // A handshake that did not finish in time must not complete later, behind the
+            // caller's back, as a second session to the same peer.
+            if let Some(id) = session {
+                self.close_session(id).await;
+            }
+        }
+        r
+    }
+
+    /// Closes the session with this id (its TCP connection), if it is still open.
+    pub async fn close_session(&self, id: u64) {
+        if let Ok(m) = ractor::call_t!(self.server, NodeServerMessage::GetSessions, 5_000) {
+            if let Some(s) = m.get(&id) {
+                s.actor.stop(Some("closed by fleet".into()));
+            }
         }
     }
 
