@@ -45,6 +45,7 @@ mod spec;
 
 pub use child::{ChildHandle, ChildWatch, ExitInfo};
 pub use error::ProcessError;
+pub use guard::watch_lease;
 pub use liveness::{watch_liveness, LivenessProbe};
 pub use placeholders::{fill_placeholders, PlaceholderError};
 pub use readiness::{wait_ready, ReadinessProbe};

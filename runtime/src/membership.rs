@@ -30,6 +30,7 @@ pub mod events;
 pub mod fence;
 pub mod head;
 pub mod join;
+pub(crate) mod lease_file;
 pub mod loopback_cookie;
 pub mod port;
 pub mod protocol;

@@ -178,6 +178,14 @@ async fn run(
     let mut session: Option<(u64, String)> = None;
     let leftovers = Leftovers::default();
     let mut joined_once = false;
+    // Children's guards watch this: they end their groups when it stops changing.
+    let lease_file = match super::lease_file::LeaseFile::start(&cfg.run_dir) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(dir = %cfg.run_dir.display(), error = %e, "cannot write the lease file: the children of this node will not end on their own if the node is stopped");
+            None
+        }
+    };
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -287,6 +295,11 @@ async fn run(
         };
         backoff.reset();
         joined_once = true;
+        if let Some(f) = &lease_file {
+            f.admitted(Duration::from_millis(
+                admitted.lease_ms.max(admitted.heartbeat_ms * 2),
+            ));
+        }
         ractor::pg::join_scoped(
             format!("fleet/{}", admitted.cluster_id),
             "agents".to_string(),
@@ -308,8 +321,20 @@ async fn run(
             }
         });
 
-        let ended = beat(&head, &node, &admitted, s, &transport, &mut stop).await;
+        let ended = beat(
+            &head,
+            &node,
+            &admitted,
+            s,
+            &transport,
+            &mut stop,
+            lease_file.as_ref(),
+        )
+        .await;
         forward.abort();
+        if let Some(f) = &lease_file {
+            f.lapsed();
+        }
         match ended {
             Ended::Stop => {
                 let _ = head.cast(HeadMsg::Leave(Wire::new(node.clone())));
@@ -362,6 +387,7 @@ async fn beat(
     session: u64,
     transport: &Transport,
     stop: &mut watch::Receiver<bool>,
+    lease_file: Option<&super::lease_file::LeaseFile>,
 ) -> Ended {
     let every = Duration::from_millis(admitted.heartbeat_ms.max(10));
     let lease = Duration::from_millis(admitted.lease_ms.max(admitted.heartbeat_ms * 2));
@@ -413,7 +439,12 @@ async fn beat(
                 });
             }
             Some((sent, ack)) = acks.recv() => match ack {
-                Some(BeatAck::Alive) if sent > last_ok => last_ok = sent,
+                Some(BeatAck::Alive) if sent > last_ok => {
+                    last_ok = sent;
+                    if let Some(f) = lease_file {
+                        f.renewed(sent + lease);
+                    }
+                }
                 Some(BeatAck::Alive) => {}
                 Some(BeatAck::NotMember { reason }) => {
                     return Ended::Fence(format!("the head no longer counts this node as a member: {reason}"));
