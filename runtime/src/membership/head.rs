@@ -516,9 +516,16 @@ impl Actor for Head {
             }
             HeadMsg::Beat(beat, port) => {
                 let ack = match beat.into_result() {
-                    Ok(Beat { node, .. }) => match state.members.get_mut(&node) {
+                    Ok(Beat { node, roster, .. }) => match state.members.get_mut(&node) {
                         Some(m) if matches!(m.state, MemberState::Alive | MemberState::Suspect) => {
                             m.last_beat = Instant::now();
+                            if let Some(roster) = roster {
+                                let scheduler = state.args.scheduler.clone();
+                                let node = node.clone();
+                                tokio::spawn(async move {
+                                    scheduler.reconcile_node(&node, &roster).await
+                                });
+                            }
                             if m.state == MemberState::Suspect {
                                 tracing::info!(node = %node, "node beats again");
                                 m.state = MemberState::Alive;

@@ -323,6 +323,7 @@ async fn run(
 
         let ended = beat(
             &head,
+            &agent,
             &node,
             &admitted,
             s,
@@ -380,8 +381,10 @@ async fn stop_agent(agent: &ActorRef<AgentMsg>, why: &str) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn beat(
     head: &ActorRef<HeadMsg>,
+    agent: &ActorRef<AgentMsg>,
     node: &NodeId,
     admitted: &Admitted,
     session: u64,
@@ -423,11 +426,17 @@ async fn beat(
                     return fence;
                 }
                 seq += 1;
-                let beat = Beat { node: node.clone(), seq };
+                let (node, agent) = (node.clone(), agent.clone());
                 let head = head.clone();
                 let tx = ack_tx.clone();
                 tokio::spawn(async move {
                     let sent = Instant::now();
+                    // The roster rides on the beat; a busy agent only costs this beat its roster.
+                    let roster = match agent.call(AgentMsg::Roster, Some(every)).await {
+                        Ok(CallResult::Success(r)) => r.into_result().ok(),
+                        _ => None,
+                    };
+                    let beat = Beat { node, seq, roster };
                     let r = head
                         .call(|p| HeadMsg::Beat(Wire::new(beat), p), Some(lease))
                         .await;

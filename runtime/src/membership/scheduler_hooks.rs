@@ -68,6 +68,11 @@ impl Scheduler {
             reason: reason.to_string(),
         };
         self.inner.liveness.mark_lost(node, err.clone());
+        self.inner
+            .misses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node);
         let mut st = self.inner.state.lock().await;
         st.nodes.remove(node);
         let mut affected = Vec::new();

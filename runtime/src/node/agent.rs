@@ -709,6 +709,28 @@ impl Actor for NodeAgent {
             AgentMsg::Info(port) => {
                 let _ = port.send(Wire::new(Ok(state.info())));
             }
+            AgentMsg::Roster(port) => {
+                use super::messages::{RosterEntry, RosterState};
+                let roster = state
+                    .workers
+                    .iter()
+                    .map(|(id, w)| RosterEntry {
+                        worker: id.clone(),
+                        incarnation: w.incarnation,
+                        state: if w.stopping {
+                            RosterState::Stopping
+                        } else {
+                            RosterState::Running
+                        },
+                    })
+                    .chain(state.draining.values().map(|d| RosterEntry {
+                        worker: d.worker.clone(),
+                        incarnation: d.incarnation,
+                        state: RosterState::Stopping,
+                    }))
+                    .collect();
+                let _ = port.send(Wire::new(roster));
+            }
             AgentMsg::Draining(notice) => {
                 if let Ok((worker, key, reason)) = notice.into_result() {
                     if let Some(w) = state.workers.remove(&worker) {
