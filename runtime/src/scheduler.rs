@@ -9,8 +9,8 @@
 mod calls;
 mod create;
 mod delete;
-mod reconcile;
 pub mod placement;
+mod reconcile;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -26,21 +26,22 @@ async fn a_worker_stopped_behind_the_schedulers_back_is_marked_failed_within_a_f
     let workers = s.get_workers("w", Duration::from_secs(20)).await.unwrap();
 
     // The node's agent, straight from its process group: the scheduler is not told.
-    let agent: ActorRef<AgentMsg> = ractor::pg::get_scoped_members(
-        &"fleet".to_string(),
-        &format!("agent/{node}"),
-    )
-    .into_iter()
-    .find(|c| !c.get_id().is_local())
-    .expect("the node's agent is visible")
-    .into();
+    let agent: ActorRef<AgentMsg> =
+        ractor::pg::get_scoped_members(&"fleet".to_string(), &format!("agent/{node}"))
+            .into_iter()
+            .find(|c| !c.get_id().is_local())
+            .expect("the node's agent is visible")
+            .into();
     let victim = workers[0].id.clone();
     let req = StopRequest {
         worker: victim.clone(),
         destroy_timeout_ms: 1000,
     };
     agent
-        .call(|p| AgentMsg::Stop(Wire::new(req), p), Some(Duration::from_secs(10)))
+        .call(
+            |p| AgentMsg::Stop(Wire::new(req), p),
+            Some(Duration::from_secs(10)),
+        )
         .await
         .unwrap();
 

@@ -143,6 +143,24 @@ struct Member {
     state: MemberState,
     last_beat: Instant,
     joined: Instant,
+    /// When it went down or left.
+    gone: Option<Instant>,
+}
+
+/// How long a down or left member stays in `fleet status` (and its liveness signal in the
+/// scheduler) before the head forgets it: every fence and rejoin adds a member, and the sweep
+/// walks them all.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// The members gone (down or left) for longer than `ttl` at `now`.
+fn expired<'a>(
+    gone: impl Iterator<Item = (&'a NodeId, Option<Instant>)>,
+    now: Instant,
+    ttl: Duration,
+) -> Vec<NodeId> {
+    gone.filter(|(_, g)| g.is_some_and(|g| now.saturating_duration_since(g) > ttl))
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// The head's state.
@@ -210,6 +228,7 @@ impl HeadState {
                 state: MemberState::Alive,
                 last_beat: now,
                 joined: now,
+                gone: None,
             },
         );
         Ok((
@@ -229,6 +248,7 @@ impl HeadState {
         if matches!(m.state, MemberState::Down { .. } | MemberState::Left) {
             return;
         }
+        m.gone = Some(Instant::now());
         m.state = if left {
             MemberState::Left
         } else {
@@ -285,6 +305,15 @@ impl HeadState {
                 m.last_beat = m.last_beat.max(now);
             }
             return;
+        }
+        for id in expired(
+            self.members.iter().map(|(id, m)| (id, m.gone)),
+            now,
+            FORGET_AFTER,
+        ) {
+            self.members.remove(&id);
+            self.args.scheduler.inner.liveness.forget(&id);
+            tracing::debug!(node = %id, "forgot a member gone for longer than {FORGET_AFTER:?}");
         }
         let mut down = Vec::new();
         for (id, m) in self.members.iter_mut() {
@@ -605,7 +634,27 @@ impl Actor for Head {
 
 #[cfg(test)]
 mod tests {
-    use super::MembershipConfig;
+    use super::{expired, MembershipConfig};
+    use fleet_actors::NodeId;
+    use std::time::Instant;
+
+    #[test]
+    fn members_gone_for_longer_than_the_ttl_are_forgotten_and_no_others() {
+        let base = Instant::now();
+        let now = base + Duration::from_secs(601);
+        let ttl = Duration::from_secs(600);
+        let (a, b, c) = (
+            NodeId::generate("a"),
+            NodeId::generate("b"),
+            NodeId::generate("c"),
+        );
+        let members = [
+            (&a, None),
+            (&b, Some(base)),
+            (&c, Some(base + Duration::from_secs(2))),
+        ];
+        assert_eq!(expired(members.into_iter(), now, ttl), vec![b.clone()]);
+    }
     use std::time::Duration;
 
     fn ms(n: u64) -> Duration {

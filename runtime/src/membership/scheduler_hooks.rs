@@ -36,6 +36,14 @@ impl Liveness {
             .map(|s| s.subscribe())
     }
 
+    /// Stops tracking `node` (a member the head forgot long after it was lost).
+    pub(crate) fn forget(&self, node: &NodeId) {
+        self.inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node);
+    }
+
     /// Signals that `node` is lost; every waiting call fails with `err`.
     pub(crate) fn mark_lost(&self, node: &NodeId, err: FleetError) {
         if let Some(s) = self
