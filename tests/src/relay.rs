@@ -102,6 +102,8 @@ impl Relay {
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((down, _)) = listener.accept().await else {
+                    // Out of descriptors, say: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 };
                 if live.load(Ordering::SeqCst) >= MAX_CONNECTIONS {

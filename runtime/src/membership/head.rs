@@ -634,9 +634,91 @@ impl Actor for Head {
 
 #[cfg(test)]
 mod tests {
-    use super::{expired, MembershipConfig};
+    use super::{expired, HeadArgs, HeadState, Member, MembershipConfig};
+    use crate::membership::{EventBus, MemberState};
+    use crate::node::{AgentArgs, LocalDirectory, NodeAgent, NodeResources};
+    use crate::scheduler::{Scheduler, SchedulerConfig};
     use fleet_actors::NodeId;
+    use std::collections::BTreeMap;
     use std::time::Instant;
+
+    /// A head state with one member, quiet for twice the timeout, whose last sweep ran
+    /// `since_sweep` ago.
+    async fn quiet_member(since_sweep: Duration) -> (HeadState, NodeId) {
+        let node = NodeId::generate("n");
+        let resources = NodeResources {
+            cpu_millis: 1000,
+            mem_mib: 64,
+            gpus: vec![],
+            port_range: (50100, 50109),
+            labels: BTreeMap::new(),
+        };
+        let (agent, _) = ractor::Actor::spawn(
+            None,
+            NodeAgent,
+            AgentArgs {
+                node: node.clone(),
+                resources: resources.clone(),
+                registry: fleet_actors::engine::builtin::registry(),
+                directory: LocalDirectory::default(),
+                events: None,
+                run_dir: std::env::temp_dir(),
+                max_message: 1 << 20,
+                agents: crate::rollout::AgentRegistry::builtin(),
+                store: None,
+                leftovers: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let config = MembershipConfig::new(ms(20), ms(200));
+        let now = Instant::now();
+        let mut st = HeadState {
+            args: HeadArgs {
+                cluster_id: "c".into(),
+                config,
+                scheduler: Scheduler::new(
+                    SchedulerConfig::default(),
+                    LocalDirectory::default(),
+                    None,
+                ),
+                events: EventBus::default(),
+                local_node: None,
+                transport: None,
+            },
+            local_agent: None,
+            members: BTreeMap::new(),
+            last_sweep: now,
+        };
+        // Instants cannot go back before boot: move "now" forward instead of the past back.
+        std::thread::sleep(since_sweep.max(config.timeout * 2));
+        st.last_sweep = Instant::now() - since_sweep;
+        st.members.insert(
+            node.clone(),
+            Member {
+                session: 0,
+                agent,
+                resources,
+                pid: 1,
+                store: None,
+                state: MemberState::Alive,
+                last_beat: now,
+                joined: now,
+                gone: None,
+            },
+        );
+        (st, node)
+    }
+
+    #[tokio::test]
+    async fn a_sweep_that_runs_late_restarts_quiet_times_instead_of_declaring_nodes_down() {
+        let (mut st, node) = quiet_member(ms(100)).await;
+        st.sweep();
+        assert_eq!(st.members[&node].state, MemberState::Alive);
+        let (mut st, node) = quiet_member(ms(5)).await;
+        st.sweep();
+        assert!(matches!(st.members[&node].state, MemberState::Down { .. }));
+    }
 
     #[test]
     fn members_gone_for_longer_than_the_ttl_are_forgotten_and_no_others() {

@@ -333,17 +333,22 @@ async fn run(
         )
         .await;
         forward.abort();
-        if let Some(f) = &lease_file {
-            f.lapsed();
-        }
+        // Leaving cleanly, the workers' children get their graceful stop before the lease
+        // file stops changing; fenced, they are killed now anyway.
         match ended {
             Ended::Stop => {
                 let _ = head.cast(HeadMsg::Leave(Wire::new(node.clone())));
                 stop_agent(&agent, "node shutting down").await;
+                if let Some(f) = &lease_file {
+                    f.lapsed();
+                }
                 tracing::info!(node = %node, "left the cluster");
                 return Ok(());
             }
             Ended::Fence(why) => {
+                if let Some(f) = &lease_file {
+                    f.lapsed();
+                }
                 // Children first: nothing the head has given up may keep running while the
                 // agent stops gracefully.
                 let killed = super::fence::kill_worker_children(&node);
