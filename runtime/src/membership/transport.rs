@@ -53,6 +53,8 @@ pub struct SessionEvent {
     pub incoming: bool,
     /// The peer's ractor_cluster name, once known.
     pub peer_name: Option<String>,
+    /// The session's actor (stopping it closes the connection, also before authentication).
+    pub actor: ractor::ActorRef<ractor_cluster::NodeSessionMessage>,
 }
 
 struct Forward(broadcast::Sender<SessionEvent>, Arc<Pending>);
@@ -65,6 +67,7 @@ impl Forward {
             peer_addr: ses.peer_addr,
             incoming: ses.is_server,
             peer_name: ses.peer_name.map(|n| n.name),
+            actor: ses.actor,
         });
     }
 }
@@ -295,20 +298,21 @@ impl Transport {
             loop {
                 match rx.recv().await {
                     Ok(ev) if !ev.incoming && ev.peer_addr == want => match ev.kind {
-                        SessionEventKind::Opened => session = Some(ev.session),
+                        SessionEventKind::Opened => session = Some((ev.session, ev.actor)),
                         SessionEventKind::Authenticated => {}
                         SessionEventKind::Ready => {
                             return Ok((ev.session, ev.peer_name.unwrap_or_default()))
                         }
                         SessionEventKind::Closed => {
-                            return Err(if session == Some(ev.session) || session.is_none() {
+                            let ours = session.as_ref().map(|(id, _)| *id);
+                            return Err(if ours == Some(ev.session) || ours.is_none() {
                                 FleetError::BadRequest {
                                     what: what.clone(),
                                     detail: "it closed the connection during authentication: the cookie does not match (set the same --cookie-file or FLEET_COOKIE on every node), TLS is on at one end only or the certificates are not from the same CA, or it is not a fleet process of this version".into(),
                                 }
                             } else {
                                 unavailable(what.clone(), "the connection closed")
-                            })
+                            });
                         }
                     },
                     Ok(_) => {}
@@ -331,8 +335,9 @@ impl Transport {
         if r.is_err() {
             // A handshake that did not finish in time must not complete later, behind the
             // caller's back, as a second session to the same peer.
-            if let Some(id) = session {
-                self.close_session(id).await;
+            // (`close_session` sees only authenticated sessions: stop the actor itself.)
+            if let Some((_, actor)) = session {
+                actor.stop(Some("fleet: the connect attempt failed".into()));
             }
         }
         r
