@@ -47,6 +47,7 @@ mod spec;
 
 pub use child::{ChildHandle, ChildWatch, ExitInfo};
 pub use error::ProcessError;
+pub use guard::watch_lease;
 pub use liveness::{watch_liveness, LivenessProbe};
 pub use log_file::{
     log_max_bytes_from_env, rotated_path, DEFAULT_LOG_MAX_BYTES, LOG_MAX_BYTES_ENV,

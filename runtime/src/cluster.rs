@@ -9,6 +9,7 @@
 //! [`Cluster::head`] is the same with a head: other machines' `fleet node --join ADDR` join it
 //! and the scheduler places workers across all of them (see [`crate::membership`]).
 
+use crate::membership::runtime::MembershipRuntime;
 use crate::membership::{
     self, EventBus, Head, HeadArgs, HeadMsg, MemberEvent, MembershipConfig, StatusReport,
     TlsConfig, Transport, TransportConfig,
@@ -197,6 +198,9 @@ impl LocalBuilder {
     /// Starts the node server, the node agent and the scheduler.
     pub async fn start(self) -> Result<Cluster, FleetError> {
         crate::metrics::install();
+        if let Some(h) = &self.head {
+            h.membership.validate()?;
+        }
         let node = NodeId::generate(self.name.clone());
         let cluster_id = format!("{:016x}", rand::random::<u64>());
         let gpus = self.gpus.unwrap_or_else(system::detect_gpus);
@@ -229,18 +233,28 @@ impl LocalBuilder {
             c.budget = self.store.budget;
             c
         });
-        let transport = Transport::start(
-            &format!("{}-{}", node.name, cluster_id),
-            &TransportConfig {
-                listen_ip: self.listen_ip,
-                port: self.listen_port.unwrap_or(0),
-                cookie,
-                tls: self.tls,
-                max_frame: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
-                limits: self.port_limits,
-            },
-        )
-        .await?;
+        let server_name = format!("{}-{}", node.name, cluster_id);
+        let transport_cfg = TransportConfig {
+            listen_ip: self.listen_ip,
+            port: self.listen_port.unwrap_or(0),
+            cookie,
+            tls: self.tls,
+            max_frame: ractor_cluster::DEFAULT_MAX_INBOUND_FRAME_SIZE,
+            limits: self.port_limits,
+        };
+        // A head's sessions and detector run on a runtime of their own (see
+        // `membership::runtime`): a driver that blocks its threads does not fence the cluster.
+        let membership_rt = match &self.head {
+            Some(_) => Some(MembershipRuntime::start()?),
+            None => None,
+        };
+        let transport = match &membership_rt {
+            Some(rt) => {
+                rt.run(async move { Transport::start(&server_name, &transport_cfg).await })
+                    .await??
+            }
+            None => Transport::start(&server_name, &transport_cfg).await?,
+        };
         let listen_port = transport.port;
 
         let directory = LocalDirectory::default();
@@ -260,6 +274,7 @@ impl LocalBuilder {
                 agents: self.agents,
                 max_message: self.config.max_payload,
                 store,
+                leftovers: Default::default(),
             },
         )
         .await
@@ -287,16 +302,28 @@ impl LocalBuilder {
                     scheduler: scheduler.clone(),
                     events: events.clone(),
                     local_node: workers_here.then(|| (node.clone(), resources)),
+                    transport: Some(transport.clone()),
                 };
-                let (head, _) = Actor::spawn(None, Head, (args, Some(agent.clone())))
-                    .await
-                    .map_err(|e| FleetError::internal(format!("head did not start: {e}")))?;
-                ractor::pg::join_scoped(
-                    membership::protocol::FLEET_SCOPE.to_string(),
-                    membership::protocol::head_group(&transport.name),
-                    vec![head.get_cell()],
-                );
-                membership::watch_sessions(&transport, head.clone(), events.clone());
+                let rt = membership_rt
+                    .as_ref()
+                    .ok_or_else(|| FleetError::internal("a head without its runtime"))?;
+                let (t, ev, local) = (transport.clone(), events.clone(), agent.clone());
+                let head = rt
+                    .run(async move {
+                        let (head, _) = Actor::spawn(None, Head, (args, Some(local)))
+                            .await
+                            .map_err(|e| {
+                                FleetError::internal(format!("head did not start: {e}"))
+                            })?;
+                        ractor::pg::join_scoped(
+                            membership::protocol::FLEET_SCOPE.to_string(),
+                            membership::protocol::head_group(&t.name),
+                            vec![head.get_cell()],
+                        );
+                        membership::watch_sessions(&t, head.clone(), ev);
+                        Ok::<_, FleetError>(head)
+                    })
+                    .await??;
                 Some(head)
             }
         };
@@ -310,6 +337,7 @@ impl LocalBuilder {
             scheduler,
             head,
             events,
+            _membership_rt: membership_rt,
         })
     }
 }
@@ -324,6 +352,8 @@ pub struct Cluster {
     scheduler: Scheduler,
     head: Option<ActorRef<HeadMsg>>,
     events: EventBus,
+    /// Last field: dropped after the stops in `Drop` were sent.
+    _membership_rt: Option<MembershipRuntime>,
 }
 
 impl std::fmt::Debug for Cluster {

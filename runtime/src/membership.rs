@@ -11,7 +11,10 @@
 //!   what a lost node held (through [`scheduler_hooks`]) and answers `fleet status`;
 //! * [`join`]: the node side: dial the head, join under a fresh [`fleet_actors::NodeId`], beat,
 //!   and fence (stop every worker) when the lease runs out, then rejoin with backoff;
+//! * [`fence`]: the first act of fencing, killing every child process of the node's workers;
 //! * [`events`]: membership events for programs and tests;
+//! * `runtime`: the head's own tokio runtime, so a driver that blocks its threads cannot
+//!   stall heartbeats;
 //! * [`tls`]: mutual TLS from PEM files;
 //! * [`port`]: fleet's own accept loop on the cluster port, with limits on connections that
 //!   have not authenticated;
@@ -24,11 +27,14 @@
 
 pub mod child_pids;
 pub mod events;
+pub mod fence;
 pub mod head;
 pub mod join;
+pub(crate) mod lease_file;
 pub mod loopback_cookie;
 pub mod port;
 pub mod protocol;
+pub(crate) mod runtime;
 pub mod scheduler_hooks;
 pub mod tls;
 pub mod transport;

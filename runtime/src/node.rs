@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod directory;
 pub mod engines;
+pub mod leftovers;
 pub mod messages;
 pub mod ports;
 pub mod resources;
@@ -16,6 +17,7 @@ pub mod tombstones;
 
 pub use agent::{AgentArgs, NodeAgent};
 pub use directory::LocalDirectory;
+pub use leftovers::Leftovers;
 pub use messages::{AgentMsg, NodeInfo, SpawnRequest, SpawnedWorker, WorkerEvent, WorkerEventKind};
 pub use ports::{PortAllocator, PortLease};
 pub use resources::{Allocation, Ledger, NodeResources};

@@ -13,6 +13,7 @@ mod engines;
 mod give_up;
 pub mod placement;
 mod readiness;
+mod reconcile;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,8 @@ pub(crate) struct Inner {
     /// The next spawn's incarnation id (seeded from the clock, so ids do not repeat across
     /// scheduler restarts either).
     pub(crate) incarnations: std::sync::atomic::AtomicU64,
+    /// Per node: disagreements between the scheduler's view and the node's roster.
+    pub(crate) misses: std::sync::Mutex<HashMap<NodeId, reconcile::Misses>>,
 }
 
 /// The user-facing handle to the scheduler. Cheap to clone; every clone is the same scheduler.
@@ -120,6 +123,7 @@ impl Scheduler {
                 config,
                 liveness: Default::default(),
                 failures: tokio::sync::watch::channel(0).0,
+                misses: Default::default(),
                 incarnations: std::sync::atomic::AtomicU64::new(
                     std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -165,6 +169,68 @@ impl Scheduler {
                 me.apply_event(ev).await;
             }
         });
+    }
+
+    /// Compares what the scheduler records on `node` with the node's `roster` (from a
+    /// heartbeat): marks failed what the node no longer runs, stops on the node what the
+    /// scheduler does not know (see [`reconcile`]).
+    pub(crate) async fn reconcile_node(
+        &self,
+        node: &NodeId,
+        roster: &[crate::node::messages::RosterEntry],
+    ) {
+        let st = self.inner.state.lock().await;
+        let Some(agent) = st.nodes.get(node).map(|n| n.agent.clone()) else {
+            return;
+        };
+        let known: Vec<reconcile::Known> = st
+            .roles
+            .values()
+            .flat_map(|e| e.workers.iter())
+            .filter(|w| &w.node == node && w.alias_of.is_none())
+            .filter(|w| !matches!(w.state, WorkerState::Failed(_)))
+            .map(|w| reconcile::Known {
+                worker: w.id.clone(),
+                incarnation: w.incarnation,
+                running: w.state == WorkerState::Running,
+            })
+            .collect();
+        drop(st);
+        let actions = {
+            let mut m = self.inner.misses.lock().unwrap_or_else(|p| p.into_inner());
+            reconcile::reconcile(&known, roster, m.entry(node.clone()).or_default())
+        };
+        for (worker, incarnation) in actions.fail {
+            let reason = format!("node {node} no longer runs it");
+            tracing::error!(worker = %worker, node = %node, incarnation, "the node's roster lacks a running worker; marking it failed");
+            self.apply_event(WorkerEvent {
+                worker,
+                node: node.clone(),
+                incarnation,
+                kind: WorkerEventKind::Failed {
+                    reason,
+                    tail: vec![],
+                },
+            })
+            .await;
+        }
+        for (worker, incarnation) in actions.stop {
+            tracing::warn!(worker = %worker, node = %node, incarnation, "the node runs a worker the scheduler does not know (a leaked create); stopping it");
+            let agent = agent.clone();
+            let bound = self.inner.config.destroy_timeout;
+            tokio::spawn(async move {
+                let req = crate::node::messages::StopRequest {
+                    worker,
+                    destroy_timeout_ms: bound.as_millis() as u64,
+                };
+                let _ = agent
+                    .call(
+                        |p| AgentMsg::Stop(fleet_actors::wire::Wire::new(req), p),
+                        Some(bound + std::time::Duration::from_secs(5)),
+                    )
+                    .await;
+            });
+        }
     }
 
     pub(crate) async fn apply_event(&self, ev: WorkerEvent) {

@@ -63,6 +63,7 @@ pub struct NodeSpec {
     plain: bool,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    join: Option<String>,
 }
 
 impl Default for NodeSpec {
@@ -83,6 +84,7 @@ impl NodeSpec {
             plain: false,
             args: vec![],
             env: vec![],
+            join: None,
         }
     }
     /// CPU cores it offers.
@@ -113,6 +115,12 @@ impl NodeSpec {
     /// Connects without TLS even when the cluster uses it (to test refusal).
     pub fn without_tls(mut self) -> Self {
         self.plain = true;
+        self
+    }
+    /// Joins through `addr` (a [`crate::relay::Relay`] in front of the head) instead of the
+    /// head's own address.
+    pub fn join_via(mut self, addr: impl Into<String>) -> Self {
+        self.join = Some(addr.into());
         self
     }
     /// Extra command-line arguments for `fleet node`.
@@ -212,16 +220,16 @@ impl TestTls {
 static CLUSTERS: AtomicU64 = AtomicU64::new(0);
 
 impl TestCluster {
-    /// Settings: no nodes, heartbeat 200 ms, timeout 1.5 s (so failure tests are quick), pack
+    /// Settings: no nodes, heartbeat 200 ms, timeout 1.5 s, lease 750 ms (so failure tests are
+    /// quick), pack
     /// placement, a head without workers.
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder {
             nodes: vec![],
-            membership: MembershipConfig {
-                heartbeat: Duration::from_millis(200),
-                timeout: Duration::from_millis(1500),
-                lease: Duration::from_millis(1500),
-            },
+            membership: MembershipConfig::new(
+                Duration::from_millis(200),
+                Duration::from_millis(1500),
+            ),
             policy: Policy::Pack,
             tls: false,
             head_workers: false,
@@ -405,7 +413,7 @@ impl TestCluster {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("node")
             .arg("--join")
-            .arg(self.head_addr())
+            .arg(spec.join.clone().unwrap_or_else(|| self.head_addr()))
             .arg("--name")
             .arg(&name)
             .arg("--cpus")

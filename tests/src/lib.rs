@@ -11,6 +11,7 @@ pub mod http_client;
 pub mod listening;
 pub mod piped;
 pub mod process;
+pub mod relay;
 pub mod rollout;
 pub mod wait;
 
@@ -20,4 +21,5 @@ pub use http_client::{next_chunk, JsonResponse, TestHttp};
 pub use listening::spawn_listening;
 pub use piped::{start_listening_server, PipedChild};
 pub use process::{fleet_bin, free_port, pid_alive, ChildGuard};
+pub use relay::Relay;
 pub use wait::wait_until;

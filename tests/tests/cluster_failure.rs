@@ -1,12 +1,14 @@
 //! Node failures with real processes: a SIGKILLed node and a hung (SIGSTOPped) one. The head
 //! marks them down within the heartbeat timeout, calls in flight fail with a typed node-lost
-//! error, the other node keeps serving, and no child process of a lost node survives.
+//! error, the other node keeps serving, and no child process of a lost node survives: a
+//! stopped node's children end on their own (their guards watch its lease file) before the
+//! head declares it down.
 
 use fleet_actors::{
     CallOptions, FleetError, HttpServiceSpec, Job, SchedulingSpec, WorkerId, WorkerKind,
 };
 use fleet_runtime::scheduler::Policy;
-use fleet_runtime::{Scheduler, WorkerInfo};
+use fleet_runtime::{MemberEvent, Scheduler, WorkerInfo};
 use fleet_tests::cluster::{NodeSpec, TestCluster};
 use fleet_tests::{pid_alive, wait_until};
 use std::time::Duration;
@@ -172,7 +174,7 @@ async fn a_sigkilled_node_is_down_within_the_timeout_and_its_calls_and_children_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_node_is_down_by_heartbeat_and_after_sigcont_stops_its_workers_and_rejoins() {
+async fn a_hung_node_s_children_end_on_their_own_before_it_is_down_and_after_sigcont_it_rejoins() {
     let (cluster, workers) = two_node_cluster().await;
     let s = cluster.scheduler().clone();
     let old = cluster.node_id(1).unwrap();
@@ -191,11 +193,42 @@ async fn a_hung_node_is_down_by_heartbeat_and_after_sigcont_stops_its_workers_an
     .await
     .unwrap();
 
-    // Hung: the process and its TCP connection stay, nothing answers.
+    // Hung: the process and its TCP connection stay, nothing answers. It cannot fence, but its
+    // children's guards see its lease file stop changing and end their groups on their own:
+    // each round looks at the children first, then at the events, so a child seen dead in an
+    // earlier round than `Down` died before the head gave the node up.
+    let mut events = cluster.head().member_events();
     cluster.stop_node(1);
+    let stopped = std::time::Instant::now();
     let bound = cluster.membership().timeout + Duration::from_secs(5);
-    let reason = cluster.wait_down(1, bound).await.unwrap();
+    let mut died: Vec<Option<u64>> = vec![None; children.len()];
+    let mut down: Option<(u64, String)> = None;
+    let mut round = 0u64;
+    while (down.is_none() || died.iter().any(Option::is_none)) && stopped.elapsed() < bound * 2 {
+        round += 1;
+        for (i, pid) in children.iter().enumerate() {
+            if died[i].is_none() && !pid_alive(*pid) {
+                died[i] = Some(round);
+            }
+        }
+        while let Ok(ev) = events.try_recv() {
+            if let MemberEvent::Down { node, reason } = ev {
+                if node == old && down.is_none() {
+                    down = Some((round, reason));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (down_round, reason) = down.expect("the head marks the stopped node down");
     assert!(reason.contains("heartbeat"), "{reason}");
+    for (pid, d) in children.iter().zip(&died) {
+        let d = d.unwrap_or_else(|| panic!("child {pid} of the stopped node still runs"));
+        assert!(
+            d < down_round,
+            "child {pid} died (round {d}) after Down (round {down_round})"
+        );
+    }
     let r = tokio::time::timeout(bound, in_flight)
         .await
         .expect("the in-flight call ends within the timeout")
@@ -213,11 +246,9 @@ async fn a_hung_node_is_down_by_heartbeat_and_after_sigcont_stops_its_workers_an
         .unwrap_err();
     assert_node_lost(&e, &old.to_string());
     still_serving(&s, &survivors).await;
-    // Its children are still there: the process is only stopped.
-    assert!(children.iter().all(|p| pid_alive(*p)));
 
-    // Resumed, it notices it was cut off for longer than its lease, stops its workers (and
-    // their children) and joins again under a new id.
+    // Resumed, it notices it was cut off for longer than its lease, stops its workers and
+    // joins again under a new id.
     cluster.cont_node(1);
     let new = cluster
         .wait_rejoined(1, &old, Duration::from_secs(20))

@@ -37,11 +37,10 @@ async fn cluster(a: &[&str], b: &[&str]) -> TestCluster {
     // a generous heartbeat timeout keeps a busy node from being declared lost (failure
     // detection is tested elsewhere; the kill test here does not wait for it).
     TestCluster::builder()
-        .membership(MembershipConfig {
-            heartbeat: Duration::from_millis(500),
-            timeout: Duration::from_secs(20),
-            lease: Duration::from_secs(20),
-        })
+        .membership(MembershipConfig::new(
+            Duration::from_millis(500),
+            Duration::from_secs(20),
+        ))
         .node(na)
         .node(nb)
         .start()

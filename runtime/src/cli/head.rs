@@ -38,8 +38,9 @@ pub struct Args {
     /// A node without a heartbeat for this long is marked down.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     timeout: Duration,
-    /// A node that has not heard from the head for this long stops its workers (default: the
-    /// timeout).
+    /// A node that has not heard from the head for this long kills its workers' children,
+    /// stops its workers and rejoins (default: half the timeout; at most timeout - 2 heartbeats,
+    /// so that a cut-off node stops before the head gives its workers up).
     #[arg(long, value_parser = parse_duration)]
     lease: Option<Duration>,
     #[command(flatten)]
@@ -57,6 +58,11 @@ pub struct Args {
 
 /// Runs the head.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut membership = MembershipConfig::new(args.heartbeat, args.timeout);
+    if let Some(lease) = args.lease {
+        membership.lease = lease;
+    }
+    membership.validate()?;
     let _metrics = match args.metrics {
         Some(addr) => Some(
             crate::metrics::serve(addr)
@@ -66,12 +72,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    anyhow::ensure!(
-        args.heartbeat > Duration::ZERO && args.timeout > args.heartbeat,
-        "--timeout ({:?}) must be longer than --heartbeat ({:?})",
-        args.timeout,
-        args.heartbeat
-    );
     let cookie = args.security.cookie(&[args.listen.ip()])?;
     let r = &args.resources;
     let mut b = Cluster::head()
@@ -81,11 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .cookie(cookie)
         .port_limits(args.limits.limits())
         .port_range(r.port_range.0, r.port_range.1)
-        .membership(MembershipConfig {
-            heartbeat: args.heartbeat,
-            timeout: args.timeout,
-            lease: args.lease.unwrap_or(args.timeout),
-        });
+        .membership(membership);
     if let Some(c) = r.cpus {
         b = b.cpus(c);
     }

@@ -22,25 +22,93 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 /// Heartbeat and lease settings, chosen by the head and handed to every node at join.
+///
+/// The lease must run out on a cut-off node *before* the head gives the node up, so that the
+/// node has killed its workers' children before the driver recreates them elsewhere. The head
+/// declares a node down at the earliest `timeout` after it *processed* the node's last beat,
+/// which was sent at most one `heartbeat` after the last beat the node saw acknowledged; the
+/// node fences `lease` after *sending* that acknowledged beat, noticed within one lease check
+/// (a quarter heartbeat). [`MembershipConfig::validate`] therefore asks for
+/// `lease <= timeout - heartbeat - sweep - margin` (sweep: the head's check period, half a
+/// heartbeat; margin: half a heartbeat for the check and the kill).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MembershipConfig {
     /// How often nodes beat (default 500 ms).
     pub heartbeat: Duration,
     /// A node without a beat for this long is down (default 3 s).
     pub timeout: Duration,
-    /// A node that has not heard from the head for this long stops its workers and rejoins
-    /// (default: the timeout, so a cut-off node stops its workers about when the head gives
-    /// them up).
+    /// A node that has not heard from the head for this long kills its workers' children,
+    /// stops its workers and rejoins (default: half the timeout).
     pub lease: Duration,
 }
 
 impl Default for MembershipConfig {
     fn default() -> Self {
+        MembershipConfig::new(Duration::from_millis(500), Duration::from_secs(3))
+    }
+}
+
+impl MembershipConfig {
+    /// `heartbeat` and `timeout` with the default lease, half the timeout.
+    pub fn new(heartbeat: Duration, timeout: Duration) -> Self {
         MembershipConfig {
-            heartbeat: Duration::from_millis(500),
-            timeout: Duration::from_secs(3),
-            lease: Duration::from_secs(3),
+            heartbeat,
+            timeout,
+            lease: timeout / 2,
         }
+    }
+
+    /// How often the head checks every member's last beat.
+    pub fn sweep_period(&self) -> Duration {
+        (self.heartbeat / 2).max(Duration::from_millis(20))
+    }
+
+    /// How often a node checks its own lease (also between heartbeats).
+    pub fn lease_check(&self) -> Duration {
+        (self.heartbeat / 4).max(Duration::from_millis(10))
+    }
+
+    /// The longest safe lease for this heartbeat and timeout:
+    /// `timeout - heartbeat - sweep period - margin` (margin: half a heartbeat).
+    pub fn max_lease(&self) -> Duration {
+        self.timeout
+            .saturating_sub(self.heartbeat)
+            .saturating_sub(self.sweep_period())
+            .saturating_sub(self.heartbeat / 2)
+    }
+
+    /// Refuses settings under which a cut-off node could still run its workers after the head
+    /// gave them up: the lease must be at least two heartbeats (one lost beat must not fence)
+    /// and at most [`MembershipConfig::max_lease`].
+    pub fn validate(&self) -> Result<(), FleetError> {
+        let ms = |d: Duration| d.as_millis();
+        let what = "the membership settings (--heartbeat, --timeout, --lease)";
+        if self.heartbeat.is_zero() || self.timeout <= self.heartbeat {
+            return Err(FleetError::bad_request(
+                what,
+                format!(
+                    "timeout {} ms (--timeout) must be longer than heartbeat {} ms (--heartbeat)",
+                    ms(self.timeout),
+                    ms(self.heartbeat)
+                ),
+            ));
+        }
+        let max = self.max_lease();
+        let min = self.heartbeat * 2;
+        if self.lease < min || self.lease > max {
+            return Err(FleetError::bad_request(
+                what,
+                format!(
+                    "lease {} ms (--lease) must be between two heartbeats ({} ms, --heartbeat {} ms) and timeout - heartbeat - sweep - margin = {} ms (--timeout {} ms): a node cut off from the head must stop its workers before the head gives them up; leave --lease unset for half the timeout, or raise --timeout",
+                    ms(self.lease),
+                    ms(min),
+                    ms(self.heartbeat),
+                    ms(max),
+                    ms(self.timeout)
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -61,6 +129,9 @@ pub struct HeadArgs {
     pub events: EventBus,
     /// The head's own node, if it runs workers.
     pub local_node: Option<(NodeId, NodeResources)>,
+    /// The head's transport, to close the session of a node it declares down (so that the
+    /// node's fresh connection after a partition meets no stale session of the same peer).
+    pub transport: Option<super::Transport>,
 }
 
 struct Member {
@@ -72,6 +143,24 @@ struct Member {
     state: MemberState,
     last_beat: Instant,
     joined: Instant,
+    /// When it went down or left.
+    gone: Option<Instant>,
+}
+
+/// How long a down or left member stays in `fleet status` (and its liveness signal in the
+/// scheduler) before the head forgets it: every fence and rejoin adds a member, and the sweep
+/// walks them all.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// The members gone (down or left) for longer than `ttl` at `now`.
+fn expired<'a>(
+    gone: impl Iterator<Item = (&'a NodeId, Option<Instant>)>,
+    now: Instant,
+    ttl: Duration,
+) -> Vec<NodeId> {
+    gone.filter(|(_, g)| g.is_some_and(|g| now.saturating_duration_since(g) > ttl))
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// The head's state.
@@ -79,6 +168,9 @@ pub struct HeadState {
     args: HeadArgs,
     local_agent: Option<ActorRef<AgentMsg>>,
     members: BTreeMap<NodeId, Member>,
+    /// When the last sweep ran: a sweep more than a heartbeat late means the detector itself
+    /// stalled, and quiet times measured across the stall say nothing about the nodes.
+    last_sweep: Instant,
 }
 
 impl HeadState {
@@ -136,6 +228,7 @@ impl HeadState {
                 state: MemberState::Alive,
                 last_beat: now,
                 joined: now,
+                gone: None,
             },
         );
         Ok((
@@ -155,6 +248,7 @@ impl HeadState {
         if matches!(m.state, MemberState::Down { .. } | MemberState::Left) {
             return;
         }
+        m.gone = Some(Instant::now());
         m.state = if left {
             MemberState::Left
         } else {
@@ -178,7 +272,13 @@ impl HeadState {
         let scheduler = self.args.scheduler.clone();
         let events = self.args.events.clone();
         let node = node.clone();
+        let close = (!left)
+            .then(|| self.args.transport.clone().map(|t| (t, m.session)))
+            .flatten();
         tokio::spawn(async move {
+            if let Some((t, session)) = close {
+                t.close_session(session).await;
+            }
             scheduler.node_lost(&node, &reason).await;
             events.publish(if left {
                 MemberEvent::Left { node }
@@ -191,6 +291,30 @@ impl HeadState {
     fn sweep(&mut self) {
         let timeout = self.args.config.timeout;
         let now = Instant::now();
+        let since = now.saturating_duration_since(self.last_sweep);
+        self.last_sweep = now;
+        if since > self.args.config.sweep_period() + self.args.config.heartbeat {
+            // The detector itself was not running (the head process was stopped or starved):
+            // beats may have arrived unread. Start every quiet time afresh instead of declaring
+            // nodes down for the head's own stall.
+            tracing::warn!(
+                late_ms = since.as_millis() as u64,
+                "the failure detector stalled; restarting every member's quiet time"
+            );
+            for m in self.members.values_mut() {
+                m.last_beat = m.last_beat.max(now);
+            }
+            return;
+        }
+        for id in expired(
+            self.members.iter().map(|(id, m)| (id, m.gone)),
+            now,
+            FORGET_AFTER,
+        ) {
+            self.members.remove(&id);
+            self.args.scheduler.inner.liveness.forget(&id);
+            tracing::debug!(node = %id, "forgot a member gone for longer than {FORGET_AFTER:?}");
+        }
         let mut down = Vec::new();
         for (id, m) in self.members.iter_mut() {
             let quiet = now.saturating_duration_since(m.last_beat);
@@ -365,13 +489,14 @@ impl Actor for Head {
         myself: ActorRef<HeadMsg>,
         (args, local_agent): Self::Arguments,
     ) -> Result<HeadState, ActorProcessingErr> {
-        let period = (args.config.heartbeat / 2).max(Duration::from_millis(20));
+        let period = args.config.sweep_period();
         myself.send_interval(period, || HeadMsg::Sweep(Wire::new(())));
         tracing::info!(cluster = %args.cluster_id, heartbeat_ms = args.config.heartbeat.as_millis() as u64, timeout_ms = args.config.timeout.as_millis() as u64, "head started");
         Ok(HeadState {
             args,
             local_agent,
             members: BTreeMap::new(),
+            last_sweep: Instant::now(),
         })
     }
 
@@ -420,9 +545,16 @@ impl Actor for Head {
             }
             HeadMsg::Beat(beat, port) => {
                 let ack = match beat.into_result() {
-                    Ok(Beat { node, .. }) => match state.members.get_mut(&node) {
+                    Ok(Beat { node, roster, .. }) => match state.members.get_mut(&node) {
                         Some(m) if matches!(m.state, MemberState::Alive | MemberState::Suspect) => {
                             m.last_beat = Instant::now();
+                            if let Some(roster) = roster {
+                                let scheduler = state.args.scheduler.clone();
+                                let node = node.clone();
+                                tokio::spawn(async move {
+                                    scheduler.reconcile_node(&node, &roster).await
+                                });
+                            }
                             if m.state == MemberState::Suspect {
                                 tracing::info!(node = %node, "node beats again");
                                 m.state = MemberState::Alive;
@@ -497,5 +629,145 @@ impl Actor for Head {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{expired, HeadArgs, HeadState, Member, MembershipConfig};
+    use crate::membership::{EventBus, MemberState};
+    use crate::node::{AgentArgs, LocalDirectory, NodeAgent, NodeResources};
+    use crate::scheduler::{Scheduler, SchedulerConfig};
+    use fleet_actors::NodeId;
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+
+    /// A head state with one member, quiet for twice the timeout, whose last sweep ran
+    /// `since_sweep` ago.
+    async fn quiet_member(since_sweep: Duration) -> (HeadState, NodeId) {
+        let node = NodeId::generate("n");
+        let resources = NodeResources {
+            cpu_millis: 1000,
+            mem_mib: 64,
+            gpus: vec![],
+            port_range: (50100, 50109),
+            labels: BTreeMap::new(),
+        };
+        let (agent, _) = ractor::Actor::spawn(
+            None,
+            NodeAgent,
+            AgentArgs {
+                node: node.clone(),
+                resources: resources.clone(),
+                registry: fleet_actors::engine::builtin::registry(),
+                directory: LocalDirectory::default(),
+                events: None,
+                run_dir: std::env::temp_dir(),
+                max_message: 1 << 20,
+                agents: crate::rollout::AgentRegistry::builtin(),
+                store: None,
+                leftovers: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let config = MembershipConfig::new(ms(20), ms(200));
+        let now = Instant::now();
+        let mut st = HeadState {
+            args: HeadArgs {
+                cluster_id: "c".into(),
+                config,
+                scheduler: Scheduler::new(
+                    SchedulerConfig::default(),
+                    LocalDirectory::default(),
+                    None,
+                ),
+                events: EventBus::default(),
+                local_node: None,
+                transport: None,
+            },
+            local_agent: None,
+            members: BTreeMap::new(),
+            last_sweep: now,
+        };
+        // Instants cannot go back before boot: move "now" forward instead of the past back.
+        std::thread::sleep(since_sweep.max(config.timeout * 2));
+        st.last_sweep = Instant::now() - since_sweep;
+        st.members.insert(
+            node.clone(),
+            Member {
+                session: 0,
+                agent,
+                resources,
+                pid: 1,
+                store: None,
+                state: MemberState::Alive,
+                last_beat: now,
+                joined: now,
+                gone: None,
+            },
+        );
+        (st, node)
+    }
+
+    #[tokio::test]
+    async fn a_sweep_that_runs_late_restarts_quiet_times_instead_of_declaring_nodes_down() {
+        let (mut st, node) = quiet_member(ms(100)).await;
+        st.sweep();
+        assert_eq!(st.members[&node].state, MemberState::Alive);
+        let (mut st, node) = quiet_member(ms(5)).await;
+        st.sweep();
+        assert!(matches!(st.members[&node].state, MemberState::Down { .. }));
+    }
+
+    #[test]
+    fn members_gone_for_longer_than_the_ttl_are_forgotten_and_no_others() {
+        let base = Instant::now();
+        let now = base + Duration::from_secs(601);
+        let ttl = Duration::from_secs(600);
+        let (a, b, c) = (
+            NodeId::generate("a"),
+            NodeId::generate("b"),
+            NodeId::generate("c"),
+        );
+        let members = [
+            (&a, None),
+            (&b, Some(base)),
+            (&c, Some(base + Duration::from_secs(2))),
+        ];
+        assert_eq!(expired(members.into_iter(), now, ttl), vec![b.clone()]);
+    }
+    use std::time::Duration;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_default_lease_is_half_the_timeout_and_valid() {
+        let d = MembershipConfig::default();
+        assert_eq!(d.lease, d.timeout / 2);
+        d.validate().unwrap();
+        MembershipConfig::new(ms(200), ms(1500)).validate().unwrap();
+        MembershipConfig::new(ms(100), ms(1000)).validate().unwrap();
+    }
+
+    #[test]
+    fn a_lease_not_safely_below_the_timeout_is_refused_naming_both_values_and_flags() {
+        let mut c = MembershipConfig::new(ms(500), ms(3000));
+        c.lease = ms(3000);
+        let e = c.validate().unwrap_err().to_string();
+        for want in ["3000 ms", "--lease", "--timeout", "2000 ms"] {
+            assert!(e.contains(want), "{want} missing in: {e}");
+        }
+        c.lease = c.max_lease();
+        c.validate().unwrap();
+        c.lease = ms(999);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--heartbeat"));
+        assert!(MembershipConfig::new(ms(500), ms(500)).validate().is_err());
     }
 }

@@ -4,16 +4,24 @@
 //! fresh [`NodeId`], puts it in the `agent/<id>` group so the head can find it, and asks to
 //! join. Then it beats every `heartbeat` and holds a lease: when the head has not answered for
 //! `lease` (partition, hung head, or this process was stopped), or answers that this node is
-//! no longer a member, or the connection closes, the node **fences**: it stops its agent, which
-//! stops every worker and their child processes, so no zombie workers live on behind the head's
-//! back. Then it joins again under a new id, with exponential backoff and jitter. Its old
-//! workers stay lost; the caller recreates them.
+//! no longer a member, or the connection closes, the node **fences**: it SIGKILLs every child
+//! process of its workers (with their process groups, see [`super::fence`]) at once, then stops
+//! its agent, which stops every worker (an in-process engine's callers are answered with an
+//! error; its thread ends after its current call, and until then the node withholds what it
+//! holds, see [`crate::node::leftovers`]). The lease is checked on a timer of its own, a quarter
+//! heartbeat, and is shorter than the head's timeout ([`super::MembershipConfig::validate`]), so
+//! a cut-off node has killed its children before the head declares it down. Then it joins again
+//! under a new id, over a *fresh* connection (the old one is closed: across a partition it may
+//! be half dead), with exponential backoff and jitter capped at 2 s, so a node is back within
+//! about that long after a partition heals. Its old workers stay lost; the caller recreates
+//! them.
 
 use super::protocol::{
     agent_group, head_group, Admitted, Beat, BeatAck, HeadMsg, JoinRequest, FLEET_SCOPE,
 };
 use super::transport::{remote_members, SessionEventKind, Transport, TransportConfig};
 use crate::node::directory::LocalDirectory;
+use crate::node::leftovers::Leftovers;
 use crate::node::messages::AgentMsg;
 use crate::node::resources::NodeResources;
 use crate::node::{AgentArgs, NodeAgent};
@@ -127,7 +135,8 @@ struct Backoff {
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(100);
-    const CAP: Duration = Duration::from_secs(5);
+    /// After a partition heals the node is back within about this long (plus the join).
+    const CAP: Duration = Duration::from_secs(2);
 
     fn new() -> Self {
         Backoff { next: Self::FIRST }
@@ -141,6 +150,10 @@ impl Backoff {
         d.mul_f64(0.5 + rand::random::<f64>() * 0.5)
     }
 }
+
+/// How long a fence waits for the engine threads of its stopped workers before it rejoins
+/// without their resources.
+const ENGINE_GRACE: Duration = Duration::from_secs(1);
 
 enum Ended {
     Stop,
@@ -163,6 +176,16 @@ async fn run(
 ) -> Result<(), FleetError> {
     let mut backoff = Backoff::new();
     let mut session: Option<(u64, String)> = None;
+    let leftovers = Leftovers::default();
+    let mut joined_once = false;
+    // Children's guards watch this: they end their groups when it stops changing.
+    let lease_file = match super::lease_file::LeaseFile::start(&cfg.run_dir) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(dir = %cfg.run_dir.display(), error = %e, "cannot write the lease file: the children of this node will not end on their own if the node is stopped");
+            None
+        }
+    };
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -176,7 +199,10 @@ async fn run(
             Some(s) => s,
             None => match transport.connect(&cfg.head, Duration::from_secs(10)).await {
                 Ok(s) => s,
-                Err(e @ FleetError::BadRequest { .. }) => {
+                // Refused at the first join: the cookie or TLS is wrong and retrying cannot
+                // help. After a fence the same settings were accepted before, so a refusal is
+                // the head still holding our old session: retry.
+                Err(e @ FleetError::BadRequest { .. }) if !joined_once => {
                     tracing::error!(head = %cfg.head, error = %e, "the head refused this node");
                     return Err(e);
                 }
@@ -205,13 +231,15 @@ async fn run(
         let head: ActorRef<HeadMsg> = head.into();
 
         let node = NodeId::generate(cfg.name.clone());
+        // Engine threads of an earlier agent that still run keep what they hold.
+        let resources = leftovers.withhold(&cfg.resources);
         let (events_tx, mut events_rx) = mpsc::unbounded_channel();
         let spawned = Actor::spawn(
             None,
             NodeAgent,
             AgentArgs {
                 node: node.clone(),
-                resources: cfg.resources.clone(),
+                resources: resources.clone(),
                 registry: cfg.registry.clone(),
                 directory: LocalDirectory::default(),
                 events: Some(events_tx),
@@ -219,6 +247,7 @@ async fn run(
                 max_message: cfg.max_message,
                 agents: cfg.agents.clone(),
                 store: cfg.store.clone(),
+                leftovers: leftovers.clone(),
             },
         )
         .await;
@@ -231,7 +260,7 @@ async fn run(
         );
         let req = JoinRequest {
             node: node.clone(),
-            resources: cfg.resources.clone(),
+            resources,
             version: env!("CARGO_PKG_VERSION").to_string(),
             pid: std::process::id(),
             store: crate::store::Store::for_node(&node.to_string()).map(|s| s.url().to_string()),
@@ -265,6 +294,12 @@ async fn run(
             }
         };
         backoff.reset();
+        joined_once = true;
+        if let Some(f) = &lease_file {
+            f.admitted(Duration::from_millis(
+                admitted.lease_ms.max(admitted.heartbeat_ms * 2),
+            ));
+        }
         ractor::pg::join_scoped(
             format!("fleet/{}", admitted.cluster_id),
             "agents".to_string(),
@@ -286,19 +321,51 @@ async fn run(
             }
         });
 
-        let ended = beat(&head, &node, &admitted, s, &transport, &mut stop).await;
+        let ended = beat(
+            &head,
+            &agent,
+            &node,
+            &admitted,
+            s,
+            &transport,
+            &mut stop,
+            lease_file.as_ref(),
+        )
+        .await;
         forward.abort();
+        // Leaving cleanly, the workers' children get their graceful stop before the lease
+        // file stops changing; fenced, they are killed now anyway.
         match ended {
             Ended::Stop => {
                 let _ = head.cast(HeadMsg::Leave(Wire::new(node.clone())));
                 stop_agent(&agent, "node shutting down").await;
+                if let Some(f) = &lease_file {
+                    f.lapsed();
+                }
                 tracing::info!(node = %node, "left the cluster");
                 return Ok(());
             }
             Ended::Fence(why) => {
-                tracing::error!(node = %node, reason = %why, "fencing: stopping every worker of this node, then joining again under a new id");
-                println!("fenced {node}: {why}; its workers are stopped");
+                if let Some(f) = &lease_file {
+                    f.lapsed();
+                }
+                // Children first: nothing the head has given up may keep running while the
+                // agent stops gracefully.
+                let killed = super::fence::kill_worker_children(&node);
+                tracing::error!(node = %node, reason = %why, children_killed = killed.len(), "fencing: killed every child process of this node's workers; stopping its workers, then joining again under a new id");
+                println!(
+                    "fenced {node}: {why}; killed {} child processes, stopping its workers",
+                    killed.len()
+                );
                 stop_agent(&agent, "fenced").await;
+                // A fresh connection for the next join: the old one may be half dead (a
+                // partition), and the head has given up the session anyway.
+                transport.close_session(s).await;
+                session = None;
+                let running = leftovers.settle(ENGINE_GRACE).await;
+                if !running.is_empty() {
+                    tracing::warn!(node = %node, workers = ?running, "zombie engines: in-process engine threads of fenced workers still run their last call; the node withholds their resources until they end");
+                }
                 if pause(backoff.step(), &mut stop).await {
                     return Ok(());
                 }
@@ -319,16 +386,22 @@ async fn stop_agent(agent: &ActorRef<AgentMsg>, why: &str) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn beat(
     head: &ActorRef<HeadMsg>,
+    agent: &ActorRef<AgentMsg>,
     node: &NodeId,
     admitted: &Admitted,
     session: u64,
     transport: &Transport,
     stop: &mut watch::Receiver<bool>,
+    lease_file: Option<&super::lease_file::LeaseFile>,
 ) -> Ended {
     let every = Duration::from_millis(admitted.heartbeat_ms.max(10));
     let lease = Duration::from_millis(admitted.lease_ms.max(admitted.heartbeat_ms * 2));
+    // Checked on a timer of its own, not only when a beat is due.
+    let mut check = tokio::time::interval((every / 4).max(Duration::from_millis(10)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (ack_tx, mut acks) = mpsc::unbounded_channel::<(Instant, Option<BeatAck>)>();
     let mut sessions = transport.subscribe();
     let mut tick = tokio::time::interval(every);
@@ -336,23 +409,39 @@ async fn beat(
     // The lease runs from the sending time of the last beat the head acknowledged.
     let mut last_ok = Instant::now();
     let mut seq = 0u64;
+    let expired = |last_ok: Instant| {
+        let quiet = last_ok.elapsed();
+        (quiet > lease).then(|| {
+            Ended::Fence(format!(
+                "no answer from the head for {} ms (lease {} ms)",
+                quiet.as_millis(),
+                lease.as_millis()
+            ))
+        })
+    };
     loop {
         tokio::select! {
+            _ = check.tick() => {
+                if let Some(fence) = expired(last_ok) {
+                    return fence;
+                }
+            }
             _ = tick.tick() => {
-                let quiet = last_ok.elapsed();
-                if quiet > lease {
-                    return Ended::Fence(format!(
-                        "no answer from the head for {} ms (lease {} ms)",
-                        quiet.as_millis(),
-                        lease.as_millis()
-                    ));
+                if let Some(fence) = expired(last_ok) {
+                    return fence;
                 }
                 seq += 1;
-                let beat = Beat { node: node.clone(), seq };
+                let (node, agent) = (node.clone(), agent.clone());
                 let head = head.clone();
                 let tx = ack_tx.clone();
                 tokio::spawn(async move {
                     let sent = Instant::now();
+                    // The roster rides on the beat; a busy agent only costs this beat its roster.
+                    let roster = match agent.call(AgentMsg::Roster, Some(every)).await {
+                        Ok(CallResult::Success(r)) => r.into_result().ok(),
+                        _ => None,
+                    };
+                    let beat = Beat { node, seq, roster };
                     let r = head
                         .call(|p| HeadMsg::Beat(Wire::new(beat), p), Some(lease))
                         .await;
@@ -364,7 +453,12 @@ async fn beat(
                 });
             }
             Some((sent, ack)) = acks.recv() => match ack {
-                Some(BeatAck::Alive) if sent > last_ok => last_ok = sent,
+                Some(BeatAck::Alive) if sent > last_ok => {
+                    last_ok = sent;
+                    if let Some(f) = lease_file {
+                        f.renewed(sent + lease);
+                    }
+                }
                 Some(BeatAck::Alive) => {}
                 Some(BeatAck::NotMember { reason }) => {
                     return Ended::Fence(format!("the head no longer counts this node as a member: {reason}"));

@@ -69,6 +69,10 @@ pub struct Beat {
     pub node: NodeId,
     /// Counts up from 0 per admission.
     pub seq: u64,
+    /// Every worker the node runs (`None`: its agent did not answer in time); the scheduler
+    /// reconciles its view of the node with it.
+    #[serde(default)]
+    pub roster: Option<Vec<crate::node::messages::RosterEntry>>,
 }
 
 /// The head's answer to a beat.

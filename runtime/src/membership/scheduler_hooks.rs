@@ -36,6 +36,14 @@ impl Liveness {
             .map(|s| s.subscribe())
     }
 
+    /// Stops tracking `node` (a member the head forgot long after it was lost).
+    pub(crate) fn forget(&self, node: &NodeId) {
+        self.inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node);
+    }
+
     /// Signals that `node` is lost; every waiting call fails with `err`.
     pub(crate) fn mark_lost(&self, node: &NodeId, err: FleetError) {
         if let Some(s) = self
@@ -68,6 +76,11 @@ impl Scheduler {
             reason: reason.to_string(),
         };
         self.inner.liveness.mark_lost(node, err.clone());
+        self.inner
+            .misses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node);
         let mut st = self.inner.state.lock().await;
         st.nodes.remove(node);
         let mut affected = Vec::new();

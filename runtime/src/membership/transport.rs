@@ -53,6 +53,8 @@ pub struct SessionEvent {
     pub incoming: bool,
     /// The peer's ractor_cluster name, once known.
     pub peer_name: Option<String>,
+    /// The session's actor (stopping it closes the connection, also before authentication).
+    pub actor: ractor::ActorRef<ractor_cluster::NodeSessionMessage>,
 }
 
 struct Forward(broadcast::Sender<SessionEvent>, Arc<Pending>);
@@ -65,6 +67,7 @@ impl Forward {
             peer_addr: ses.peer_addr,
             incoming: ses.is_server,
             peer_name: ses.peer_name.map(|n| n.name),
+            actor: ses.actor,
         });
     }
 }
@@ -252,14 +255,31 @@ impl Transport {
             .next()
             .ok_or_else(|| FleetError::bad_request(format!("resolving {addr}"), "no address"))?;
         let mut rx = self.subscribe();
-        let connected = match &self.tls {
-            None => ractor_cluster::client_connect(&self.server, sock).await,
-            Some(t) => {
-                let name = t.server_name(addr);
-                ractor_cluster::client_connect_enc(&self.server, sock, t.connector.clone(), name)
+        // The TCP connect too is bounded: across a partition a SYN may go unanswered for
+        // minutes.
+        let connecting = async {
+            match &self.tls {
+                None => ractor_cluster::client_connect(&self.server, sock).await,
+                Some(t) => {
+                    let name = t.server_name(addr);
+                    ractor_cluster::client_connect_enc(
+                        &self.server,
+                        sock,
+                        t.connector.clone(),
+                        name,
+                    )
                     .await
+                }
             }
         };
+        let started = tokio::time::Instant::now();
+        let Ok(connected) = tokio::time::timeout(deadline, connecting).await else {
+            return Err(FleetError::timeout(
+                format!("connecting to {addr}"),
+                deadline,
+            ));
+        };
+        let deadline = deadline.saturating_sub(started.elapsed());
         if let Err(e) = connected {
             return Err(unavailable(
                 what,
@@ -278,20 +298,21 @@ impl Transport {
             loop {
                 match rx.recv().await {
                     Ok(ev) if !ev.incoming && ev.peer_addr == want => match ev.kind {
-                        SessionEventKind::Opened => session = Some(ev.session),
+                        SessionEventKind::Opened => session = Some((ev.session, ev.actor)),
                         SessionEventKind::Authenticated => {}
                         SessionEventKind::Ready => {
                             return Ok((ev.session, ev.peer_name.unwrap_or_default()))
                         }
                         SessionEventKind::Closed => {
-                            return Err(if session == Some(ev.session) || session.is_none() {
+                            let ours = session.as_ref().map(|(id, _)| *id);
+                            return Err(if ours == Some(ev.session) || ours.is_none() {
                                 FleetError::BadRequest {
                                     what: what.clone(),
                                     detail: "it closed the connection during authentication: the cookie does not match (set the same --cookie-file or FLEET_COOKIE on every node), TLS is on at one end only or the certificates are not from the same CA, or it is not a fleet process of this version".into(),
                                 }
                             } else {
                                 unavailable(what.clone(), "the connection closed")
-                            })
+                            });
                         }
                     },
                     Ok(_) => {}
@@ -302,7 +323,7 @@ impl Transport {
                 }
             }
         };
-        match tokio::time::timeout(deadline, wait).await {
+        let r = match tokio::time::timeout(deadline, wait).await {
             Ok(r) => r,
             Err(_) => Err(FleetError::timeout(
                 format!(
@@ -310,6 +331,24 @@ impl Transport {
                 ),
                 deadline,
             )),
+        };
+        if r.is_err() {
+            // A handshake that did not finish in time must not complete later, behind the
+            // caller's back, as a second session to the same peer.
+            // (`close_session` sees only authenticated sessions: stop the actor itself.)
+            if let Some((_, actor)) = session {
+                actor.stop(Some("fleet: the connect attempt failed".into()));
+            }
+        }
+        r
+    }
+
+    /// Closes the session with this id (its TCP connection), if it is still open.
+    pub async fn close_session(&self, id: u64) {
+        if let Ok(m) = ractor::call_t!(self.server, NodeServerMessage::GetSessions, 5_000) {
+            if let Some(s) = m.get(&id) {
+                s.actor.stop(Some("closed by fleet".into()));
+            }
         }
     }
 

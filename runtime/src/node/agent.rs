@@ -58,6 +58,9 @@ pub struct AgentArgs {
     /// The node's object store (see [`crate::store`]), started with the agent and stopped
     /// with it; `None`: no store on this node.
     pub store: Option<crate::store::StoreConfig>,
+    /// Where the agent leaves the engine threads still running when it stops (see
+    /// [`super::leftovers`]).
+    pub leftovers: super::leftovers::Leftovers,
 }
 
 struct LocalWorker {
@@ -153,6 +156,7 @@ pub struct AgentState {
     outcomes: StartOutcomes,
     /// Actors that ended before their spawn was registered (only while spawns are pending).
     early_exits: HashMap<ActorId, String>,
+    leftovers: super::leftovers::Leftovers,
 }
 
 /// The HTTP service that hosts an isolated RpcServer.
@@ -582,6 +586,7 @@ impl Actor for NodeAgent {
             next_spawn: 0,
             outcomes: Arc::default(),
             early_exits: HashMap::new(),
+            leftovers: args.leftovers,
         })
     }
 
@@ -648,8 +653,14 @@ impl Actor for NodeAgent {
     ) -> Result<(), ActorProcessingErr> {
         let ids: Vec<WorkerId> = state.workers.keys().cloned().collect();
         for id in ids {
-            if let Some(w) = state.workers.get(&id) {
+            if let Some(w) = state.workers.get_mut(&id) {
                 w.actor.stop(Some("node agent stopped".into()));
+                // Its engine thread ends after its current call; until then it holds what the
+                // worker held, and the node's next agent must not offer it.
+                if let Some(exit) = w.engine_exit.take() {
+                    let alloc = state.ledger.allocation(&id).cloned().unwrap_or_default();
+                    state.leftovers.push(id.clone(), alloc, exit);
+                }
             }
             state.reclaim(&id);
         }
@@ -999,6 +1010,30 @@ fn on_message(
         }
         AgentMsg::Info(port) => {
             let _ = port.send(Wire::new(Ok(state.info())));
+        }
+        AgentMsg::Roster(port) => {
+            use super::messages::{RosterEntry, RosterState};
+            // Workers still starting are not listed: the scheduler holds them as starting
+            // and reconciles only the ones it thinks are running.
+            let roster = state
+                .workers
+                .iter()
+                .map(|(id, w)| RosterEntry {
+                    worker: id.clone(),
+                    incarnation: w.incarnation,
+                    state: if w.stopping {
+                        RosterState::Stopping
+                    } else {
+                        RosterState::Running
+                    },
+                })
+                .chain(state.draining.values().map(|d| RosterEntry {
+                    worker: d.worker.clone(),
+                    incarnation: d.incarnation,
+                    state: RosterState::Stopping,
+                }))
+                .collect();
+            let _ = port.send(Wire::new(roster));
         }
         AgentMsg::Draining(notice) => {
             if let Ok((worker, key, reason)) = notice.into_result() {

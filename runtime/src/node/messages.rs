@@ -127,6 +127,26 @@ pub struct NodeInfo {
     pub store: Option<crate::store::StoreStats>,
 }
 
+/// A worker's state in its node's roster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RosterState {
+    /// Running (or starting) on the node.
+    Running,
+    /// Being stopped, or stopped with its engine thread still running.
+    Stopping,
+}
+
+/// One worker the node runs, as it reports it with every heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    /// The worker.
+    pub worker: WorkerId,
+    /// The instance.
+    pub incarnation: u64,
+    /// Its state.
+    pub state: RosterState,
+}
+
 /// How a worker ended, unasked.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum WorkerEventKind {
@@ -185,6 +205,10 @@ pub enum AgentMsg {
     /// Forward a plain HTTP request to a local HTTP-service worker.
     #[rpc]
     Http(Wire<WorkerHttp>, RpcReplyPort<fleet_actors::HttpReply>),
+    /// Every worker this node runs, with its incarnation (sent with each heartbeat, so the
+    /// scheduler can reconcile its view with the node's).
+    #[rpc]
+    Roster(RpcReplyPort<Wire<Vec<RosterEntry>>>),
     /// Internal: a stopped worker's resources may be reused.
     Reclaim(Wire<WorkerId>),
     /// Internal: a stopping worker's engine thread outlived the destroy deadline; it keeps its

@@ -205,6 +205,11 @@ impl Ledger {
         }
     }
 
+    /// What `worker` holds, if anything.
+    pub fn allocation(&self, worker: &WorkerId) -> Option<&Allocation> {
+        self.held.get(worker)
+    }
+
     /// Workers holding resources here.
     pub fn holders(&self) -> usize {
         self.held.len()

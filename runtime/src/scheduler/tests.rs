@@ -23,6 +23,7 @@ async fn start_agent(node: &NodeId, resources: &NodeResources) -> ractor::ActorR
             max_message: 8 << 20,
             agents: crate::rollout::AgentRegistry::builtin(),
             store: None,
+            leftovers: Default::default(),
         },
     )
     .await
