@@ -17,7 +17,7 @@
 //! | `fleet_dedupe_hits_total` | counter | (calls answered from the request-id record) |
 //! | `fleet_engine_queue_depth` | gauge | (engine calls waiting in the engine queues of this process) |
 //! | `fleet_forwards_in_flight` | gauge | (launcher forwards holding a slot, all workers) |
-//! | `fleet_nodes` | gauge | `state` (alive, down) |
+//! | `fleet_nodes` | gauge | `state` (alive, suspect, down, left; on a head) |
 //! | `fleet_episodes_total` | counter | `outcome` (accepted, rejected, lost) |
 //! | `fleet_episodes_in_flight` | gauge | |
 //! | `fleet_policy_version` | gauge | |

@@ -108,6 +108,20 @@ async fn every_node_serves_prometheus_metrics_that_move_while_calls_run() {
             .any(|x| x.metric == "fleet_call_seconds" && x.labels.get("worker_kind").is_some()),
         "latency is by worker kind"
     );
+    // The head counts its nodes by state (set at its next failure-detector sweep).
+    let mut alive = 0.0;
+    for _ in 0..50 {
+        alive = value(
+            &scrape(&head_url).await,
+            "fleet_nodes",
+            &[("state", "alive")],
+        );
+        if alive >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(alive >= 1.0, "fleet_nodes{{state=\"alive\"}} = {alive}");
     // On the node process: four of the five calls were answered from the request-id record.
     assert!(
         value(&node_after, "fleet_dedupe_hits_total", &[])

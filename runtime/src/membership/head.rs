@@ -240,6 +240,28 @@ impl HeadState {
         ))
     }
 
+    /// The members by state, as the `fleet_nodes` gauge (down and left ones until they are
+    /// forgotten).
+    fn observe_members(&self) {
+        let (mut alive, mut suspect, mut down, mut left) = (0u32, 0u32, 0u32, 0u32);
+        for m in self.members.values() {
+            match m.state {
+                MemberState::Alive => alive += 1,
+                MemberState::Suspect => suspect += 1,
+                MemberState::Down { .. } => down += 1,
+                MemberState::Left => left += 1,
+            }
+        }
+        for (state, n) in [
+            ("alive", alive),
+            ("suspect", suspect),
+            ("down", down),
+            ("left", left),
+        ] {
+            metrics::gauge!("fleet_nodes", "state" => state).set(f64::from(n));
+        }
+    }
+
     /// Marks `node` down (once) and hands the scheduler work to a task.
     fn down(&mut self, node: &NodeId, reason: String, left: bool) {
         let Some(m) = self.members.get_mut(node) else {
@@ -289,6 +311,7 @@ impl HeadState {
     }
 
     fn sweep(&mut self) {
+        self.observe_members();
         let timeout = self.args.config.timeout;
         let now = Instant::now();
         let since = now.saturating_duration_since(self.last_sweep);
