@@ -23,6 +23,7 @@
 //! | `fleet_policy_version` | gauge | |
 //! | `fleet_staleness` | histogram | (of accepted episodes' turns) |
 //! | `fleet_output_tokens_total` | counter | (of accepted episodes) |
+//! | `fleet_proxy_route_seconds` | histogram | `route`, `status` (2xx, 4xx, 5xx), in a `fleet proxy` process |
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -123,6 +124,11 @@ fn describe() {
     describe_counter!(
         "fleet_output_tokens_total",
         "output tokens of accepted episodes"
+    );
+    describe_histogram!(
+        "fleet_proxy_route_seconds",
+        Unit::Seconds,
+        "the recording proxy's time to a response head, by route and status class"
     );
 }
 

@@ -132,3 +132,65 @@ async fn every_node_serves_prometheus_metrics_that_move_while_calls_run() {
         .iter()
         .any(|x| x.metric == "fleet_engine_queue_depth"));
 }
+
+/// A real `fleet proxy` process serves its own metrics, with the latency of each route by
+/// status class (its backend here is unreachable, so `/health` answers 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_serves_its_route_latency_as_prometheus_metrics() {
+    let port = fleet_tests::free_port();
+    let mut cmd = std::process::Command::new(fleet_tests::fleet_bin());
+    cmd.args([
+        "proxy",
+        "--port",
+        &port.to_string(),
+        "--backend",
+        "http://127.0.0.1:9",
+    ]);
+    let _proxy = fleet_tests::ChildGuard::spawn("fleet proxy", &mut cmd).unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "fleet proxy did not listen on {port} within 10 s");
+    for _ in 0..2 {
+        let u = format!("127.0.0.1:{port}");
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&u).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(
+                s,
+                "GET /health HTTP/1.1\r\nHost: {u}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+        })
+        .await
+        .unwrap();
+    }
+    let m = scrape(&url).await;
+    let health = m
+        .samples
+        .iter()
+        .filter(|x| {
+            x.metric == "fleet_proxy_route_seconds_count"
+                && x.labels.get("route") == Some("/health")
+                && x.labels.get("status") == Some("5xx")
+        })
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum::<f64>();
+    let names: Vec<&str> = m.samples.iter().map(|x| x.metric.as_str()).collect();
+    assert!(
+        health >= 2.0 || value(&m, "fleet_proxy_route_seconds", &[("route", "/health")]) >= 2.0,
+        "{names:?}"
+    );
+}

@@ -93,7 +93,13 @@ pub struct ProxyConfig {
     /// A connection whose writes make no progress for this long (a streaming client that
     /// stopped reading) is closed; its turn is recorded as cancelled (default 60 s).
     pub write_stall_timeout: Duration,
+    /// The process's metrics as Prometheus text, served at `GET /metrics` (no key: counters
+    /// only); `None` (the default) answers 404 there. `fleet proxy` passes fleet's recorder.
+    pub metrics: Option<MetricsText>,
 }
+
+/// Renders the process's metrics as Prometheus text.
+pub type MetricsText = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
 impl std::fmt::Debug for ProxyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +150,7 @@ impl ProxyConfig {
             listen_backlog: fleet_http::listen::DEFAULT_LISTEN_BACKLOG,
             max_session_bytes: 256 * 1024 * 1024,
             write_stall_timeout: Duration::from_secs(60),
+            metrics: None,
         }
     }
 

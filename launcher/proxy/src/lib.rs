@@ -48,7 +48,7 @@ mod upstream;
 
 pub use config::random_token;
 pub(crate) use config::BackendUrl;
-pub use config::{ProxyConfig, MIN_REMOTE_KEY_LEN};
+pub use config::{MetricsText, ProxyConfig, MIN_REMOTE_KEY_LEN};
 pub use errors::BACKEND_ERROR_HEADER;
 pub use errors::{ApiError, ProxyError};
 pub use export::{discount_rewards, Trajectory, TurnExport};

@@ -4,6 +4,7 @@
 //! | --- | --- | --- | --- |
 //! | `GET /health` | none | | 200 (503 if the backend is unreachable) `{status, admin_key_configured, backend, version, sessions, ...}` |
 //! | `GET /health/live` | none | | 200 `{status: "ok"}` while the proxy serves (its readiness as a forked worker) |
+//! | `GET /metrics` | none | | the process's metrics as Prometheus text (`fleet_proxy_route_seconds` by route and status class, and the rest of the process's); 404 when the embedding program gave none |
 //! | `GET /stats` | any | | `{sessions, ..., turns_recorded, turns_incomplete, turns_missing_token_ids, duplicate_turns_replaced}` |
 //! | `POST /grant_capacity` | admin | `{n}` (default 1) | `{capacity}` |
 //! | `POST /rl/start_session` | admin | `{task_id}` (any JSON, optional), `grant: true` to grant one unit of capacity first | `{session_id, api_key}`; 429 without capacity |
@@ -48,7 +49,8 @@ enum Caller {
 pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    match route(&state, req).await {
+    let started = std::time::Instant::now();
+    let resp = match route(&state, req).await {
         Ok(resp) => resp,
         Err(e) => {
             let status = e.status();
@@ -59,6 +61,38 @@ pub(crate) async fn handle(state: Arc<State>, req: Request<Incoming>) -> Respons
             }
             e.into_response()
         }
+    };
+    // Time to the response head (a stream's body goes on after this).
+    let class = match resp.status().as_u16() {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    metrics::histogram!("fleet_proxy_route_seconds", "route" => route_name(&path), "status" => class)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// A route's name for metrics: the known paths as they are, anything else as `other` (so that
+/// arbitrary paths cannot grow the label set).
+fn route_name(path: &str) -> &'static str {
+    match path.trim_end_matches('/') {
+        "" | "/health" => "/health",
+        "/health/live" => "/health/live",
+        "/metrics" => "/metrics",
+        "/stats" => "/stats",
+        "/grant_capacity" => "/grant_capacity",
+        "/rl/start_session" => "/rl/start_session",
+        "/export_trajectories" => "/export_trajectories",
+        "/set_version" => "/set_version",
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/completions" => "/v1/completions",
+        "/v1/models" => "/v1/models",
+        "/rl/set_reward" => "/rl/set_reward",
+        "/rl/end_session" => "/rl/end_session",
+        p if p.starts_with("/router/") => "/router/*",
+        _ => "other",
     }
 }
 
@@ -68,6 +102,22 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         (&Method::GET, "/health") | (&Method::GET, "") => Ok(health(state).await),
         // Liveness: the proxy itself serves, whatever the backend's state.
         (&Method::GET, "/health/live") => Ok(ok(json!({ "status": "ok" }))),
+        (&Method::GET, "/metrics") => match &state.config.metrics {
+            Some(render) => {
+                let mut r = Response::new(fleet_http::full(render()));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    ),
+                );
+                Ok(r)
+            }
+            None => Err(ApiError::NoRoute {
+                method: "GET".into(),
+                path: "/metrics (this proxy was started without a metrics recorder)".into(),
+            }),
+        },
         (&Method::GET, "/stats") => {
             caller(state, &req)?;
             let mut v = serde_json::to_value(state.store.stats())

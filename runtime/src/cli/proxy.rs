@@ -109,6 +109,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut backends = args.backend.into_iter();
     let first = backends.next().context("give at least one --backend")?;
     let mut config = ProxyConfig::new(first);
+    crate::metrics::install();
+    config.metrics = Some(std::sync::Arc::new(crate::metrics::render));
     config.more_backends = backends.collect();
     config.router = args.router;
     config.router_wait_timeout = secs("router-wait-secs", args.router_wait_secs)?;
