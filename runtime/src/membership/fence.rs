@@ -10,46 +10,10 @@
 
 use fleet_actors::NodeId;
 
-/// The live (not zombie) direct children of this process: pid and process group.
-fn children() -> Vec<(u32, u32)> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    let mut out = vec![];
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // After the parenthesised command: state, ppid, pgrp, ...
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        let state = f.next();
-        let ppid = f.next().and_then(|p| p.parse::<u32>().ok());
-        let pgrp = f.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid != Some(me) || matches!(state, Some("Z") | Some("X")) {
-            continue;
-        }
-        out.push((pid, pgrp.unwrap_or(0)));
-    }
-    out
-}
+use super::child_pids::{env_value, live_children_of};
 
 fn belongs_to(pid: u32, node: &str) -> bool {
-    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-        return false;
-    };
-    let want = format!("FLEET_NODE={node}");
-    env.split(|b| *b == 0).any(|kv| kv == want.as_bytes())
+    env_value(pid, "FLEET_NODE").as_deref() == Some(node)
 }
 
 /// SIGKILLs every child process of `node`'s workers and their process groups; returns the
@@ -59,7 +23,7 @@ pub fn kill_worker_children(node: &NodeId) -> Vec<u32> {
     // SAFETY: getpgrp has no preconditions.
     let own_group = unsafe { libc::getpgrp() } as u32;
     let mut killed = vec![];
-    for (pid, pgrp) in children() {
+    for (pid, pgrp) in live_children_of(std::process::id()) {
         if !belongs_to(pid, &node) {
             continue;
         }
