@@ -10,6 +10,7 @@
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
+//! | `fleet_build_info` | gauge | `version` (always 1) |
 //! | `fleet_calls_total` | counter | `kind` (engine, control, http), `outcome` (ok or the error kind) |
 //! | `fleet_call_seconds` | histogram | `kind`, `worker_kind` |
 //! | `fleet_http_retries_total` | counter | (launcher forwards re-sent) |
@@ -17,7 +18,7 @@
 //! | `fleet_dedupe_hits_total` | counter | (calls answered from the request-id record) |
 //! | `fleet_engine_queue_depth` | gauge | (engine calls waiting in the engine queues of this process) |
 //! | `fleet_forwards_in_flight` | gauge | (launcher forwards holding a slot, all workers) |
-//! | `fleet_nodes` | gauge | `state` (alive, suspect, down, left; on a head) |
+//! | `fleet_nodes` | gauge | `state` (alive, suspect, down, left): nodes joined to a head, its own not counted |
 //! | `fleet_episodes_total` | counter | `outcome` (accepted, rejected, lost) |
 //! | `fleet_episodes_in_flight` | gauge | |
 //! | `fleet_policy_version` | gauge | |
@@ -60,6 +61,9 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(h) => {
                     describe();
+                    // Always one sample, so a fresh node's page is not empty.
+                    metrics::gauge!("fleet_build_info", "version" => env!("CARGO_PKG_VERSION"))
+                        .set(1.0);
                     Some(h)
                 }
                 Err(e) => {
@@ -84,6 +88,7 @@ pub fn render() -> String {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("fleet_build_info", "1, labelled with the fleet version");
     describe_counter!("fleet_calls_total", "calls to workers, by kind and outcome");
     describe_histogram!(
         "fleet_call_seconds",
@@ -107,7 +112,10 @@ fn describe() {
         "fleet_forwards_in_flight",
         "launcher forwards holding a slot in this process"
     );
-    describe_gauge!("fleet_nodes", "nodes known to this head, by state");
+    describe_gauge!(
+        "fleet_nodes",
+        "nodes joined to this head, by state (its own node not counted)"
+    );
     describe_counter!(
         "fleet_episodes_total",
         "rollout episodes finished, by outcome"
