@@ -70,8 +70,10 @@ pub(super) fn on_message(
             if state.pending.is_empty() {
                 state.early_exits.clear();
             }
-            for msg in deferred {
-                on_message(myself.clone(), msg, state)?;
+            for (arrived, msg) in deferred {
+                if let Some(msg) = super::spawn::aged(arrived, msg) {
+                    on_message(myself.clone(), msg, state)?;
+                }
             }
         }
         AgentMsg::Call(call, port) => match call.into_result() {

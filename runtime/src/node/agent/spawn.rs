@@ -31,7 +31,7 @@ pub(super) struct PendingSpawn {
     pub(super) engine_exit: Option<tokio::sync::oneshot::Receiver<()>>,
     pub(super) child_pid: Option<ChildPid>,
     /// Messages for this worker that came while it started, in arrival order.
-    pub(super) deferred: Vec<AgentMsg>,
+    pub(super) deferred: Vec<(std::time::Instant, AgentMsg)>,
 }
 
 /// The HTTP service that hosts an isolated RpcServer.
@@ -244,7 +244,7 @@ impl AgentState {
         &mut self,
         pending: PendingSpawn,
         spawned: Result<(ActorRef<WorkerMsg>, JoinHandle<()>), ractor::SpawnErr>,
-    ) -> Vec<AgentMsg> {
+    ) -> Vec<(std::time::Instant, AgentMsg)> {
         let PendingSpawn {
             port,
             reply,
@@ -341,10 +341,122 @@ impl AgentState {
             .and_then(|k| self.pending.get_mut(k))
         {
             Some(p) => {
-                p.deferred.push(msg);
+                p.deferred.push((std::time::Instant::now(), msg));
                 None
             }
             None => Some(msg),
         }
+    }
+}
+
+/// A message that waited for its worker to start, as it is handed on: a call or HTTP request
+/// whose deadline passed while it waited is answered `Timeout` and dropped unrun (and one
+/// whose caller is gone is dropped), and the time it waited is taken off the budget it passes
+/// on, like every other queue of fleet's.
+pub(super) fn aged(arrived: std::time::Instant, msg: AgentMsg) -> Option<AgentMsg> {
+    use crate::node::messages::WorkerHttp;
+    let waited = arrived.elapsed();
+    let expired = |what: String, budget: Duration| {
+        FleetError::timeout(
+            format!("{what} (dropped unrun: its deadline passed while its worker was starting)"),
+            budget,
+        )
+    };
+    match msg {
+        AgentMsg::Call(call, port) => {
+            let Ok(WorkerCall { worker, mut req }) = call.into_result() else {
+                return None;
+            };
+            if port.is_closed() {
+                return None;
+            }
+            if let Some(budget) = req.budget() {
+                if waited >= budget {
+                    let what = format!("{}.{} on {worker}", req.engine, req.method);
+                    let _ = port.send(CallReply(Err(expired(what, budget))));
+                    return None;
+                }
+                req.set_budget(budget - waited);
+            }
+            Some(AgentMsg::Call(Wire::new(WorkerCall { worker, req }), port))
+        }
+        AgentMsg::Http(http, port) => {
+            let Ok(WorkerHttp { worker, mut call }) = http.into_result() else {
+                return None;
+            };
+            if port.is_closed() {
+                return None;
+            }
+            let budget = Duration::from_millis(call.timeout_ms);
+            if waited >= budget {
+                let what = format!("{} {} on {worker}", call.method, call.path);
+                let _ = port.send(fleet_actors::HttpReply(Err(expired(what, budget))));
+                return None;
+            }
+            call.timeout_ms = u64::try_from((budget - waited).as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            Some(AgentMsg::Http(Wire::new(WorkerHttp { worker, call }), port))
+        }
+        other => Some(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_actors::rpc_server::CallRequest;
+    use fleet_actors::Payload;
+    use std::time::Instant;
+
+    fn call(budget: Duration) -> (AgentMsg, ractor::concurrency::OneshotReceiver<CallReply>) {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let mut req = CallRequest {
+            deadline_ms: 0,
+            idempotent: false,
+            engine: "e".into(),
+            method: "m".into(),
+            args: Payload::json_bytes(b"null".to_vec()),
+            rpc_meta: BTreeMap::new(),
+            request_id: None,
+            retry: None,
+        };
+        req.set_budget(budget);
+        let msg = AgentMsg::Call(
+            Wire::new(WorkerCall {
+                worker: WorkerId::new("w", 0),
+                req,
+            }),
+            tx.into(),
+        );
+        (msg, rx)
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_deadline_passed_while_its_worker_started_is_answered_timeout_unrun() {
+        let (msg, rx) = call(Duration::from_millis(50));
+        let arrived = Instant::now() - Duration::from_millis(200);
+        assert!(
+            aged(arrived, msg).is_none(),
+            "an expired call is not handed on"
+        );
+        let CallReply(r) = rx.await.unwrap();
+        let e = r.unwrap_err();
+        assert!(matches!(e, FleetError::Timeout { .. }), "{e}");
+        assert!(
+            e.to_string().contains("while its worker was starting"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_time_a_call_waited_for_its_worker_is_taken_off_its_budget() {
+        let (msg, _rx) = call(Duration::from_secs(10));
+        let arrived = Instant::now() - Duration::from_millis(500);
+        let Some(AgentMsg::Call(call, _)) = aged(arrived, msg) else {
+            panic!("a live call is handed on");
+        };
+        let left = call.into_result().unwrap().req.budget().unwrap();
+        assert!(left <= Duration::from_millis(9_500), "{left:?}");
     }
 }
