@@ -66,8 +66,8 @@ pub(crate) struct Route {
     pub(crate) agent: ActorRef<AgentMsg>,
     /// The incarnation of the target this route leads to.
     pub(crate) incarnation: u64,
-    /// The worker's kind (`WorkerInfo::kind`), for metrics labels.
-    pub(crate) kind: Arc<str>,
+    /// The worker's kind (`WorkerKind::name`), for metrics labels.
+    pub(crate) kind: &'static str,
     pub(crate) failed: Option<FleetError>,
     /// For an in-process RpcServer: its actor, once the process group naming it has reached
     /// this node; engine calls then go to it directly instead of through the node's agent.

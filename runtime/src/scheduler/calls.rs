@@ -31,7 +31,7 @@ fn observe<T>(kind: &'static str, route: &Route, started: Instant, r: &Result<T,
         Err(e) => e.kind(),
     };
     metrics::counter!("fleet_calls_total", "kind" => kind, "outcome" => outcome).increment(1);
-    metrics::histogram!("fleet_call_seconds", "kind" => kind, "worker_kind" => route.kind.to_string())
+    metrics::histogram!("fleet_call_seconds", "kind" => kind, "worker_kind" => route.kind)
         .record(started.elapsed().as_secs_f64());
 }
 

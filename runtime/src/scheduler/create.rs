@@ -306,7 +306,7 @@ impl Scheduler {
                                 target: w.id.clone(),
                                 agent,
                                 incarnation: w.incarnation,
-                                kind: w.kind.as_str().into(),
+                                kind: job.kind.name(),
                                 failed: match &w.state {
                                     WorkerState::Failed(e) => Some(e.clone()),
                                     _ => None,
