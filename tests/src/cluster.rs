@@ -220,6 +220,28 @@ impl TestTls {
 static CLUSTERS: AtomicU64 = AtomicU64::new(0);
 
 impl TestCluster {
+    /// One real node process with `replicas` RpcServer workers of `role` on it (half a CPU
+    /// each), all answering: the set-up of most single-node tests.
+    pub async fn one_node_with_workers(
+        role: &str,
+        replicas: usize,
+    ) -> (TestCluster, Vec<fleet_runtime::WorkerInfo>) {
+        let cluster = TestCluster::builder()
+            .node(NodeSpec::new())
+            .start()
+            .await
+            .expect("a one-node test cluster starts");
+        let s = cluster.scheduler().clone();
+        let job = fleet_actors::Job::new(role, replicas)
+            .spec(fleet_actors::SchedulingSpec::default().cpu(0.5));
+        s.create_workers(job).await.expect("the workers start");
+        let workers = s
+            .get_workers(role, Duration::from_secs(20))
+            .await
+            .expect("the workers answer");
+        (cluster, workers)
+    }
+
     /// Settings: no nodes, heartbeat 200 ms, timeout 1.5 s, lease 750 ms (so failure tests are
     /// quick), pack
     /// placement, a head without workers.

@@ -8,17 +8,9 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_driver_blocking_all_its_runtime_threads_past_the_timeout_marks_no_node_down() {
-    let cluster = TestCluster::builder()
-        .node(NodeSpec::new())
-        .start()
-        .await
-        .unwrap();
+    let (cluster, w) = TestCluster::one_node_with_workers("w", 1).await;
     let node = cluster.node_id(0).unwrap();
     let s = cluster.scheduler().clone();
-    s.create_workers(Job::new("w", 1).spec(SchedulingSpec::default().cpu(0.5)))
-        .await
-        .unwrap();
-    let w = s.get_workers("w", Duration::from_secs(20)).await.unwrap();
     let e = s
         .create_engine(&w[0].id, "c", "counter", &())
         .await

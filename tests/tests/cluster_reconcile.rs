@@ -13,17 +13,9 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_behind_the_schedulers_back_is_marked_failed_within_a_few_beats() {
-    let cluster = TestCluster::builder()
-        .node(NodeSpec::new())
-        .start()
-        .await
-        .unwrap();
+    let (cluster, workers) = TestCluster::one_node_with_workers("w", 2).await;
     let node = cluster.node_id(0).unwrap();
     let s = cluster.scheduler().clone();
-    s.create_workers(Job::new("w", 2).spec(SchedulingSpec::default().cpu(0.5)))
-        .await
-        .unwrap();
-    let workers = s.get_workers("w", Duration::from_secs(20)).await.unwrap();
 
     // The node's agent, straight from its process group: the scheduler is not told.
     let agent: ActorRef<AgentMsg> =

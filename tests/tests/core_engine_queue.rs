@@ -133,19 +133,9 @@ async fn queued_calls_whose_callers_gave_up_are_dropped_before_they_run() {
 /// drops queued calls whose callers on the head gave up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_calls_on_a_remote_node_expire_with_their_budget() {
-    let cluster = fleet_tests::TestCluster::builder()
-        .nodes(1)
-        .start()
-        .await
-        .unwrap();
+    let (cluster, workers) = fleet_tests::TestCluster::one_node_with_workers("rstorm", 1).await;
     let s = cluster.scheduler().clone();
-    s.create_workers(Job::new("rstorm", 1)).await.unwrap();
-    let w = s
-        .get_workers("rstorm", Duration::from_secs(10))
-        .await
-        .unwrap()[0]
-        .id
-        .clone();
+    let w = workers[0].id.clone();
     s.create_engine(&w, "e", "sleep", &()).await.unwrap();
     let short = CallOptions::default().timeout(Duration::from_millis(100));
     let storm: Vec<_> = (0..20)
@@ -178,19 +168,9 @@ async fn queued_calls_on_a_remote_node_expire_with_their_budget() {
 /// had not passed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_call_whose_remote_caller_gave_up_is_cancelled_and_never_runs() {
-    let cluster = fleet_tests::TestCluster::builder()
-        .nodes(1)
-        .start()
-        .await
-        .unwrap();
+    let (cluster, workers) = fleet_tests::TestCluster::one_node_with_workers("cancel", 1).await;
     let s = cluster.scheduler().clone();
-    s.create_workers(Job::new("cancel", 1)).await.unwrap();
-    let w = s
-        .get_workers("cancel", Duration::from_secs(10))
-        .await
-        .unwrap()[0]
-        .id
-        .clone();
+    let w = workers[0].id.clone();
     s.create_engine(&w, "s", "sleep", &()).await.unwrap();
     s.create_engine(&w, "c", "counter", &()).await.unwrap();
     // Occupies the worker's engine thread for 1.5 s.
