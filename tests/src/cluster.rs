@@ -224,7 +224,7 @@ impl TestCluster {
     /// each), all answering: the set-up of most single-node tests.
     pub async fn one_node_with_workers(
         role: &str,
-        replicas: usize,
+        replicas: u32,
     ) -> (TestCluster, Vec<fleet_runtime::WorkerInfo>) {
         let cluster = TestCluster::builder()
             .node(NodeSpec::new())

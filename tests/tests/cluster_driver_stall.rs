@@ -1,9 +1,9 @@
 //! A driver that blocks its own tokio runtime does not fence the cluster: the embedded head's
 //! sessions and failure detector run on a runtime of their own (C17).
 
-use fleet_actors::{CallOptions, Job, SchedulingSpec};
+use fleet_actors::CallOptions;
 use fleet_runtime::MemberEvent;
-use fleet_tests::cluster::{NodeSpec, TestCluster};
+use fleet_tests::cluster::TestCluster;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

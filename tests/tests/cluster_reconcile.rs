@@ -3,10 +3,10 @@
 //! beats.
 
 use fleet_actors::wire::Wire;
-use fleet_actors::{CallOptions, FleetError, Job, SchedulingSpec};
+use fleet_actors::{CallOptions, FleetError};
 use fleet_runtime::node::messages::{AgentMsg, StopRequest};
 use fleet_runtime::WorkerState;
-use fleet_tests::cluster::{NodeSpec, TestCluster};
+use fleet_tests::cluster::TestCluster;
 use fleet_tests::wait_until;
 use ractor::ActorRef;
 use std::time::Duration;
