@@ -11,11 +11,10 @@
 //! baseline actor (see `cluster.rs`), on loopback, over the same ractor_cluster session.
 
 use super::baseline::RawMsg;
-use super::cluster::{find_raw, raw_call, spawn_peers, wait_joined};
+use super::cluster::{find_raw, head_with_peers, raw_call};
 use super::cpu::{cores, tree_time, Hogs};
 use super::stats::{fmt, Samples};
-use crate::scheduler::Policy;
-use crate::{Cluster, EngineHandle};
+use crate::EngineHandle;
 use fleet_actors::{CallOptions, FleetError, Job};
 use ractor::ActorRef;
 use std::time::{Duration, Instant};
@@ -112,15 +111,7 @@ pub async fn run(iters: usize, load: bool) -> Result<String, FleetError> {
     } else {
         None
     };
-    let head = Cluster::head()
-        .no_workers()
-        .policy(Policy::Spread)
-        .start()
-        .await?;
-    let addr = format!("127.0.0.1:{}", head.listen_port());
-    let mut events = head.member_events();
-    let peers = spawn_peers(&addr, 1)?;
-    wait_joined(&mut events, 1).await?;
+    let (head, peers) = head_with_peers(1).await?;
     let s = head.scheduler().clone();
     s.create_workers(Job::new("bench", 1)).await?;
     let w = s.get_workers("bench", Duration::from_secs(30)).await?;

@@ -94,6 +94,20 @@ impl Drop for Peers {
     }
 }
 
+/// A head that places no workers (spread placement) and `n` bench peers joined to it.
+pub(crate) async fn head_with_peers(n: usize) -> Result<(Cluster, Peers), FleetError> {
+    let head = Cluster::head()
+        .no_workers()
+        .policy(Policy::Spread)
+        .start()
+        .await?;
+    let addr = format!("127.0.0.1:{}", head.listen_port());
+    let mut events = head.member_events();
+    let peers = spawn_peers(&addr, n)?;
+    wait_joined(&mut events, n).await?;
+    Ok((head, peers))
+}
+
 pub(crate) fn spawn_peers(head: &str, n: usize) -> Result<Peers, FleetError> {
     let exe = std::env::current_exe()
         .map_err(|e| FleetError::internal(format!("finding this executable: {e}")))?;
@@ -137,15 +151,7 @@ pub async fn run(
     create: u32,
     rounds: usize,
 ) -> Result<String, FleetError> {
-    let head = Cluster::head()
-        .no_workers()
-        .policy(Policy::Spread)
-        .start()
-        .await?;
-    let addr = format!("127.0.0.1:{}", head.listen_port());
-    let mut events = head.member_events();
-    let _peers = spawn_peers(&addr, 3)?;
-    wait_joined(&mut events, 3).await?;
+    let (head, _peers) = head_with_peers(3).await?;
     let s = head.scheduler().clone();
 
     // One worker on peer0 and the baseline actor in the same process.
