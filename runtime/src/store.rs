@@ -161,14 +161,18 @@ impl Store {
         let budget = cfg.budget.unwrap_or_else(|| config::default_budget(&root));
         let listener = tokio::net::TcpListener::bind((cfg.listen_ip, cfg.port.unwrap_or(0)))
             .await
-            .map_err(|e| StoreError::Io {
-                what: format!(
-                    "binding the store's HTTP server on {}:{}",
-                    cfg.listen_ip,
-                    cfg.port.unwrap_or(0)
-                ),
-                dir: dir.display().to_string(),
-                detail: e.to_string(),
+            .map_err(|e| {
+                let in_use = e.kind() == std::io::ErrorKind::AddrInUse;
+                StoreError::Bind {
+                    addr: format!("{}:{}", cfg.listen_ip, cfg.port.unwrap_or(0)),
+                    detail: e.to_string(),
+                    in_use,
+                    hint: if in_use {
+                        "another socket holds that port; give the node a port range (--port-range) outside the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), or a free StoreConfig::port"
+                    } else {
+                        "check that the address is one of this machine's (--listen)"
+                    },
+                }
             })?;
         let port = listener
             .local_addr()

@@ -238,7 +238,7 @@ impl HeadProc {
         let (out, err) = files(&self.dir, name)?;
         let mut cmd = Command::new(fleet_bin());
         cmd.args(["node", "--join", &self.addr, "--name", name, "--cpus", "1"])
-            .args(["--mem-mib", "1024", "--port-range", "47000-47049"])
+            .args(["--mem-mib", "1024", "--port-range", "27000-27049"])
             .stdout(out)
             .stderr(err);
         common_env(&mut cmd, cookie, &self.env);

@@ -14,7 +14,7 @@ const TEST_SERVER: &str = env!("CARGO_BIN_EXE_fleet-test-server");
 
 /// A cluster on its own port range (other test binaries run at the same time).
 async fn cluster(slot: u16) -> Cluster {
-    let lo = 47300 + slot * 50;
+    let lo = 27300 + slot * 50;
     Cluster::local()
         .port_range(lo, lo + 49)
         .start()

@@ -41,7 +41,7 @@ async fn up_or_absent(s: &Scheduler, role: &str, n: usize) -> Option<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_whose_caller_gave_up_completes_or_rolls_back_and_create_again_works() {
     let cluster = Cluster::local()
-        .port_range(43100, 43199)
+        .port_range(23100, 23199)
         .start()
         .await
         .unwrap();
@@ -85,7 +85,7 @@ async fn a_create_whose_caller_gave_up_completes_or_rolls_back_and_create_again_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_racing_a_create_fails_the_create_and_leaves_no_worker_running() {
     let cluster = Cluster::local()
-        .port_range(43200, 43299)
+        .port_range(23200, 23299)
         .start()
         .await
         .unwrap();

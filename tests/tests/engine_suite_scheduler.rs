@@ -98,7 +98,7 @@ async fn the_engine_suite_passes_in_process_through_the_scheduler() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_suite_passes_in_an_isolated_rpc_server_behind_the_launcher() {
     let c = Cluster::local()
-        .port_range(46000, 46999)
+        .port_range(26000, 26999)
         .start()
         .await
         .unwrap();

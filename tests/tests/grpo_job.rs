@@ -167,7 +167,7 @@ fn check_run(job: &RolloutJob, report: &JobReport, versions: u64) -> Vec<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpo_job_raises_the_reward_by_a_clear_margin_and_its_logprob_check_holds() {
     let versions = 24;
-    let (job, report, dir) = run_example("grpo-learn", (48400, 48449), versions, false).await;
+    let (job, report, dir) = run_example("grpo-learn", (28400, 28449), versions, false).await;
     let rewards = check_run(&job, &report, versions);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&rewards[..4]), mean(&rewards[rewards.len() - 4..]));
@@ -183,7 +183,7 @@ async fn an_inference_server_killed_mid_grpo_job_costs_no_episode_and_training_g
     // Long enough that the run outlasts the killed server's restart and the coordinator's
     // recovery (checked every second): with 10 versions a loaded machine could finish first.
     let versions = 30;
-    let (job, report, dir) = run_example("grpo-kill", (48450, 48499), versions, true).await;
+    let (job, report, dir) = run_example("grpo-kill", (28450, 28499), versions, true).await;
     check_run(&job, &report, versions);
     assert!(
         report.updates.len() as u64 + 3 >= versions,

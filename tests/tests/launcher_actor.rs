@@ -24,7 +24,7 @@ fn service(spec: HttpServiceSpec) -> WorkerKind {
 /// A cluster whose port range no other test in this process uses (tests run in parallel, and
 /// two clusters' allocators do not know about each other's reservations).
 async fn cluster(slot: u16) -> Cluster {
-    let lo = 44000 + slot * 100;
+    let lo = 24000 + slot * 100;
     Cluster::local()
         .gpus([0, 1])
         .port_range(lo, lo + 99)
@@ -429,7 +429,7 @@ async fn fork_workers_puts_an_http_service_beside_each_target_with_its_devices_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_child_outlives_its_deleted_workers() {
     let c = Cluster::local()
-        .port_range(45000, 45999)
+        .port_range(25000, 25999)
         .start()
         .await
         .unwrap();

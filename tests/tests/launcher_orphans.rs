@@ -43,7 +43,7 @@ async fn sigkill_of_a_fleet_node_takes_its_20_children_along() {
                 "20",
                 "--isolated",
                 "--port-range",
-                "49000-49499",
+                "29000-29499",
             ])
             .env("FLEET_BIN", fleet_bin()),
     )

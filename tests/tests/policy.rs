@@ -512,7 +512,7 @@ async fn killing_fleet_infer_mid_job_loses_no_episode_and_the_job_goes_on() {
     std::fs::write(&job_path, toml).unwrap();
     let job = RolloutJob::from_file(&job_path).unwrap();
     let cluster = fleet_runtime::Cluster::local()
-        .port_range(48300, 48349)
+        .port_range(28300, 28349)
         .start()
         .await
         .unwrap();

@@ -58,7 +58,7 @@ async fn sixty_four_episodes_are_recorded_once_each_with_tokens_logprobs_version
 ) {
     let dir = temp_dir("e2e");
     let cluster = Cluster::local()
-        .port_range(47000, 47199)
+        .port_range(27000, 27199)
         .start()
         .await
         .unwrap();
@@ -138,7 +138,7 @@ async fn sixty_four_episodes_are_recorded_once_each_with_tokens_logprobs_version
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_staleness_0_no_more_than_a_batch_is_admitted_per_version() {
     let cluster = Cluster::local()
-        .port_range(47200, 47299)
+        .port_range(27200, 27299)
         .start()
         .await
         .unwrap();
@@ -209,7 +209,7 @@ async fn with_staleness_0_no_more_than_a_batch_is_admitted_per_version() {
 async fn a_hanging_agent_is_killed_at_its_deadline_and_the_worker_takes_the_next_episode() {
     let dir = temp_dir("hang");
     let cluster = Cluster::local()
-        .port_range(47300, 47399)
+        .port_range(27300, 27399)
         .start()
         .await
         .unwrap();
@@ -367,7 +367,7 @@ fn an_openai_python_agent_completes_episodes_through_fleet_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_controller_admits_nothing_until_resumed() {
     let cluster = Cluster::local()
-        .port_range(47400, 47499)
+        .port_range(27400, 27499)
         .start()
         .await
         .unwrap();

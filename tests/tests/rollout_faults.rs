@@ -154,7 +154,7 @@ fn mock(latency_ms: u64) -> String {
 async fn a_backend_killed_mid_job_loses_no_episode_and_runs_none_twice() {
     let (cluster, job) = local_job(
         "killb",
-        (47400, 47449),
+        (27400, 27449),
         &format!(
             "episodes = 60\nbatch_size = 10\nmax_concurrent = 8\n[workers]\nreplicas = 2\n[backend]\n{}\n[tasks]\nturns = 2\n",
             mock(30)
@@ -185,7 +185,7 @@ async fn a_backend_killed_mid_job_loses_no_episode_and_runs_none_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_rollout_worker_gets_no_episodes_and_the_others_run_them_all() {
     let cluster = Cluster::local()
-        .port_range(47450, 47499)
+        .port_range(27450, 27499)
         .start()
         .await
         .unwrap();
@@ -465,7 +465,7 @@ async fn a_missing_agent_program_or_a_bad_output_is_refused_before_anything_star
 async fn a_backend_that_needs_65_seconds_to_listen_works_with_a_matching_ready_timeout() {
     let (cluster, job) = local_job(
         "slow",
-        (47500, 47519),
+        (27500, 27519),
         &format!(
             "episodes = 4\n[workers]\nreplicas = 1\n[backend]\ncommand = [\"sh\", \"-c\", \"sleep 65; exec {} mock-llm --port {{port}}\"]\nready_timeout = \"150s\"\n",
             fleet()
@@ -491,7 +491,7 @@ async fn a_backend_that_needs_65_seconds_to_listen_works_with_a_matching_ready_t
 async fn an_unreachable_backend_url_is_named_in_the_error() {
     let (cluster, job) = local_job(
         "url",
-        (47520, 47539),
+        (27520, 27539),
         "episodes = 2\n[workers]\nreplicas = 1\n[backend]\nurl = \"http://127.0.0.1:9\"\nready_timeout = \"3s\"\n",
     )
     .await;
@@ -511,7 +511,7 @@ async fn an_unreachable_backend_url_is_named_in_the_error() {
 async fn group_size_runs_each_task_k_times_recorded_under_one_group_id() {
     let (cluster, job) = local_job(
         "groups",
-        (47540, 47579),
+        (27540, 27579),
         "episodes = 12\ngroup_size = 3\nbatch_size = 6\n[tasks]\nturns = 1\n",
     )
     .await;
@@ -542,7 +542,7 @@ async fn the_staleness_bound_and_per_turn_versions_hold_while_versions_advance_d
     let (batch, staleness) = (8u64, 1u64);
     let (cluster, job) = local_job(
         "async",
-        (47580, 47619),
+        (27580, 27619),
         &format!(
             "episodes = 96\nbatch_size = {batch}\nmax_staleness = {staleness}\nmax_concurrent = 12\n[trainer]\nstep_time = \"30ms\"\n[backend]\n{}\n[tasks]\nturns = 2\n",
             mock(10)
@@ -595,7 +595,7 @@ async fn the_staleness_bound_and_per_turn_versions_hold_while_versions_advance_d
 async fn a_backend_that_exits_before_ready_always_reports_its_exit_status_and_last_output() {
     let (cluster, job) = local_job(
         "exits",
-        (47620, 47639),
+        (27620, 27639),
         "episodes = 2\n[workers]\nreplicas = 2\n[backend]\ncommand = [\"sh\", \"-c\", \"echo loading; echo ValueError: no such model >&2; exit 3\"]\n",
     )
     .await;
@@ -664,7 +664,7 @@ async fn a_sigkilled_fleet_run_keeps_what_it_wrote_leaves_no_child_and_resumes()
 async fn a_job_whose_every_worker_failed_stops_and_says_so() {
     let (cluster, job) = local_job(
         "allgone",
-        (47640, 47659),
+        (27640, 27659),
         &format!(
             "episodes = 200\nbatch_size = 10\nmax_concurrent = 4\n[workers]\nreplicas = 1\n[backend]\n{}\n[tasks]\nturns = 2\n",
             mock(30)
@@ -710,7 +710,7 @@ async fn a_url_backend_without_a_health_route_is_ready_when_it_answers() {
         .expect("python3 runs");
     let (cluster, job) = local_job(
         "nohealth",
-        (47660, 47679),
+        (27660, 27679),
         &format!("episodes = 4\nmax_concurrent = 1\n[workers]\nreplicas = 1\n[backend]\nurl = \"http://127.0.0.1:{port}\"\nready_timeout = \"20s\"\n"),
     )
     .await;

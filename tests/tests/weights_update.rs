@@ -142,11 +142,11 @@ async fn update_under_a_kill(name: &str, ports: (u16, u16), update: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_updates_record_every_turn_at_the_version_that_generated_it_with_a_server_killed_mid_job(
 ) {
-    update_under_a_kill("wroll", (47700, 47749), "rolling").await;
+    update_under_a_kill("wroll", (27700, 27749), "rolling").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_the_world_updates_record_every_turn_at_the_version_that_generated_it_with_a_server_killed_mid_job(
 ) {
-    update_under_a_kill("wstw", (47750, 47799), "stop_the_world").await;
+    update_under_a_kill("wstw", (27750, 27799), "stop_the_world").await;
 }

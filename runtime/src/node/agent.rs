@@ -11,6 +11,7 @@
 
 mod dispatch;
 mod spawn;
+mod store_port;
 
 use super::directory::LocalDirectory;
 use super::messages::{
@@ -194,24 +195,6 @@ impl AgentState {
     }
 }
 
-/// Starts the node's store on a port from the node's allocator (claimed host-wide, held for
-/// the life of the agent), unless the config names a port.
-async fn start_store(
-    node: &NodeId,
-    mut cfg: crate::store::StoreConfig,
-    ports: &mut PortAllocator,
-) -> Result<crate::store::Store, ActorProcessingErr> {
-    if cfg.port.is_none() {
-        let lease = ports
-            .reserve(1)
-            .map_err(|e| format!("node {node}: no port for the object store: {e}"))?;
-        cfg.port = lease.ports.first().copied();
-    }
-    crate::store::Store::start(&node.to_string(), cfg)
-        .await
-        .map_err(|e| format!("node {node}: the object store did not start: {e}").into())
-}
-
 impl Actor for NodeAgent {
     type Msg = AgentMsg;
     type State = AgentState;
@@ -226,7 +209,7 @@ impl Actor for NodeAgent {
         tracing::info!(node = %args.node, cpus = args.resources.cpu_millis as f64 / 1000.0, mem_mib = args.resources.mem_mib, gpus = ?args.resources.gpus, ports = %format!("{lo}..={hi}"), "node agent started");
         let mut ports = PortAllocator::new(lo, hi);
         let store = match args.store {
-            Some(cfg) => Some(start_store(&args.node, cfg, &mut ports).await?),
+            Some(cfg) => Some(store_port::start_store(&args.node, cfg, &mut ports).await?),
             None => None,
         };
         let store_ports = ports.held() as u64;

@@ -71,6 +71,19 @@ pub enum StoreError {
         /// The OS error.
         detail: String,
     },
+    /// The store's HTTP server could not bind its address.
+    #[error("the object store could not listen on {addr}: {detail}; {hint}")]
+    Bind {
+        /// The address it tried.
+        addr: String,
+        /// The OS error.
+        detail: String,
+        /// Whether the port was taken (another process listens on it, or a client socket
+        /// holds it as its local port).
+        in_use: bool,
+        /// What to do.
+        hint: &'static str,
+    },
     /// The request itself is wrong (a bad id, a name with a path in it, ...).
     #[error("bad store request: {what}: {detail}")]
     BadRequest {
@@ -115,9 +128,10 @@ impl StoreError {
             StoreError::Unauthorized { .. } => 401,
             StoreError::BadRequest { .. } => 400,
             StoreError::NoStore { .. } => 503,
-            StoreError::Corrupt { .. } | StoreError::Unreachable { .. } | StoreError::Io { .. } => {
-                500
-            }
+            StoreError::Corrupt { .. }
+            | StoreError::Unreachable { .. }
+            | StoreError::Io { .. }
+            | StoreError::Bind { .. } => 500,
         }
     }
 }
@@ -139,7 +153,7 @@ impl From<StoreError> for FleetError {
             }
             StoreError::Corrupt { from, .. } => FleetError::Unavailable { what: from, detail },
             StoreError::NoStore { what, .. } => FleetError::Unavailable { what, detail },
-            StoreError::Io { .. } => FleetError::internal(detail),
+            StoreError::Io { .. } | StoreError::Bind { .. } => FleetError::internal(detail),
         }
     }
 }

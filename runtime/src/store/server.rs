@@ -105,6 +105,7 @@ fn error(e: &StoreError) -> Response<Body> {
         StoreError::Corrupt { .. } => "corrupt",
         StoreError::Unreachable { .. } => "unreachable",
         StoreError::Io { .. } => "io",
+        StoreError::Bind { .. } => "bind",
     };
     json(
         e.http_status(),
