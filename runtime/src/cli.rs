@@ -12,15 +12,18 @@ mod bench_router;
 mod cluster_args;
 mod demo;
 mod head;
+mod head_client;
 mod infer;
+mod job;
 mod logging;
 mod mock_llm;
 mod node;
 mod proxy;
-mod rollout_report;
+pub(crate) mod rollout_report;
 mod rpc_server;
 mod run;
 mod status;
+mod submit;
 
 /// fleet: a distributed runtime for LLM reinforcement-learning jobs.
 ///
@@ -45,6 +48,8 @@ enum Command {
     Node(node::Args),
     Head(head::Args),
     Status(status::Args),
+    Submit(submit::Args),
+    Job(job::Args),
     Bench(bench::Args),
     Proxy(proxy::Args),
     MockLlm(mock_llm::Args),
@@ -63,7 +68,12 @@ pub fn main() -> std::process::ExitCode {
     // Jobs that draw a progress bar, and client commands that print a report, log only
     // warnings unless RUST_LOG says otherwise.
     let level = match cli.command {
-        Command::Demo(_) | Command::Run(_) | Command::Bench(_) | Command::Status(_) => "warn",
+        Command::Demo(_)
+        | Command::Run(_)
+        | Command::Bench(_)
+        | Command::Status(_)
+        | Command::Submit(_)
+        | Command::Job(_) => "warn",
         _ => "info",
     };
     logging::init(cli.log_json, &logging::default_filter(level));
@@ -91,6 +101,8 @@ pub fn main() -> std::process::ExitCode {
             Command::Node(args) => ok(node::run(args).await),
             Command::Head(args) => ok(head::run(args).await),
             Command::Status(args) => ok(status::run(args).await),
+            Command::Submit(args) => ok(submit::run(args).await),
+            Command::Job(args) => job::run(args).await,
             Command::Bench(args) => ok(bench::run(args).await),
             Command::Proxy(args) => ok(proxy::run(args).await),
             Command::MockLlm(args) => ok(mock_llm::run(args).await),

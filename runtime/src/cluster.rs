@@ -456,6 +456,22 @@ impl Cluster {
         self.listen_port
     }
 
+    /// Starts this head's job service: clients (`fleet submit`, `fleet job`, `fleet run
+    /// --head`, [`crate::jobs::JobClient`]) reach it at this cluster's listen address, and the
+    /// jobs they submit run on this cluster's scheduler (see [`crate::jobs`]).
+    pub async fn serve_jobs(
+        &self,
+        cfg: crate::jobs::JobServiceConfig,
+    ) -> Result<crate::jobs::JobService, FleetError> {
+        if self.head.is_none() {
+            return Err(FleetError::bad_request(
+                "serving jobs",
+                "only a head serves jobs (Cluster::head)",
+            ));
+        }
+        crate::jobs::JobService::start(&self.transport.name, self.scheduler.clone(), cfg).await
+    }
+
     /// The local node agent.
     pub fn agent(&self) -> &ActorRef<AgentMsg> {
         &self.agent

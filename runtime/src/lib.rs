@@ -52,6 +52,7 @@ pub mod cli;
 pub mod cluster;
 pub mod duration;
 pub mod exe;
+pub mod jobs;
 pub mod membership;
 pub mod metrics;
 pub mod node;

@@ -129,6 +129,8 @@ impl HeadProc {
         let (out, err) = files(&dir, "head")?;
         let mut cmd = Command::new(fleet_bin());
         cmd.args(["head", "--listen", "127.0.0.1:0", "--no-workers"])
+            .arg("--runs-dir")
+            .arg(dir.join("runs"))
             .args(&spec.args)
             .stdout(out)
             .stderr(err);
@@ -277,9 +279,27 @@ impl HeadProc {
         })
     }
 
-    /// The directory with the logs (and certificates).
+    /// The directory with the logs (and certificates); the head's run directories are under
+    /// `runs/`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The pids of the node processes started so far.
+    pub fn node_pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(ChildGuard::pid).collect()
+    }
+
+    /// A `fleet` client command (`submit`, `job ...`, `run --head`, `status`) aimed at this head
+    /// (FLEET_HEAD) with its cookie and certificates; `args` are the subcommand and its own
+    /// arguments, the TLS flags go after them.
+    pub fn client(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(fleet_bin());
+        cmd.args(args).env("FLEET_HEAD", &self.addr);
+        common_env(&mut cmd, self.cookie.as_deref(), &self.env);
+        cmd.env("RUST_LOG", "warn");
+        tls_args(&mut cmd, self.tls.as_ref());
+        cmd
     }
 }
 

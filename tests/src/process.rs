@@ -118,3 +118,33 @@ pub fn pid_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Every descendant of `pid` (children, their children, ...).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of: std::collections::BTreeMap<u32, u32> = Default::default();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+                if let Some((_, rest)) = stat.rsplit_once(')') {
+                    if let Some(pp) = rest.split_whitespace().nth(1).and_then(|x| x.parse().ok()) {
+                        parent_of.insert(p, pp);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = vec![];
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        for (c, pp) in &parent_of {
+            if *pp == p {
+                out.push(*c);
+                frontier.push(*c);
+            }
+        }
+    }
+    out
+}

@@ -11,10 +11,11 @@ use fleet_runtime::rollout::job::RolloutJob;
 use fleet_runtime::rollout::run::{Ending, Progress, ProgressState, RunOptions};
 use fleet_runtime::rollout::{RolloutConfig, RolloutController};
 use fleet_runtime::{Cluster, WorkerState};
+use fleet_tests::process::descendants;
 use fleet_tests::rollout::{count_accepted, keys_once, output_lines as lines};
 use fleet_tests::{fleet_bin, pid_alive, wait_until};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -98,36 +99,6 @@ async fn run_until_accepted(
 fn kill_child(worker: &str) {
     let pid = child_pid(worker).unwrap_or_else(|| panic!("{worker} runs"));
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
-/// Every descendant of `pid` (children, their children, ...).
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of: BTreeMap<u32, u32> = BTreeMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
-                if let Some((_, rest)) = stat.rsplit_once(')') {
-                    if let Some(pp) = rest.split_whitespace().nth(1).and_then(|x| x.parse().ok()) {
-                        parent_of.insert(p, pp);
-                    }
-                }
-            }
-        }
-    }
-    let mut out = vec![];
-    let mut frontier = vec![pid];
-    while let Some(p) = frontier.pop() {
-        for (c, pp) in &parent_of {
-            if *pp == p {
-                out.push(*c);
-                frontier.push(*c);
-            }
-        }
-    }
-    out
 }
 
 /// A progress display that keeps the messages.

@@ -12,13 +12,20 @@ use std::time::Duration;
 /// (a node silent for --timeout is marked down and its workers lost), and hosts the scheduler
 /// that places workers across them. The head is also a node, unless --no-workers.
 ///
+/// It also takes jobs: `fleet submit JOB.toml` (or `fleet run JOB.toml --head ADDR`) from any
+/// machine with the cookie hands it a job, which runs here until it ends or `fleet job stop ID`;
+/// each job gets its own workers and a run directory under --runs-dir. Ctrl-C stops the running
+/// jobs, then the workers.
+///
 /// Examples:
 ///
 ///   fleet head --listen 127.0.0.1:7700                    # loopback: no cookie needed
 ///
 ///   FLEET_COOKIE=s3cret fleet head --listen 0.0.0.0:7700 --no-workers
 ///
-///   fleet status --head 127.0.0.1:7700                    # nodes, roles and workers
+///   fleet status                                          # nodes, roles and workers
+///
+///   fleet submit examples/demo.toml && fleet job list     # a job, and every job
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where to listen for nodes, IP:PORT (port 0: a free one, printed on stdout).
@@ -51,6 +58,14 @@ pub struct Args {
     store: super::cluster_args::StoreArgs,
     #[command(flatten)]
     limits: PortLimitArgs,
+    /// Where submitted jobs' run directories go (`<DIR>/<name>-<id>/`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "fleet-runs",
+        env = "FLEET_RUNS_DIR"
+    )]
+    runs_dir: std::path::PathBuf,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     serve_for: Option<Duration>,
@@ -101,6 +116,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         b = b.no_workers();
     }
     let cluster = args.store.apply(b).start().await?;
+    let jobs = cluster
+        .serve_jobs(crate::jobs::JobServiceConfig {
+            runs_root: args.runs_dir.clone(),
+            ..Default::default()
+        })
+        .await?;
     let mut events = cluster.member_events();
     println!(
         "fleet head listening on {}:{}",
@@ -112,6 +133,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster.id(),
         cluster.node_id(),
         if args.no_workers { " (no workers)" } else { "" }
+    );
+    println!(
+        "taking jobs: fleet submit JOB.toml --head {}:{} (run directories under {})",
+        args.listen.ip(),
+        cluster.listen_port(),
+        args.runs_dir.display()
     );
     let printer = tokio::spawn(async move {
         while let Ok(ev) = events.recv().await {
@@ -137,6 +164,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => crate::cli::shutdown_signal().await,
     }
     printer.abort();
+    let running = jobs.list().iter().filter(|j| !j.state.is_final()).count();
+    if running > 0 {
+        println!("stopping: {running} job(s) still running are stopped");
+    }
+    jobs.shutdown(Duration::from_secs(30)).await;
     println!("stopping: destroying workers");
     cluster.shutdown().await?;
     println!("stopped");

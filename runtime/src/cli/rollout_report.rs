@@ -137,8 +137,12 @@ impl Progress for Display {
 
 /// Prints the summary table of a job.
 pub fn print_summary(report: &JobReport) {
+    write_summary(&mut std::io::stdout().lock(), report);
+}
+
+/// Writes the summary table of a job to `out` (stdout, or a job's log on the head).
+pub fn write_summary(out: &mut dyn Write, report: &JobReport) {
     let secs = report.elapsed.as_secs_f64();
-    let mut out = std::io::stdout().lock();
     let _ = writeln!(out);
     let _ = writeln!(out, "| rollout summary | |");
     let _ = writeln!(out, "| --- | --- |");
@@ -242,43 +246,57 @@ pub fn print_summary(report: &JobReport) {
 /// least `min_accepted` of its episodes accepted; 130/143 after SIGINT/SIGTERM; 1 when it
 /// aborted or accepted too few.
 pub fn conclude(report: &JobReport, min_accepted: f64) -> ExitCode {
+    let (code, message) = verdict(report, min_accepted, true);
+    if let Some(m) = message {
+        eprintln!("{m}");
+    }
+    ExitCode::from(code)
+}
+
+/// What a job's ending means: its exit code, and the message that explains a non-zero one.
+/// `resumable`: the run can be continued with `--resume` (not a job submitted to a head).
+pub fn verdict(report: &JobReport, min_accepted: f64, resumable: bool) -> (u8, Option<String>) {
     // A GRPO trainer is not checkpointed: its run cannot be resumed.
     let grpo = report.updates.iter().any(|u| u.grpo.is_some());
-    let again = if grpo {
+    let again = if !resumable {
+        "a submitted job cannot be resumed yet: submit it again, or `fleet run` it with --output at that file and --resume"
+    } else if grpo {
         "a GRPO run cannot be resumed (its trainer is not checkpointed): run it again"
     } else {
         "continue with --resume"
     };
     match &report.ending {
-        Ending::Interrupted(sig) => {
-            eprintln!(
+        Ending::Interrupted(sig) => (
+            sig.exit_code(),
+            Some(format!(
                 "interrupted: {} of {} episodes done, {} trajectories in {} ({again})",
                 report.in_output() + report.rejected_total(),
                 report.planned,
                 report.in_output(),
                 report.output.display()
-            );
-            ExitCode::from(sig.exit_code())
-        }
-        Ending::Aborted(why) => {
-            eprintln!(
+            )),
+        ),
+        Ending::Aborted(why) => (
+            1,
+            Some(format!(
                 "fleet: error: the job stopped early: {why}\n{} trajectories kept in {} ({again} once fixed)",
                 report.in_output(),
                 report.output.display()
-            );
-            ExitCode::FAILURE
-        }
+            )),
+        ),
         Ending::Completed => {
             let need = (min_accepted * report.planned as f64).ceil() as u64;
             if report.in_output() < need {
-                eprintln!(
-                    "fleet: error: only {} of {} episodes were accepted, fewer than min_accepted = {min_accepted} requires ({need}); see the rejections above",
-                    report.in_output(),
-                    report.planned
-                );
-                ExitCode::FAILURE
+                (
+                    1,
+                    Some(format!(
+                        "fleet: error: only {} of {} episodes were accepted, fewer than min_accepted = {min_accepted} requires ({need}); see the rejections above",
+                        report.in_output(),
+                        report.planned
+                    )),
+                )
             } else {
-                ExitCode::SUCCESS
+                (0, None)
             }
         }
     }

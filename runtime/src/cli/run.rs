@@ -43,6 +43,14 @@ use std::time::{Duration, Instant};
 ///   fleet run examples/demo.toml --resume          # after an interrupt or a crash
 ///
 ///   fleet run examples/demo.toml --listen 0.0.0.0:7700 --nodes 4 --cookie-file cookie
+///
+/// With --head, the job goes to a running `fleet head` instead (as `fleet submit` does) and is
+/// followed here: its log streams to stdout, Ctrl-C stops the job (a second one cancels its
+/// episodes in flight), and the exit code is the job's. If this process dies, the job goes on
+/// (`fleet job status ID`, `fleet job stop ID`); its files are in its run directory on the
+/// head's machine.
+///
+///   fleet run examples/demo.toml --head 127.0.0.1:7700
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job file.
@@ -64,8 +72,14 @@ pub struct Args {
     #[arg(long, short)]
     quiet: bool,
     /// Be the head of a cluster listening here (IP:PORT) instead of a single embedded node.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "head")]
     listen: Option<std::net::SocketAddr>,
+    /// Submit the job to the running head at HOST:PORT and follow it (see above).
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["resume", "overwrite", "output"])]
+    head: Option<String>,
+    /// With --head: the job's name (default: the file's stem).
+    #[arg(long, requires = "head")]
+    name: Option<String>,
     /// With --listen: wait for this many nodes to join before starting.
     #[arg(long, default_value_t = 1, requires = "listen")]
     nodes: usize,
@@ -143,8 +157,89 @@ async fn start_cluster(
     Ok(cluster)
 }
 
+/// Submits the job to the head at `head` and follows it until it ends.
+async fn run_on_head(args: &Args, head: &str) -> anyhow::Result<ExitCode> {
+    use crate::rollout::run::Stop;
+    let req = super::submit::request(&args.job, args.name.clone(), args.episodes)?;
+    let client = super::head_client::connect(head, &args.security, Duration::from_secs(15)).await?;
+    let row = match client.submit(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            client.close();
+            anyhow::bail!("submitting {}: {e}", args.job.display());
+        }
+    };
+    let id = row.id.clone();
+    eprintln!(
+        "fleet run: job {id} ({}) runs on the head at {head}; run directory there: {}; Ctrl-C stops the job",
+        row.name, row.run_dir
+    );
+    let mut stop = super::job_stop_signals();
+    let mut signal = None;
+    let mut offset = 0;
+    let mut out = std::io::stdout();
+    let followed: Result<(), fleet_actors::FleetError> = async {
+        loop {
+            tokio::select! {
+                chunk = client.logs(&id, offset) => {
+                    let chunk = chunk?;
+                    if !args.quiet {
+                        use std::io::Write;
+                        let _ = out.write_all(chunk.text.as_bytes());
+                        let _ = out.flush();
+                    }
+                    let moved = chunk.next_offset > offset;
+                    offset = chunk.next_offset;
+                    if chunk.done {
+                        return Ok(());
+                    }
+                    if !moved {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                }
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let asked = *stop.borrow();
+                    let now = matches!(asked, Stop::Now(_));
+                    if let Stop::Graceful(sig) | Stop::Now(sig) = asked {
+                        signal = Some(sig);
+                    }
+                    eprintln!("fleet run: stopping job {id}{}", if now { " now (its episodes in flight are cancelled)" } else { " (episodes in flight may finish; Ctrl-C again cancels them)" });
+                    client.stop(&id, now).await?;
+                }
+            }
+        }
+    }
+    .await;
+    let last = match followed {
+        Ok(()) => client.status(&id).await,
+        Err(e) => Err(e),
+    };
+    client.close();
+    let row = last.map_err(|e| {
+        anyhow::anyhow!(
+            "lost the head while following job {id}: {e}; the job goes on there (fleet job status {id} --head {head})"
+        )
+    })?;
+    eprintln!(
+        "fleet run: job {id} {}: trajectories in {} (on the head's machine)",
+        row.state.as_str(),
+        row.output
+    );
+    Ok(ExitCode::from(match signal {
+        // Stopped because this follower was interrupted: the signal's own code (130, 143).
+        Some(sig) if row.state == crate::jobs::JobState::Stopped => sig.exit_code(),
+        _ => super::job::exit_code(&row),
+    }))
+}
+
 /// Runs the job.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(head) = args.head.clone() {
+        return run_on_head(&args, &head).await;
+    }
     let mut job = RolloutJob::from_file(&args.job).map_err(|e| anyhow::anyhow!(e))?;
     if let Some(n) = args.episodes {
         job.episodes = n;

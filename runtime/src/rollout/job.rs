@@ -383,22 +383,53 @@ impl RolloutJob {
     pub fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut job: RolloutJob =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        // Relative paths are relative to the job file.
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        Self::from_text(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses a job file's text; `source` names it in errors and `base` is its directory, the
+    /// base of its relative input paths (`[tasks] file`, `[agent] cwd`).
+    pub fn from_text(text: &str, source: &str, base: &Path) -> Result<Self, String> {
+        let mut job: RolloutJob = toml::from_str(text).map_err(|e| format!("{source}: {e}"))?;
         if let Some(f) = &job.tasks.file {
             if f.is_relative() {
                 job.tasks.file = Some(base.join(f));
             }
         }
-        if job.agent.cwd.is_none() {
-            job.agent.cwd = Some(base.to_string_lossy().into_owned());
+        match &job.agent.cwd {
+            None => job.agent.cwd = Some(base.to_string_lossy().into_owned()),
+            Some(c) if Path::new(c).is_relative() => {
+                job.agent.cwd = Some(base.join(c).to_string_lossy().into_owned())
+            }
+            Some(_) => {}
         }
         Ok(job)
+    }
+
+    /// Puts the job's outputs under `dir`, the run directory of a job submitted to a head:
+    /// relative `output`, `run_dir`, `[trainer] model` and `[weights] dir` are taken relative
+    /// to it, and `run_dir` defaults to it.
+    pub fn place_outputs(&mut self, dir: &Path) {
+        let under = |p: &Path| {
+            if p.is_relative() {
+                dir.join(p)
+            } else {
+                p.to_path_buf()
+            }
+        };
+        self.output = under(&self.output);
+        self.run_dir = Some(self.run_dir.as_deref().map_or(dir.to_path_buf(), under));
+        if let Some(m) = &self.trainer.model {
+            self.trainer.model = Some(under(m));
+        }
+        if let Some(w) = self.weights.as_mut() {
+            if let Some(d) = &w.dir {
+                w.dir = Some(under(d));
+            }
+        }
     }
 
     /// `fleet` as the program is this executable; `{python}` is `$FLEET_PYTHON` or `python3`.

@@ -1,0 +1,371 @@
+//! Jobs submitted to a long-lived `fleet head` (real processes: a head without workers, two
+//! `fleet node --join` on the same host, and the `fleet submit` / `fleet job` / `fleet run
+//! --head` clients): two jobs at once keep apart and both finish with their own outputs, a
+//! stopped job leaves no worker and no child process, a killed or interrupted follower costs
+//! nothing but itself, and a bad job file is refused with a clear error while the head keeps
+//! serving.
+
+use fleet_tests::head_proc::{HeadProc, HeadSpec};
+use fleet_tests::process::descendants;
+use fleet_tests::{wait_until, ChildGuard};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn demo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml")
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null());
+    cmd.output().expect("running a fleet client")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `fleet submit` and the job id on its last line.
+fn submit(head: &HeadProc, name: &str, episodes: u64) -> String {
+    let job = demo();
+    let o = run(head.client(&[
+        "submit",
+        job.to_str().unwrap(),
+        "--name",
+        name,
+        "--episodes",
+        &episodes.to_string(),
+    ]));
+    assert!(o.status.success(), "fleet submit failed: {}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let id = out.lines().last().unwrap_or("").trim().to_string();
+    assert_eq!(id.len(), 8, "the last line is the job id: {}", text(&o));
+    id
+}
+
+fn status(head: &HeadProc, id: &str) -> Value {
+    let o = run(head.client(&["job", "status", id, "--json"]));
+    assert!(o.status.success(), "fleet job status failed: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+}
+
+fn state(v: &Value) -> String {
+    v["state"].as_str().unwrap_or("").to_string()
+}
+
+async fn wait_state(head: &HeadProc, id: &str, within: Duration, done: fn(&str) -> bool) -> Value {
+    let mut last = Value::Null;
+    let r = wait_until(&format!("job {id} to reach its state"), within, || {
+        let v = status(head, id);
+        let hit = done(&state(&v)).then(|| v.clone());
+        last = v;
+        async move { hit }
+    })
+    .await;
+    r.unwrap_or_else(|e| panic!("{e}; last status: {last:#}"))
+}
+
+fn is_final(s: &str) -> bool {
+    matches!(s, "Succeeded" | "Failed" | "Stopped")
+}
+
+async fn head_with_two_nodes() -> HeadProc {
+    let mut head = HeadProc::start(HeadSpec::new()).await.unwrap();
+    for n in ["n1", "n2"] {
+        head.spawn_node(n).unwrap();
+    }
+    for n in ["n1", "n2"] {
+        head.wait_joined(n, Duration::from_secs(60)).await.unwrap();
+    }
+    head
+}
+
+fn cluster_status(head: &HeadProc) -> Value {
+    let o = run(head.client(&["status", "--json"]));
+    assert!(o.status.success(), "fleet status failed: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn lines(path: &str) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Children (and their children) of the node processes: the workers' backends and proxies.
+fn node_children(head: &HeadProc) -> Vec<u32> {
+    head.node_pids().into_iter().flat_map(descendants).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_jobs_on_one_head_run_apart_and_each_finishes_with_its_own_output() {
+    let head = head_with_two_nodes().await;
+    let a = submit(&head, "first", 1500);
+    let b = submit(&head, "second", 120);
+    assert_ne!(a, b);
+    let sa = wait_state(&head, &a, Duration::from_secs(180), is_final).await;
+    let sb = wait_state(&head, &b, Duration::from_secs(180), is_final).await;
+    // They ran at the same time: the second ended before the first.
+    assert!(
+        sb["ended_unix_ms"].as_u64() < sa["ended_unix_ms"].as_u64(),
+        "{sa:#} {sb:#}"
+    );
+    for (s, id, n) in [(&sa, &a, 1500usize), (&sb, &b, 120)] {
+        assert_eq!(state(s), "Succeeded", "{s:#}");
+        assert_eq!(s["exit_code"], 0, "{s:#}");
+        let run_dir = s["run_dir"].as_str().unwrap();
+        assert!(
+            run_dir.starts_with(head.dir().join("runs").to_str().unwrap()),
+            "{s:#}"
+        );
+        assert!(run_dir.ends_with(&format!("-{id}")), "{s:#}");
+        let out = s["output"].as_str().unwrap();
+        assert!(
+            out.starts_with(run_dir),
+            "the output is in the run directory: {s:#}"
+        );
+        let eps = lines(out);
+        assert_eq!(
+            eps.len(),
+            n,
+            "every episode of job {id} is in its own output"
+        );
+        // Only this job's workers served it.
+        let role = format!("rollout-{id}/");
+        for e in &eps {
+            let w = e["worker"].as_str().unwrap_or("");
+            assert!(w.starts_with(&role), "job {id} got an episode from {w}");
+        }
+        let dir = Path::new(run_dir);
+        assert!(dir.join("job.toml").exists());
+        let log = std::fs::read_to_string(dir.join("job.log")).unwrap();
+        assert!(log.contains("rollout summary"), "{log}");
+        assert!(!log.contains('\u{1b}'), "no ANSI codes in job.log");
+        let events = std::fs::read_to_string(dir.join("events.jsonl")).unwrap();
+        let kinds: Vec<String> = events
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["event"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            kinds.first().map(String::as_str),
+            Some("submitted"),
+            "{events}"
+        );
+        assert_eq!(kinds.last().map(String::as_str), Some("ended"), "{events}");
+    }
+    // No worker of either job is left.
+    let st = cluster_status(&head);
+    assert_eq!(st["roles"].as_array().map(Vec::len), Some(0), "{st:#}");
+    let list = run(head.client(&["job", "list"]));
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains(&a) && listed.contains(&b),
+        "{}",
+        text(&list)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_job_stop_ends_a_job_and_leaves_no_worker_and_no_child() {
+    let head = head_with_two_nodes().await;
+    let id = submit(&head, "long", 1_000_000);
+    wait_state(&head, &id, Duration::from_secs(90), |_| true).await;
+    wait_until("the job to make progress", Duration::from_secs(90), || {
+        let v = status(&head, &id);
+        let p = v["progress"]["accepted"].as_u64().unwrap_or(0);
+        async move { (p >= 10).then_some(()) }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !node_children(&head).is_empty(),
+        "the job's backends run as children of the nodes"
+    );
+    let o = run(head.client(&["job", "stop", &id]));
+    assert!(o.status.success(), "fleet job stop failed: {}", text(&o));
+    let s = status(&head, &id);
+    assert_eq!(state(&s), "Stopped", "{s:#}; {}", text(&o));
+    assert_eq!(s["exit_code"], 143, "{s:#}");
+    let st = cluster_status(&head);
+    assert_eq!(
+        st["roles"].as_array().map(Vec::len),
+        Some(0),
+        "no worker of the job is left: {st:#}"
+    );
+    wait_until(
+        "the nodes' children to be gone",
+        Duration::from_secs(30),
+        || {
+            let left = node_children(&head);
+            async move { left.is_empty().then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", node_children(&head)));
+    // Everything accepted is in the output, once.
+    let eps = lines(s["output"].as_str().unwrap());
+    assert_eq!(
+        eps.len() as u64,
+        s["progress"]["accepted"].as_u64().unwrap(),
+        "{s:#}"
+    );
+    // The nodes are still members and serve the next job.
+    let next = submit(&head, "after", 40);
+    let sn = wait_state(&head, &next, Duration::from_secs(120), is_final).await;
+    assert_eq!(state(&sn), "Succeeded", "{sn:#}");
+}
+
+fn spawn_follower(head: &HeadProc, episodes: u64, out: &Path) -> ChildGuard {
+    let job = demo();
+    let mut cmd = head.client(&[
+        "run",
+        job.to_str().unwrap(),
+        "--head",
+        head.addr(),
+        "--episodes",
+        &episodes.to_string(),
+    ]);
+    cmd.stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::fs::File::create(out.with_extension("err")).unwrap());
+    ChildGuard::spawn("follower", &mut cmd).unwrap()
+}
+
+/// The job id from the follower's first line on stderr.
+async fn follower_job(out: &Path) -> String {
+    let err = out.with_extension("err");
+    wait_until(
+        "the follower to print its job id",
+        Duration::from_secs(60),
+        || {
+            let s = std::fs::read_to_string(&err).unwrap_or_default();
+            let id = s
+                .split_once("fleet run: job ")
+                .and_then(|(_, r)| r.split_whitespace().next())
+                .map(str::to_string);
+            async move { id }
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_follower_costs_nothing_and_an_interrupted_one_stops_its_job() {
+    let head = head_with_two_nodes().await;
+    // SIGKILL: the job goes on to the end on the nodes, which stay members.
+    let out = head.dir().join("follower-kill.out");
+    let f = spawn_follower(&head, 400, &out);
+    let id = follower_job(&out).await;
+    wait_until(
+        "the follower to stream the job's log",
+        Duration::from_secs(90),
+        || {
+            let s = std::fs::read_to_string(&out).unwrap_or_default();
+            async move { s.contains(" episodes: ").then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    f.signal_group(libc::SIGKILL);
+    drop(f);
+    let s = wait_state(&head, &id, Duration::from_secs(180), is_final).await;
+    assert_eq!(state(&s), "Succeeded", "{s:#}");
+    assert_eq!(lines(s["output"].as_str().unwrap()).len(), 400);
+    let st = cluster_status(&head);
+    let alive = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] == "Alive")
+        .count();
+    assert_eq!(alive, 2, "both nodes are still members: {st:#}");
+    assert!(!head.stdout().contains("is down"), "{}", head.stdout());
+
+    // SIGINT (Ctrl-C): the follower stops its job and exits 130.
+    let out = head.dir().join("follower-int.out");
+    let mut f = spawn_follower(&head, 1_000_000, &out);
+    let id = follower_job(&out).await;
+    wait_until("the job to make progress", Duration::from_secs(90), || {
+        let v = status(&head, &id);
+        let p = v["progress"]["accepted"].as_u64().unwrap_or(0);
+        async move { (p >= 10).then_some(()) }
+    })
+    .await
+    .unwrap();
+    // SAFETY: a signal to the follower we started.
+    unsafe { libc::kill(f.pid() as i32, libc::SIGINT) };
+    let code = wait_until("the follower to exit", Duration::from_secs(90), || {
+        let c = f.try_wait();
+        async move { c }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        code.code(),
+        Some(130),
+        "{}",
+        std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+    );
+    let s = status(&head, &id);
+    assert_eq!(state(&s), "Stopped", "{s:#}");
+    let st = cluster_status(&head);
+    assert_eq!(st["roles"].as_array().map(Vec::len), Some(0), "{st:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_job_file_is_refused_with_its_error_and_the_head_keeps_serving() {
+    let head = HeadProc::start(HeadSpec::new()).await.unwrap();
+    let bad = head.dir().join("bad.toml");
+    std::fs::write(&bad, "episodes = 4\nepisodez = 5\n").unwrap();
+    let o = run(head.client(&["submit", bad.to_str().unwrap()]));
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("episodez"),
+        "the error names the bad key: {}",
+        text(&o)
+    );
+    // Checked on the head too (a client that skips the local check).
+    let missing = head.dir().join("missing-tasks.toml");
+    std::fs::write(&missing, "[tasks]\nfile = \"no-such-tasks.jsonl\"\n").unwrap();
+    let o = run(head.client(&["submit", missing.to_str().unwrap()]));
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no-such-tasks.jsonl") && err.contains("does not exist"),
+        "{}",
+        text(&o)
+    );
+    let o = run(head.client(&["job", "status", "ffffffff"]));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no such job"),
+        "{}",
+        text(&o)
+    );
+    let o = run(head.client(&["job", "list"]));
+    assert!(o.status.success(), "the head still serves: {}", text(&o));
+    // No head there: a clear error that says what to do.
+    let mut cmd = head.client(&["job", "list", "--timeout", "2s"]);
+    cmd.env("FLEET_HEAD", "127.0.0.1:1");
+    let o = run(cmd);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is `fleet head` running there?"),
+        "{}",
+        text(&o)
+    );
+}
