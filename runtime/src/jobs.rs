@@ -15,5 +15,5 @@ pub mod protocol;
 pub mod service;
 
 pub use client::JobClient;
-pub use protocol::{JobProgress, JobRow, JobState, LogChunk, SubmitRequest};
+pub use protocol::{JobPoint, JobProgress, JobRow, JobState, LogChunk, SubmitRequest};
 pub use service::{JobService, JobServiceConfig};

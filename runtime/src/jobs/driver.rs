@@ -39,7 +39,10 @@ pub(super) async fn drive(
         overwrite: false,
         stop: stop.clone(),
         progress: log.clone(),
-        observe: None,
+        observe: Some({
+            let log = log.clone();
+            Arc::new(move |_, episode| log.observe(episode))
+        }),
     };
     let min_accepted = job.min_accepted;
     let run = {

@@ -4,7 +4,8 @@
 //! Both are plain text, appended and flushed line by line, so `fleet job logs --follow` and a
 //! crash of the head lose nothing already said.
 
-use super::protocol::{JobProgress, JobRow};
+use super::protocol::{JobPoint, JobProgress, JobRow, MAX_POINTS};
+use crate::rollout::controller::Episode;
 use crate::rollout::run::{Progress, ProgressState};
 use std::fs::File;
 use std::io::Write;
@@ -33,6 +34,8 @@ pub struct JobLog {
     row: Arc<Mutex<JobRow>>,
     /// The last tenth and version a progress line was written for.
     last: Mutex<(u64, u64)>,
+    /// Rewards of the episodes accepted since the last point: sum and count.
+    window: Mutex<(f64, u64)>,
 }
 
 impl JobLog {
@@ -49,7 +52,47 @@ impl JobLog {
             events: Mutex::new(open("events.jsonl")?),
             row,
             last: Mutex::new((0, 0)),
+            window: Mutex::new((0.0, 0)),
         })
+    }
+
+    /// Counts a finished episode into the current point of the series (its reward: the first
+    /// turn's discounted reward, as the trainer sees it).
+    pub fn observe(&self, episode: &Episode) {
+        let reward = episode
+            .trajectory
+            .as_ref()
+            .and_then(|t| t.get("turns"))
+            .and_then(|t| t.get(0))
+            .and_then(|t| t.get("reward"))
+            .and_then(serde_json::Value::as_f64);
+        if let Some(r) = reward {
+            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            w.0 += r;
+            w.1 += 1;
+        }
+    }
+
+    fn point(&self, s: &ProgressState) {
+        let (sum, n) = std::mem::take(&mut *self.window.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut row = self.row.lock().unwrap_or_else(|p| p.into_inner());
+        if row.series.len() >= MAX_POINTS {
+            // Thin out the older half: every other point goes.
+            let keep: Vec<JobPoint> = row
+                .series
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == 0 || *i >= MAX_POINTS / 2)
+                .map(|(_, p)| p.clone())
+                .collect();
+            row.series = keep;
+        }
+        row.series.push(JobPoint {
+            t_s: s.elapsed_s,
+            version: s.version,
+            accepted: s.accepted,
+            mean_reward: (n > 0).then(|| sum / n as f64),
+        });
     }
 
     /// Appends `text` (one or more lines) to `job.log`, each line time-stamped.
@@ -126,6 +169,7 @@ impl Progress for JobLog {
         };
         self.line(&progress_line(s));
         if new_version {
+            self.point(s);
             self.event(
                 "version",
                 serde_json::json!({"version": s.version, "accepted": s.accepted}),
@@ -139,6 +183,7 @@ impl Progress for JobLog {
 
     fn finish(&self, s: &ProgressState) {
         self.set_progress(s);
+        self.point(s);
         // The last update already wrote the final line of a job that ran to the end.
         if s.accepted + s.rejected != s.total {
             self.line(&progress_line(s));

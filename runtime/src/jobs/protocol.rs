@@ -84,6 +84,20 @@ pub struct JobProgress {
     pub elapsed_s: f64,
 }
 
+/// One point of a job's curve: taken at every new policy version and at the end.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobPoint {
+    /// Seconds since the first episode was admitted.
+    pub t_s: f64,
+    /// The policy version then.
+    pub version: u64,
+    /// Episodes accepted by then.
+    pub accepted: u64,
+    /// The mean reward of the episodes accepted since the previous point (none: no episode
+    /// with a reward).
+    pub mean_reward: Option<f64>,
+}
+
 /// One job, as `fleet job status` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRow {
@@ -110,11 +124,16 @@ pub struct JobRow {
     pub roles: Vec<String>,
     /// Counts so far.
     pub progress: JobProgress,
+    /// Reward and version over time (at most [`MAX_POINTS`]; older points are thinned out).
+    pub series: Vec<JobPoint>,
     /// The exit code `fleet run` would have given (0 success, 1 failure, 143 stopped).
     pub exit_code: Option<u8>,
     /// Why it failed.
     pub error: Option<String>,
 }
+
+/// The most points a job's series keeps.
+pub const MAX_POINTS: usize = 512;
 
 /// A piece of a job's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -287,6 +287,7 @@ fn submit(shared: &Arc<Shared>, req: SubmitRequest) -> Result<JobRow, FleetError
             total: job.episodes,
             ..Default::default()
         },
+        series: Vec::new(),
         exit_code: None,
         error: None,
     }));
