@@ -16,6 +16,7 @@ mod head_client;
 mod infer;
 mod job;
 mod logging;
+mod logs;
 mod mock_llm;
 mod node;
 mod proxy;
@@ -50,6 +51,7 @@ enum Command {
     Status(status::Args),
     Submit(submit::Args),
     Job(job::Args),
+    Logs(logs::Args),
     Bench(bench::Args),
     Proxy(proxy::Args),
     MockLlm(mock_llm::Args),
@@ -73,7 +75,8 @@ pub fn main() -> std::process::ExitCode {
         | Command::Bench(_)
         | Command::Status(_)
         | Command::Submit(_)
-        | Command::Job(_) => "warn",
+        | Command::Job(_)
+        | Command::Logs(_) => "warn",
         _ => "info",
     };
     logging::init(cli.log_json, &logging::default_filter(level));
@@ -103,6 +106,7 @@ pub fn main() -> std::process::ExitCode {
             Command::Status(args) => ok(status::run(args).await),
             Command::Submit(args) => ok(submit::run(args).await),
             Command::Job(args) => job::run(args).await,
+            Command::Logs(args) => ok(logs::run(args).await),
             Command::Bench(args) => ok(bench::run(args).await),
             Command::Proxy(args) => ok(proxy::run(args).await),
             Command::MockLlm(args) => ok(mock_llm::run(args).await),

@@ -46,6 +46,7 @@ pub struct LocalBuilder {
     head: Option<HeadOptions>,
     config: SchedulerConfig,
     run_dir: Option<std::path::PathBuf>,
+    runs_root: Option<std::path::PathBuf>,
     agents: crate::rollout::AgentRegistry,
     store: StoreOptions,
 }
@@ -172,6 +173,13 @@ impl LocalBuilder {
         self.run_dir = Some(dir.into());
         self
     }
+    /// Where the workers of submitted jobs log on this node: `<dir>/<job>/logs/` (the run
+    /// directories of [`Cluster::serve_jobs`]; `fleet head --runs-dir`). Default: the run
+    /// directory's `logs/`.
+    pub fn runs_root(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.runs_root = Some(dir.into());
+        self
+    }
     /// Registers a Rust rollout agent under `name` (the built-in `multi-turn` is always there).
     pub fn agent(mut self, name: impl Into<String>, agent: impl crate::rollout::Agent) -> Self {
         self.agents.register(name, agent);
@@ -268,9 +276,14 @@ impl LocalBuilder {
                 registry: self.registry,
                 directory: directory.clone(),
                 events: Some(events_tx),
-                run_dir: self
-                    .run_dir
-                    .unwrap_or_else(|| std::env::temp_dir().join(format!("fleet-{cluster_id}"))),
+                run_dir: self.run_dir.unwrap_or_else(|| {
+                    crate::node::run_dirs::prune(
+                        &std::env::temp_dir(),
+                        crate::node::run_dirs::KEEP_DEAD,
+                    );
+                    crate::node::run_dirs::own(&cluster_id)
+                }),
+                runs_root: self.runs_root,
                 agents: self.agents,
                 max_message: self.config.max_payload,
                 store,
@@ -386,6 +399,7 @@ impl Cluster {
             head: None,
             config: SchedulerConfig::default(),
             run_dir: None,
+            runs_root: None,
             agents: crate::rollout::AgentRegistry::builtin(),
             store: StoreOptions {
                 enabled: true,

@@ -12,8 +12,10 @@ pub mod leftovers;
 pub mod messages;
 pub mod ports;
 pub mod resources;
+pub mod run_dirs;
 pub mod system;
 pub mod tombstones;
+pub mod worker_logs;
 
 pub use agent::{AgentArgs, NodeAgent};
 pub use directory::LocalDirectory;

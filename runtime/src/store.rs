@@ -44,6 +44,7 @@ pub mod engine;
 pub mod errors;
 pub mod fetch;
 pub mod files;
+pub mod logs_route;
 pub mod object;
 pub mod server;
 pub mod sweep;

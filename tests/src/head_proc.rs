@@ -241,6 +241,8 @@ impl HeadProc {
         let mut cmd = Command::new(fleet_bin());
         cmd.args(["node", "--join", &self.addr, "--name", name, "--cpus", "1"])
             .args(["--mem-mib", "1024", "--port-range", "27000-27049"])
+            .arg("--runs-dir")
+            .arg(self.dir.join("node-runs").join(name))
             .stdout(out)
             .stderr(err);
         common_env(&mut cmd, cookie, &self.env);

@@ -166,6 +166,48 @@ async fn two_jobs_on_one_head_run_apart_and_each_finishes_with_its_own_output() 
         );
         assert_eq!(kinds.last().map(String::as_str), Some("ended"), "{events}");
     }
+    // Each node wrote its share of the job's worker logs under its own runs directory, and
+    // `fleet logs` fetches a worker's log from whichever node ran it.
+    for id in [&a, &b] {
+        let on_nodes: usize = ["n1", "n2"]
+            .iter()
+            .map(|n| {
+                let d = head.dir().join("node-runs").join(n);
+                std::fs::read_dir(&d)
+                    .map(|it| {
+                        it.flatten()
+                            .filter(|e| {
+                                e.file_name().to_string_lossy().ends_with(&format!("-{id}"))
+                            })
+                            .map(|e| {
+                                std::fs::read_dir(e.path().join("logs"))
+                                    .map(|l| l.count())
+                                    .unwrap_or(0)
+                            })
+                            .sum::<usize>()
+                    })
+                    .unwrap_or(0)
+            })
+            .sum();
+        assert_eq!(
+            on_nodes, 4,
+            "two rollout workers, a backend and a proxy log each, for job {id}"
+        );
+        let o = run(head.client(&["logs", &format!("rollout-{id}/0")]));
+        let shown = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && shown.contains("mock-llm listening"),
+            "{}",
+            text(&o)
+        );
+    }
+    let o = run(head.client(&["logs", "no-such-role/0"]));
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no node has logs of no-such-role/0"),
+        "{}",
+        text(&o)
+    );
     // No worker of either job is left.
     let st = cluster_status(&head);
     assert_eq!(st["roles"].as_array().map(Vec::len), Some(0), "{st:#}");

@@ -48,6 +48,7 @@ pub async fn peer(head: String, name: String) -> Result<(), FleetError> {
         store: None,
         agents: crate::rollout::AgentRegistry::builtin(),
         run_dir: std::env::temp_dir().join(format!("fleet-bench-{}", std::process::id())),
+        runs_root: None,
         head,
         transport: TransportConfig {
             cookie: loopback_cookie::load_or_create()?,

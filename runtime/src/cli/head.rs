@@ -96,6 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .cookie(cookie)
         .port_limits(args.limits.limits())
         .port_range(r.port_range.0, r.port_range.1)
+        .runs_root(args.runs_dir.clone())
         .membership(membership);
     if let Some(c) = r.cpus {
         b = b.cpus(c);

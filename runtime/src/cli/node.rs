@@ -62,6 +62,15 @@ pub struct Args {
     /// 16 MiB frame limit).
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     max_message: usize,
+    /// Where the workers of submitted jobs log: `<DIR>/<job name>-<id>/logs/` (`fleet logs
+    /// WORKER` reads them from any machine). Other workers log under a temporary directory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "fleet-runs",
+        env = "FLEET_RUNS_DIR"
+    )]
+    runs_dir: std::path::PathBuf,
     /// Create N demo workers with a `counter` engine and call each of them.
     #[arg(long, value_name = "N", conflicts_with = "join")]
     demo: Option<u32>,
@@ -111,7 +120,11 @@ async fn run_joined(args: Args, head: String) -> anyhow::Result<()> {
         registry,
         store,
         agents: crate::rollout::AgentRegistry::builtin(),
-        run_dir: std::env::temp_dir().join(format!("fleet-node-{}", std::process::id())),
+        run_dir: {
+            crate::node::run_dirs::prune(&std::env::temp_dir(), crate::node::run_dirs::KEEP_DEAD);
+            crate::node::run_dirs::own("node")
+        },
+        runs_root: Some(args.runs_dir.clone()),
         head: head.clone(),
         transport: TransportConfig {
             listen_ip: listen.ip(),

@@ -13,6 +13,17 @@ pub fn jobs_group(server: &str) -> String {
     format!("jobs/{name}")
 }
 
+/// Whether `name` can name a job or its run directory (`<name>-<id>`): 1 to 80 ASCII letters,
+/// digits, `-`, `_` or `.`, not starting with `.` (so never a path, never `..`).
+pub fn valid_run_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 80
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// A job handed to the head.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubmitRequest {

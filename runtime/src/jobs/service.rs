@@ -188,15 +188,6 @@ impl JobService {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.')
-}
-
 fn job_name(req: &SubmitRequest) -> Result<String, FleetError> {
     let name = match &req.name {
         Some(n) => n.clone(),
@@ -205,7 +196,7 @@ fn job_name(req: &SubmitRequest) -> Result<String, FleetError> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "job".into()),
     };
-    if !valid_name(&name) {
+    if name.len() > 64 || !super::protocol::valid_run_name(&name) {
         return Err(FleetError::bad_request(
             "the job's name",
             format!("{name:?} is not a name: use 1 to 64 letters, digits, '-', '_' or '.' (not starting with '.'), with --name"),
@@ -267,6 +258,7 @@ fn submit(shared: &Arc<Shared>, req: SubmitRequest) -> Result<JobRow, FleetError
     std::fs::write(dir.join("job.toml"), &req.text).map_err(|e| io("writing job.toml", e))?;
     job.place_outputs(&dir);
     job.role = format!("{}-{id}", job.role);
+    job.run_name = Some(format!("{name}-{id}"));
     let roles = vec![
         job.role.clone(),
         format!("{}-inference", job.role),

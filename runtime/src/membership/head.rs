@@ -686,6 +686,7 @@ mod tests {
                 directory: LocalDirectory::default(),
                 events: None,
                 run_dir: std::env::temp_dir(),
+                runs_root: None,
                 max_message: 1 << 20,
                 agents: crate::rollout::AgentRegistry::builtin(),
                 store: None,

@@ -46,6 +46,8 @@ pub struct JoinConfig {
     pub agents: crate::rollout::AgentRegistry,
     /// Where worker logs go.
     pub run_dir: PathBuf,
+    /// Where the logs of submitted jobs' workers go (`<runs_root>/<job>/logs/`).
+    pub runs_root: Option<PathBuf>,
     /// The head's address, `HOST:PORT`.
     pub head: String,
     /// How this node listens and authenticates.
@@ -244,6 +246,7 @@ async fn run(
                 directory: LocalDirectory::default(),
                 events: Some(events_tx),
                 run_dir: cfg.run_dir.clone(),
+                runs_root: cfg.runs_root.clone(),
                 max_message: cfg.max_message,
                 agents: cfg.agents.clone(),
                 store: cfg.store.clone(),

@@ -57,6 +57,9 @@ pub struct AgentArgs {
     pub events: Option<mpsc::UnboundedSender<WorkerEvent>>,
     /// Where worker log files go (`<run_dir>/logs/<role>_<index>.log`).
     pub run_dir: PathBuf,
+    /// Where the logs of a submitted job's workers go instead: `<runs_root>/<job>/logs/`, the
+    /// job (`<name>-<id>`) named by the worker's `FLEET_JOB` variable. None: `run_dir`.
+    pub runs_root: Option<PathBuf>,
     /// Rust agents rollout workers on this node can run.
     pub agents: crate::rollout::AgentRegistry,
     /// Largest call result or HTTP response body sent back to a caller (bytes); a larger one is
@@ -113,6 +116,7 @@ pub struct AgentState {
     workers: HashMap<WorkerId, LocalWorker>,
     by_actor: HashMap<ActorId, WorkerId>,
     run_dir: PathBuf,
+    runs_root: Option<PathBuf>,
     client: Client,
     agents: crate::rollout::AgentRegistry,
     /// Workers that failed for good and were stopped, with their failure, until deleted (or an
@@ -225,6 +229,7 @@ impl Actor for NodeAgent {
             workers: HashMap::new(),
             by_actor: HashMap::new(),
             run_dir: args.run_dir,
+            runs_root: args.runs_root,
             client: Client::new(),
             agents: args.agents,
             tombstones: super::tombstones::Tombstones::new(),

@@ -366,6 +366,11 @@ pub struct RolloutJob {
     /// Tasks.
     #[serde(default)]
     pub tasks: TasksSection,
+    /// The run this job is (`<name>-<id>` of a job submitted to a head; not a job-file key):
+    /// its workers get it as `FLEET_JOB`, and each node writes their logs to
+    /// `<runs dir>/<run_name>/logs/`.
+    #[serde(skip)]
+    pub run_name: Option<String>,
 }
 
 fn default_role() -> String {
@@ -373,6 +378,15 @@ fn default_role() -> String {
 }
 
 impl RolloutJob {
+    /// The scheduling spec every worker of this job starts from: `FLEET_JOB` set to its run.
+    pub fn base_spec(&self) -> fleet_actors::SchedulingSpec {
+        let spec = fleet_actors::SchedulingSpec::default();
+        match &self.run_name {
+            Some(run) => spec.env("FLEET_JOB", run),
+            None => spec,
+        }
+    }
+
     /// The built-in demo: 2 workers with a `fleet mock-llm` backend each, 64 episodes of the
     /// `multi-turn` agent, a version every 32 accepted.
     pub fn demo() -> Self {

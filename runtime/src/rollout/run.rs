@@ -20,7 +20,7 @@ use super::job::RolloutJob;
 use super::learning_curve::LearningCurve;
 use super::output::{EpisodeKey, Output};
 use crate::scheduler::{Scheduler, WorkerState};
-use fleet_actors::{FleetError, Job, SchedulingSpec};
+use fleet_actors::{FleetError, Job};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -341,7 +341,15 @@ impl RolloutJob {
                     ),
                 })
             ));
-            match super::updates::Plan::start(scheduler, pool, weights, ready_within).await {
+            match super::updates::Plan::start(
+                scheduler,
+                self.base_spec(),
+                pool,
+                weights,
+                ready_within,
+            )
+            .await
+            {
                 Ok(p) => {
                     if let fleet_actors::WorkerKind::Rollout(spec) = &mut kinds {
                         spec.backend = fleet_actors::Backend::Pool(p.servers.clone());
@@ -357,7 +365,8 @@ impl RolloutJob {
             }
         }
         let plan_roles = plan.as_ref().map(|p| p.roles.clone()).unwrap_or_default();
-        let spec = SchedulingSpec::default()
+        let spec = self
+            .base_spec()
             .cpu(self.workers.cpu)
             .gpu(self.workers.gpu)
             .ports(2);

@@ -193,9 +193,11 @@ pub struct GrpoStep {
 
 impl Plan {
     /// Creates the pool's servers (restarted on failure) and, with `[weights]`, the trainer
-    /// worker and its engine; waits for them to be ready within `ready_within`.
+    /// worker and its engine; waits for them to be ready within `ready_within`. Every worker's
+    /// spec starts from `base` (the job's own environment).
     pub async fn start(
         scheduler: &Scheduler,
+        base: SchedulingSpec,
         pool: PoolPlan,
         weights: Option<WeightsPlan>,
         ready_within: Duration,
@@ -213,7 +215,7 @@ impl Plan {
             None => None,
             Some(w) => {
                 scheduler
-                    .create_workers(Job::new(w.role.clone(), 1).spec(SchedulingSpec::default()))
+                    .create_workers(Job::new(w.role.clone(), 1).spec(base.clone()))
                     .await?;
                 roles.push(w.role.clone());
                 let t = scheduler.get_workers(&w.role, ready_within).await?;
@@ -245,12 +247,7 @@ impl Plan {
         };
         let job = Job::new(pool.role.clone(), pool.servers)
             .kind(WorkerKind::HttpService(spec))
-            .spec(
-                SchedulingSpec::default()
-                    .cpu(pool.cpu)
-                    .gpu(pool.gpu)
-                    .ports(1),
-            );
+            .spec(base.clone().cpu(pool.cpu).gpu(pool.gpu).ports(1));
         scheduler.create_workers(job).await?;
         roles.push(pool.role.clone());
         let workers = scheduler.get_workers(&pool.role, ready_within).await?;

@@ -20,6 +20,7 @@ async fn start_agent(node: &NodeId, resources: &NodeResources) -> ractor::ActorR
             directory: LocalDirectory::default(),
             events: None,
             run_dir: std::env::temp_dir(),
+            runs_root: None,
             max_message: 8 << 20,
             agents: crate::rollout::AgentRegistry::builtin(),
             store: None,

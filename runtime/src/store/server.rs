@@ -7,6 +7,7 @@
 //!   the head, not a trailer); the fetcher checks it as it writes. At most two chunks are in
 //!   memory per response.
 //! * `GET /v1/stats`: [`super::StoreStats`] as JSON.
+//! * `GET /v1/logs/...`: a worker's log files ([`super::logs_route`]).
 //! * `GET /metrics`: the process's metrics as Prometheus text ([`crate::metrics`]), the one
 //!   route served without a token.
 //!
@@ -81,7 +82,7 @@ pub(crate) fn spawn(listener: TcpListener, inner: Arc<Inner>) {
     });
 }
 
-fn json(status: u16, value: &serde_json::Value) -> Response<Body> {
+pub(super) fn json(status: u16, value: &serde_json::Value) -> Response<Body> {
     let mut r = Response::new(
         Full::new(Bytes::from(value.to_string()))
             .map_err(|never| match never {})
@@ -152,10 +153,13 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
             &serde_json::to_value(inner.catalog().stats()).unwrap_or_default(),
         );
     }
+    if let Some(rest) = path.strip_prefix("/v1/logs/") {
+        return super::logs_route::serve(&inner.node, rest, req.uri().query());
+    }
     let Some(id) = path.strip_prefix("/v1/objects/") else {
         return json(
             404,
-            &serde_json::json!({"error": "route", "message": format!("no route {path}; GET /v1/objects/{{id}} or /v1/stats")}),
+            &serde_json::json!({"error": "route", "message": format!("no route {path}; GET /v1/objects/{{id}}, /v1/stats or /v1/logs/{{role}}/{{index}}")}),
         );
     };
     let Some(id) = ObjectId::parse(id) else {

@@ -71,6 +71,24 @@ pub(super) fn isolated_rpc_server(
 }
 
 impl AgentState {
+    /// Where a worker's log files go: a submitted job's own directory on this node
+    /// (`<runs_root>/<FLEET_JOB>/logs/`), else the node's run directory's `logs/`.
+    pub(super) fn log_dir(&self, env: &BTreeMap<String, String>) -> PathBuf {
+        let job = env
+            .get("FLEET_JOB")
+            .filter(|j| crate::jobs::protocol::valid_run_name(j));
+        if let (Some(root), Some(job)) = (&self.runs_root, job) {
+            let dir = root.join(job).join("logs");
+            match std::fs::create_dir_all(&dir) {
+                Ok(()) => return dir,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot create the job's log directory on this node; its workers log under the node's run directory instead (give a writable --runs-dir)")
+                }
+            }
+        }
+        self.run_dir.join("logs")
+    }
+
     /// Checks and books a spawn (resources, ports) and returns the pending spawn (without its
     /// reply port) and the future that starts the worker's actor (its `pre_start`), to be run
     /// in a task.
@@ -123,7 +141,8 @@ impl AgentState {
             let ids: Vec<String> = req.gpus.iter().map(u32::to_string).collect();
             env.insert("CUDA_VISIBLE_DEVICES".into(), ids.join(","));
         }
-        let log_dir = self.run_dir.join("logs");
+        let log_dir = self.log_dir(&req.spec.env);
+        crate::node::worker_logs::register(&self.node.to_string(), &req.worker, &log_dir);
         let mut log_path = None;
         let mut engine_exit = None;
         let mut child_pid = None;
