@@ -24,6 +24,8 @@
 //! | `fleet_policy_version` | gauge | |
 //! | `fleet_staleness` | histogram | (of accepted episodes' turns) |
 //! | `fleet_output_tokens_total` | counter | (of accepted episodes) |
+//! | `fleet_jobs_running` | gauge | (jobs submitted to this head and not ended) |
+//! | `fleet_jobs_total` | counter | `state` (succeeded, failed, stopped): jobs ended |
 //! | `fleet_proxy_route_seconds` | histogram | `route`, `status` (2xx, 4xx, 5xx), in a `fleet proxy` process |
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -132,6 +134,14 @@ fn describe() {
     describe_counter!(
         "fleet_output_tokens_total",
         "output tokens of accepted episodes"
+    );
+    describe_gauge!(
+        "fleet_jobs_running",
+        "jobs submitted to this head and not ended"
+    );
+    describe_counter!(
+        "fleet_jobs_total",
+        "jobs submitted to this head that ended, by state"
     );
     describe_histogram!(
         "fleet_proxy_route_seconds",

@@ -13,6 +13,7 @@ pub mod piped;
 pub mod process;
 pub mod relay;
 pub mod rollout;
+pub mod scrape;
 pub mod wait;
 
 pub use cluster::{ClusterBuilder, NodeSpec, TestCluster};

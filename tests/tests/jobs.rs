@@ -411,3 +411,53 @@ async fn a_bad_job_file_is_refused_with_its_error_and_the_head_keeps_serving() {
         text(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heads_metrics_parse_and_move_while_a_submitted_job_runs() {
+    use fleet_tests::scrape::{scrape, value};
+    let port = fleet_tests::free_port();
+    let mut head = HeadProc::start(
+        HeadSpec::new()
+            .arg("--metrics")
+            .arg(format!("127.0.0.1:{port}")),
+    )
+    .await
+    .unwrap();
+    head.spawn_node("n1").unwrap();
+    head.wait_joined("n1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let id = submit(&head, "metered", 1_000_000);
+    let accepted = |url: String| async move {
+        let s = scrape(&url).await;
+        (
+            value(&s, "fleet_episodes_total", &[("outcome", "accepted")]),
+            value(&s, "fleet_jobs_running", &[]),
+        )
+    };
+    let first = wait_until("episodes to be counted", Duration::from_secs(120), || {
+        let f = accepted(url.clone());
+        async move {
+            let (v, running) = f.await;
+            (v > 0.0 && running == 1.0).then_some(v)
+        }
+    })
+    .await
+    .unwrap();
+    wait_until(
+        "the episode counter to move",
+        Duration::from_secs(120),
+        || {
+            let f = accepted(url.clone());
+            async move { (f.await.0 > first).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    let o = run(head.client(&["job", "stop", &id, "--now"]));
+    assert!(o.status.success(), "{}", text(&o));
+    let s = scrape(&url).await;
+    assert_eq!(value(&s, "fleet_jobs_running", &[]), 0.0);
+    assert_eq!(value(&s, "fleet_jobs_total", &[("state", "stopped")]), 1.0);
+}

@@ -34,6 +34,7 @@ pub(super) async fn drive(
         job.output.display()
     ));
     log.event("started", serde_json::json!({"roles": roles}));
+    metrics::gauge!("fleet_jobs_running").increment(1.0);
     let opts = RunOptions {
         resume: false,
         overwrite: false,
@@ -100,6 +101,8 @@ pub(super) async fn drive(
         serde_json::json!({"state": state.as_str(), "exit_code": code, "error": error}),
     );
     log.line(&format!("job {id} {}", state.as_str()));
+    metrics::gauge!("fleet_jobs_running").decrement(1.0);
+    metrics::counter!("fleet_jobs_total", "state" => state.as_str().to_lowercase()).increment(1);
     tracing::info!(job = %id, state = state.as_str(), "job ended");
     let _ = ended.send(true);
 }
