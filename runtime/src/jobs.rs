@@ -12,6 +12,7 @@ pub mod client;
 mod driver;
 pub mod log;
 pub mod protocol;
+mod restore;
 pub mod service;
 
 pub use client::JobClient;

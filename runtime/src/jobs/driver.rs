@@ -89,16 +89,18 @@ pub(super) async fn drive(
             (JobState::Failed, 1, Some(why))
         }
     };
-    {
+    let last = {
         let mut r = row.lock().unwrap_or_else(|p| p.into_inner());
         r.state = state;
         r.exit_code = Some(code);
         r.error = error.clone();
         r.ended_unix_ms = Some(unix_ms());
-    }
+        r.clone()
+    };
+    // The whole row: a restarted head lists the job from it (`super::restore`).
     log.event(
         "ended",
-        serde_json::json!({"state": state.as_str(), "exit_code": code, "error": error}),
+        serde_json::json!({"state": state.as_str(), "exit_code": code, "error": error, "row": last}),
     );
     log.line(&format!("job {id} {}", state.as_str()));
     metrics::gauge!("fleet_jobs_running").decrement(1.0);

@@ -134,10 +134,27 @@ impl JobService {
                 format!("cannot create it: {e}; give another with --runs-dir"),
             )
         })?;
+        let restored: BTreeMap<String, Entry> = super::restore::earlier_jobs(&cfg.runs_root)
+            .into_iter()
+            .map(|(row, log_path)| {
+                let (stop, _) = watch::channel(Stop::Run);
+                let (_, ended) = watch::channel(true);
+                let entry = Entry {
+                    row: Arc::new(Mutex::new(row.clone())),
+                    stop,
+                    ended,
+                    log_path,
+                };
+                (row.id, entry)
+            })
+            .collect();
+        if !restored.is_empty() {
+            tracing::info!(jobs = restored.len(), runs_dir = %cfg.runs_root.display(), "listed the jobs of earlier heads from their run directories");
+        }
         let shared = Arc::new(Shared {
             cfg,
             scheduler,
-            jobs: Mutex::new(BTreeMap::new()),
+            jobs: Mutex::new(restored),
         });
         let (actor, _) = Actor::spawn(None, JobsActor, shared.clone())
             .await
@@ -284,13 +301,13 @@ fn submit(shared: &Arc<Shared>, req: SubmitRequest) -> Result<JobRow, FleetError
         error: None,
     }));
     let log = Arc::new(JobLog::create(&dir, row.clone()).map_err(|e| io("creating job.log", e))?);
+    let snapshot = row.lock().unwrap_or_else(|p| p.into_inner()).clone();
     log.event(
         "submitted",
-        serde_json::json!({"id": id, "name": name, "file": req.file_name, "submitter": req.submitter}),
+        serde_json::json!({"id": id, "name": name, "file": req.file_name, "submitter": req.submitter, "row": snapshot, "head_pid": std::process::id()}),
     );
     let (stop_tx, stop_rx) = watch::channel(Stop::Run);
     let (ended_tx, ended_rx) = watch::channel(false);
-    let snapshot = row.lock().unwrap_or_else(|p| p.into_inner()).clone();
     {
         let mut jobs = shared.jobs.lock().unwrap_or_else(|p| p.into_inner());
         forget_oldest_ended(&mut jobs, shared.cfg.keep_ended);
