@@ -349,6 +349,11 @@ pub struct StatusSource {
 }
 
 impl StatusSource {
+    /// A source that asks the head actor `head` (what [`Cluster::status_source`] gives).
+    pub fn new(head: ActorRef<HeadMsg>) -> Self {
+        StatusSource { head }
+    }
+
     /// Nodes, roles and workers, or a typed error when the head does not answer `within`.
     pub async fn status(&self, within: Duration) -> Result<StatusReport, FleetError> {
         match self.head.call(HeadMsg::Status, Some(within)).await {
@@ -449,7 +454,7 @@ impl Cluster {
     /// A clone-able handle that asks this head for [`Cluster::status`] again and again (the
     /// dashboard's); `None` unless this cluster is a head.
     pub fn status_source(&self) -> Option<StatusSource> {
-        self.head.clone().map(|head| StatusSource { head })
+        self.head.clone().map(StatusSource::new)
     }
 
     /// The scheduler.

@@ -179,6 +179,96 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::membership::HeadMsg;
+    use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A head that takes status requests and never answers them.
+    struct MuteHead;
+
+    impl Actor for MuteHead {
+        type Msg = HeadMsg;
+        type State = Vec<RpcReplyPort<fleet_actors::wire::WireReply<crate::StatusReport>>>;
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<HeadMsg>,
+            _: (),
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(vec![])
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<HeadMsg>,
+            msg: HeadMsg,
+            held: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            if let HeadMsg::Status(reply) = msg {
+                held.push(reply);
+            }
+            Ok(())
+        }
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let io = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await?;
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            Ok::<_, std::io::Error>(out)
+        };
+        tokio::time::timeout(Duration::from_secs(20), io)
+            .await
+            .expect("an answer within 20 s")
+            .expect("an HTTP exchange")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_head_that_does_not_answer_shows_as_a_status_error_not_a_hang() {
+        let cluster = crate::Cluster::local().no_store().start().await.unwrap();
+        let runs = std::env::temp_dir().join(format!("fleet-dash-unit-{}", std::process::id()));
+        let jobs = JobService::start(
+            &format!("dash-unit-{}", std::process::id()),
+            cluster.scheduler().clone(),
+            crate::jobs::JobServiceConfig {
+                runs_root: runs.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let (mute, _) = Actor::spawn(None, MuteHead, ()).await.unwrap();
+        let sources = Sources {
+            cluster_id: "c-unit".into(),
+            status: StatusSource::new(mute.clone()),
+            jobs,
+            events: EventLog::new(),
+        };
+        let (_tx, members) = broadcast::channel(4);
+        let d = serve("127.0.0.1:0".parse().unwrap(), sources, members)
+            .await
+            .unwrap();
+        let answer = get(d.addr(), "/api/state").await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{answer}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let e = v["status_error"].as_str().unwrap_or_default();
+        assert!(e.contains("did not answer within"), "{v:#}");
+        assert_eq!(v["cluster_id"], "c-unit");
+        assert_eq!(v["nodes"], serde_json::json!([]));
+        mute.stop(None);
+        drop(d);
+        cluster.shutdown().await.unwrap();
+        let _ = std::fs::remove_dir_all(runs);
+    }
+
     #[test]
     fn the_page_loads_its_script_and_style_from_this_origin_only() {
         let page = super::PAGE;
