@@ -207,6 +207,12 @@
     box.replaceChildren(el('div', { class: 'jobs' }, ...jobs.map(renderJob)));
   }
 
+  function renderHidden(n) {
+    const p = document.getElementById('jobs-hidden');
+    p.textContent = n ? n + ' older ended job(s) not shown: fleet job list' : '';
+    p.hidden = !n;
+  }
+
   function banner(message) {
     const b = document.getElementById('banner');
     b.textContent = message || '';
@@ -217,6 +223,7 @@
     document.getElementById('cluster-id').textContent = s.cluster_id;
     document.getElementById('updated').textContent = clock(s.generated_unix_ms);
     renderJobs(s.jobs);
+    renderHidden(s.jobs_not_shown);
     renderNodes(s.nodes);
     renderWorkers(s.workers);
     renderEvents(s.events);

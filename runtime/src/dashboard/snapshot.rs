@@ -9,6 +9,9 @@ use crate::membership::{MemberState, NodeRow, StatusReport, WorkerRow};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// The most ended jobs the page gets (a long-lived head keeps every job, each with its curve).
+pub const MAX_ENDED_JOBS: usize = 20;
+
 /// The whole page's data.
 #[derive(Clone, Debug, Serialize)]
 pub struct Snapshot {
@@ -23,8 +26,10 @@ pub struct Snapshot {
     pub nodes: Vec<NodeView>,
     /// Every worker, by role then index.
     pub workers: Vec<WorkerView>,
-    /// Every job, newest first.
+    /// Every job that has not ended and the newest [`MAX_ENDED_JOBS`] that have, newest first.
     pub jobs: Vec<JobView>,
+    /// Ended jobs left out (`fleet job list` shows them).
+    pub jobs_not_shown: usize,
     /// Recent events, newest first.
     pub events: Vec<Event>,
 }
@@ -138,13 +143,26 @@ impl Snapshot {
             ),
             Err(e) => (vec![], vec![], Some(e)),
         };
+        let mut ended = 0;
+        let shown: Vec<JobView> = jobs
+            .iter()
+            .filter(|j| {
+                if !j.state.is_final() {
+                    return true;
+                }
+                ended += 1;
+                ended <= MAX_ENDED_JOBS
+            })
+            .map(job_view)
+            .collect();
         Snapshot {
             cluster_id: cluster_id.to_string(),
             generated_unix_ms,
             status_error,
             nodes,
             workers,
-            jobs: jobs.iter().map(job_view).collect(),
+            jobs_not_shown: jobs.len() - shown.len(),
+            jobs: shown,
             events,
         }
     }
@@ -226,7 +244,7 @@ mod tests {
     use crate::node::resources::NodeResources;
 
     #[test]
-    fn a_snapshot_flattens_states_and_splits_worker_names() {
+    fn a_snapshot_flattens_states_splits_worker_names_and_keeps_every_running_job() {
         let report = StatusReport {
             cluster_id: "c1".into(),
             nodes: vec![NodeRow {
@@ -286,6 +304,7 @@ mod tests {
             exit_code: None,
             error: None,
         };
+        let s_job = job.clone();
         let s = Snapshot::build("c1", Ok(report), &[job], vec![], 5);
         assert_eq!(s.nodes[0].state, "down");
         assert_eq!(s.nodes[0].state_detail.as_deref(), Some("no beat"));
@@ -297,6 +316,23 @@ mod tests {
         assert_eq!(s.jobs[0].state, "RUNNING");
         assert_eq!(s.jobs[0].rate_per_s, 10.0);
         assert!(s.status_error.is_none());
+
+        let mut many: Vec<JobRow> = (0..MAX_ENDED_JOBS + 5)
+            .map(|i| JobRow {
+                id: format!("{i:08x}"),
+                state: JobState::Succeeded,
+                ..s_job.clone()
+            })
+            .collect();
+        many.push(s_job.clone());
+        let s = Snapshot::build("c1", Err("x".into()), &many, vec![], 5);
+        assert_eq!(
+            s.jobs.len(),
+            MAX_ENDED_JOBS + 1,
+            "every running job is kept"
+        );
+        assert_eq!(s.jobs.last().map(|j| j.state.as_str()), Some("RUNNING"));
+        assert_eq!(s.jobs_not_shown, 5);
 
         let down = Snapshot::build("c1", Err("the head did not answer".into()), &[], vec![], 5);
         assert!(down.nodes.is_empty());
