@@ -17,6 +17,11 @@ use std::time::Duration;
 /// each job gets its own workers and a run directory under --runs-dir. Ctrl-C stops the running
 /// jobs, then the workers.
 ///
+/// And it serves a web dashboard (nodes, workers, jobs with their reward and version curves,
+/// recent events, /metrics) at http://127.0.0.1:8265/ unless --no-dashboard; it has no
+/// authentication, so serve it on another address only where everyone who can reach it may
+/// see the cluster.
+///
 /// Examples:
 ///
 ///   fleet head --listen 127.0.0.1:7700                    # loopback: no cookie needed
@@ -26,6 +31,8 @@ use std::time::Duration;
 ///   fleet status                                          # nodes, roles and workers
 ///
 ///   fleet submit examples/demo.toml && fleet job list     # a job, and every job
+///
+///   open http://127.0.0.1:8265/                           # the dashboard (--dashboard IP:PORT)
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where to listen for nodes, IP:PORT (port 0: a free one, printed on stdout).
