@@ -259,6 +259,59 @@ mod tests {
         assert!(w.diff(&[failed, row("old", JobState::Stopped)]).is_empty());
     }
 
+    #[tokio::test]
+    async fn membership_events_are_recorded_in_order_and_a_lagging_feed_says_what_it_missed() {
+        let log = EventLog::new();
+        let (tx, rx) = broadcast::channel(2);
+        let node = fleet_actors::NodeId::generate("n1");
+        // Four events into a channel of two: the feed lags behind by two.
+        for ev in [
+            MemberEvent::Suspect { node: node.clone() },
+            MemberEvent::Suspect { node: node.clone() },
+            MemberEvent::Down {
+                node: node.clone(),
+                reason: "no heartbeat for 3s".into(),
+            },
+            MemberEvent::Refused {
+                peer: "10.0.0.9:5000".into(),
+                reason: "wrong cookie".into(),
+            },
+        ] {
+            tx.send(ev).unwrap();
+        }
+        drop(tx);
+        let feed = log.feed_members(rx);
+        tokio::time::timeout(Duration::from_secs(10), feed)
+            .await
+            .expect("the feed ends when the broadcast closes")
+            .unwrap();
+        let got: Vec<(String, String, String)> = log
+            .recent()
+            .into_iter()
+            .rev()
+            .map(|e| (e.kind, e.subject, e.detail))
+            .collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0].0, "events_missed");
+        assert!(got[0].2.starts_with("2 "), "{got:?}");
+        assert_eq!(
+            got[1],
+            (
+                "node_down".into(),
+                node.to_string(),
+                "no heartbeat for 3s".into()
+            )
+        );
+        assert_eq!(
+            got[2],
+            (
+                "refused".into(),
+                "10.0.0.9:5000".into(),
+                "wrong cookie".into()
+            )
+        );
+    }
+
     #[test]
     fn a_job_seen_first_when_it_is_over_is_submitted_and_ended() {
         let mut w = JobWatch::default();
