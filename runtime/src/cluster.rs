@@ -355,6 +355,34 @@ impl LocalBuilder {
     }
 }
 
+/// Asks a head for its status report; see [`Cluster::status_source`].
+#[derive(Clone, Debug)]
+pub struct StatusSource {
+    head: ActorRef<HeadMsg>,
+}
+
+impl StatusSource {
+    /// A source that asks the head actor `head` (what [`Cluster::status_source`] gives).
+    pub fn new(head: ActorRef<HeadMsg>) -> Self {
+        StatusSource { head }
+    }
+
+    /// Nodes, roles and workers, or a typed error when the head does not answer `within`.
+    pub async fn status(&self, within: Duration) -> Result<StatusReport, FleetError> {
+        match self.head.call(HeadMsg::Status, Some(within)).await {
+            Ok(CallResult::Success(r)) => r.flatten(),
+            Ok(CallResult::Timeout) => Err(FleetError::Unavailable {
+                what: "the head".into(),
+                detail: format!("it did not answer within {within:?}"),
+            }),
+            _ => Err(FleetError::Unavailable {
+                what: "the head".into(),
+                detail: "it did not answer".into(),
+            }),
+        }
+    }
+}
+
 /// A running cluster, seen from the process that started it.
 pub struct Cluster {
     id: String,
@@ -431,17 +459,16 @@ impl Cluster {
 
     /// Nodes, roles and workers, as `fleet status` shows them (a head only).
     pub async fn status(&self) -> Result<StatusReport, FleetError> {
-        let head = self.head.as_ref().ok_or_else(|| {
+        let source = self.status_source().ok_or_else(|| {
             FleetError::bad_request("cluster status", "this cluster is not a head")
         })?;
-        let t = Duration::from_secs(10);
-        match head.call(HeadMsg::Status, Some(t)).await {
-            Ok(CallResult::Success(r)) => r.flatten(),
-            _ => Err(FleetError::Unavailable {
-                what: "the head".into(),
-                detail: "it did not answer".into(),
-            }),
-        }
+        source.status(Duration::from_secs(10)).await
+    }
+
+    /// A clone-able handle that asks this head for [`Cluster::status`] again and again (the
+    /// dashboard's); `None` unless this cluster is a head.
+    pub fn status_source(&self) -> Option<StatusSource> {
+        self.head.clone().map(StatusSource::new)
     }
 
     /// The scheduler.

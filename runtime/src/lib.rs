@@ -50,6 +50,7 @@
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod dashboard;
 pub mod duration;
 pub mod exe;
 pub mod jobs;

@@ -1,6 +1,7 @@
 //! A `fleet head` in a process of its own, for tests that measure the head itself: its memory
-//! (`VmRSS`/`VmHWM` from `/proc/PID/status`), the size of what it logs, and how it behaves with
-//! a low file-descriptor limit (set in the child before `exec`). Nodes are real
+//! (`VmRSS`/`VmHWM` from `/proc/PID/status`), the size of what it logs, how it behaves with
+//! a low file-descriptor limit (set in the child before `exec`), its jobs and its dashboard
+//! (off unless the test passes `--dashboard ADDR`). Nodes are real
 //! `fleet node --join` processes; everything started is killed (process group) on drop.
 //!
 //! [`crate::cluster::TestCluster`] embeds the head in the test process, which is what most
@@ -130,10 +131,12 @@ impl HeadProc {
         let mut cmd = Command::new(fleet_bin());
         cmd.args(["head", "--listen", "127.0.0.1:0", "--no-workers"])
             .arg("--runs-dir")
-            .arg(dir.join("runs"))
-            .args(&spec.args)
-            .stdout(out)
-            .stderr(err);
+            .arg(dir.join("runs"));
+        // Heads of tests that run at once would race for the dashboard's default port.
+        if !spec.args.iter().any(|a| a.starts_with("--dashboard")) {
+            cmd.arg("--no-dashboard");
+        }
+        cmd.args(&spec.args).stdout(out).stderr(err);
         common_env(&mut cmd, cookie.as_deref(), &spec.env);
         tls_args(&mut cmd, tls.as_ref());
         if let Some(limit) = spec.nofile {
@@ -178,6 +181,20 @@ impl HeadProc {
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The dashboard's `http://IP:PORT` from the head's `dashboard at` line (started with
+    /// `--dashboard ADDR`), waiting up to `deadline` for it.
+    pub async fn dashboard_url(&self, deadline: Duration) -> Result<String, String> {
+        wait_until("the head's dashboard line", deadline, || {
+            let url = self.stdout().lines().find_map(|l| {
+                l.strip_prefix("dashboard at ")
+                    .map(|u| u.trim().trim_end_matches('/').to_string())
+            });
+            async move { url }
+        })
+        .await
+        .map_err(|e| format!("{e}; head stdout:\n{}", self.stdout()))
     }
 
     /// The head's pid.

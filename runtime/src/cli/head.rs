@@ -17,6 +17,11 @@ use std::time::Duration;
 /// each job gets its own workers and a run directory under --runs-dir. Ctrl-C stops the running
 /// jobs, then the workers.
 ///
+/// And it serves a web dashboard (nodes, workers, jobs with their reward and version curves,
+/// recent events, /metrics) at http://127.0.0.1:8265/ unless --no-dashboard; it has no
+/// authentication, so serve it on another address only where everyone who can reach it may
+/// see the cluster.
+///
 /// Examples:
 ///
 ///   fleet head --listen 127.0.0.1:7700                    # loopback: no cookie needed
@@ -26,6 +31,8 @@ use std::time::Duration;
 ///   fleet status                                          # nodes, roles and workers
 ///
 ///   fleet submit examples/demo.toml && fleet job list     # a job, and every job
+///
+///   open http://127.0.0.1:8265/                           # the dashboard (--dashboard IP:PORT)
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where to listen for nodes, IP:PORT (port 0: a free one, printed on stdout).
@@ -66,6 +73,14 @@ pub struct Args {
         env = "FLEET_RUNS_DIR"
     )]
     runs_dir: std::path::PathBuf,
+    /// Serve the web dashboard (nodes, workers, jobs with their curves, recent events, and
+    /// /metrics) at http://IP:PORT/ [default: 127.0.0.1:8265; port 0: a free one]. It has no
+    /// authentication: anyone who can reach it sees the cluster's state.
+    #[arg(long, value_name = "IP:PORT", conflicts_with = "no_dashboard")]
+    dashboard: Option<std::net::SocketAddr>,
+    /// Serve no dashboard.
+    #[arg(long)]
+    no_dashboard: bool,
     /// Stop after this long instead of waiting for Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     serve_for: Option<Duration>,
@@ -124,6 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
         .await?;
     let mut events = cluster.member_events();
+    let dashboard = start_dashboard(&args, &cluster, &jobs).await?;
     println!(
         "fleet head listening on {}:{}",
         args.listen.ip(),
@@ -141,6 +157,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster.listen_port(),
         args.runs_dir.display()
     );
+    if let Some(d) = &dashboard {
+        println!("dashboard at http://{}/", d.addr());
+    }
     let printer = tokio::spawn(async move {
         while let Ok(ev) = events.recv().await {
             match ev {
@@ -165,6 +184,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => crate::cli::shutdown_signal().await,
     }
     printer.abort();
+    drop(dashboard);
     let running = jobs.list().iter().filter(|j| !j.state.is_final()).count();
     if running > 0 {
         println!("stopping: {running} job(s) still running are stopped");
@@ -174,4 +194,56 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     cluster.shutdown().await?;
     println!("stopped");
     Ok(())
+}
+
+/// Starts the dashboard unless --no-dashboard. An address given with --dashboard that cannot
+/// be bound is an error; the default one (8265, perhaps another head's or Ray's) is a warning.
+async fn start_dashboard(
+    args: &Args,
+    cluster: &Cluster,
+    jobs: &crate::jobs::JobService,
+) -> anyhow::Result<Option<crate::dashboard::Dashboard>> {
+    if args.no_dashboard {
+        return Ok(None);
+    }
+    let explicit = args.dashboard.is_some();
+    let addr = match args.dashboard {
+        Some(a) => a,
+        None => crate::dashboard::DEFAULT_ADDR.parse()?,
+    };
+    let status = cluster
+        .status_source()
+        .ok_or_else(|| anyhow::anyhow!("the cluster started without a head"))?;
+    let sources = crate::dashboard::Sources {
+        cluster_id: cluster.id().to_string(),
+        status,
+        jobs: jobs.clone(),
+        events: crate::dashboard::EventLog::new(),
+    };
+    // Subscribed before the head prints its address, so before any node can join.
+    match crate::dashboard::serve(addr, sources, cluster.member_events()).await {
+        Ok(d) => {
+            if !d.addr().ip().is_loopback() {
+                eprintln!(
+                    "warning: the dashboard at http://{}/ has no authentication (like Ray's): \
+                     anyone who can reach that address sees the cluster's nodes, workers, jobs \
+                     and events. Serve it on 127.0.0.1 and reach it through an SSH tunnel, or \
+                     firewall the port.",
+                    d.addr()
+                );
+            }
+            Ok(Some(d))
+        }
+        Err(e) if explicit => Err(anyhow::anyhow!(
+            "serving the dashboard on --dashboard {addr}: {e} (give another address, or \
+             --no-dashboard)"
+        )),
+        Err(e) => {
+            eprintln!(
+                "warning: no dashboard: {addr} cannot be bound ({e}); give --dashboard IP:PORT \
+                 or --no-dashboard"
+            );
+            Ok(None)
+        }
+    }
 }
