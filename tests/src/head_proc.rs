@@ -23,6 +23,8 @@ pub struct HeadSpec {
     tls: bool,
     env: Vec<(String, String)>,
     no_cookie: bool,
+    runs_dir: Option<PathBuf>,
+    cookie: Option<String>,
 }
 
 impl HeadSpec {
@@ -48,6 +50,17 @@ impl HeadSpec {
     /// An environment variable for the head and its nodes.
     pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
         self.env.push((k.into(), v.into()));
+        self
+    }
+    /// The head's `--runs-dir` (default: `runs/` in the head's own test directory), e.g. to
+    /// start a second head on the runs of a first.
+    pub fn runs_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.runs_dir = Some(dir.into());
+        self
+    }
+    /// The cookie (default: one made up for this head).
+    pub fn cookie(mut self, cookie: impl Into<String>) -> Self {
+        self.cookie = Some(cookie.into());
         self
     }
     /// Pass no cookie at all (no FLEET_COOKIE), so the loopback default applies.
@@ -126,12 +139,16 @@ impl HeadProc {
         } else {
             None
         };
-        let cookie = (!spec.no_cookie).then(|| format!("head-proc-{}-{n}", std::process::id()));
+        let cookie = (!spec.no_cookie).then(|| {
+            spec.cookie
+                .clone()
+                .unwrap_or_else(|| format!("head-proc-{}-{n}", std::process::id()))
+        });
         let (out, err) = files(&dir, "head")?;
         let mut cmd = Command::new(fleet_bin());
         cmd.args(["head", "--listen", "127.0.0.1:0", "--no-workers"])
             .arg("--runs-dir")
-            .arg(dir.join("runs"));
+            .arg(spec.runs_dir.clone().unwrap_or_else(|| dir.join("runs")));
         // Heads of tests that run at once would race for the dashboard's default port.
         if !spec.args.iter().any(|a| a.starts_with("--dashboard")) {
             cmd.arg("--no-dashboard");
@@ -302,6 +319,17 @@ impl HeadProc {
     /// `runs/`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Sends `signal` to the head process alone (its nodes are processes of their own).
+    pub fn signal_head(&self, signal: i32) {
+        // SAFETY: a signal to the head process this test started.
+        unsafe { libc::kill(self.head.pid() as i32, signal) };
+    }
+
+    /// The head's exit status, once it has exited.
+    pub fn head_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.head.try_wait()
     }
 
     /// The pids of the node processes started so far.

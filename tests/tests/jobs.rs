@@ -461,3 +461,88 @@ async fn the_heads_metrics_parse_and_move_while_a_submitted_job_runs() {
     assert_eq!(value(&s, "fleet_jobs_running", &[]), 0.0);
     assert_eq!(value(&s, "fleet_jobs_total", &[("state", "stopped")]), 1.0);
 }
+
+async fn head_on(runs: &Path) -> HeadProc {
+    let mut head = HeadProc::start(HeadSpec::new().runs_dir(runs))
+        .await
+        .unwrap();
+    head.spawn_node("n1").unwrap();
+    head.wait_joined("n1", Duration::from_secs(60))
+        .await
+        .unwrap();
+    head
+}
+
+async fn wait_accepted(head: &HeadProc, id: &str, n: u64) {
+    wait_until("the job to make progress", Duration::from_secs(90), || {
+        let v = status(head, id);
+        let p = v["progress"]["accepted"].as_u64().unwrap_or(0);
+        async move { (p >= n).then_some(()) }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_stops_or_dies_leaves_its_jobs_on_record_for_the_next_head() {
+    let runs = std::env::temp_dir().join(format!("fleet-jobs-restore-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&runs);
+    // SIGTERM: the head stops its running job (recorded as stopped), then exits.
+    let mut first = head_on(&runs).await;
+    let a = submit(&first, "stopped-by-term", 1_000_000);
+    wait_accepted(&first, &a, 10).await;
+    first.signal_head(libc::SIGTERM);
+    let code = wait_until(
+        "the head to exit after SIGTERM",
+        Duration::from_secs(90),
+        || {
+            let c = first.head_exit();
+            async move { c }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(code.success(), "{code:?}\n{}", first.stdout());
+    drop(first);
+    // SIGKILL: nothing is written at the end; the next head records the job as failed.
+    let mut second = head_on(&runs).await;
+    let sa = status(&second, &a);
+    assert_eq!(state(&sa), "Stopped", "{sa:#}");
+    assert_eq!(
+        lines(sa["output"].as_str().unwrap()).len() as u64,
+        sa["progress"]["accepted"].as_u64().unwrap(),
+        "{sa:#}"
+    );
+    let b = submit(&second, "lost-with-its-head", 1_000_000);
+    wait_accepted(&second, &b, 10).await;
+    second.signal_head(libc::SIGKILL);
+    wait_until("the head to die", Duration::from_secs(30), || {
+        let c = second.head_exit();
+        async move { c }
+    })
+    .await
+    .unwrap();
+    drop(second);
+    let third = head_on(&runs).await;
+    let sb = status(&third, &b);
+    assert_eq!(state(&sb), "Failed", "{sb:#}");
+    assert!(
+        sb["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the head stopped"),
+        "{sb:#}"
+    );
+    let kept = lines(sb["output"].as_str().unwrap()).len() as u64;
+    assert!(kept >= 10, "the episodes accepted before are kept: {sb:#}");
+    assert_eq!(sb["progress"]["accepted"].as_u64(), Some(kept), "{sb:#}");
+    let list = run(third.client(&["job", "list"]));
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed.contains(&a) && listed.contains(&b),
+        "{}",
+        text(&list)
+    );
+    drop(third);
+    let _ = std::fs::remove_dir_all(&runs);
+}

@@ -112,6 +112,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .port_limits(args.limits.limits())
         .port_range(r.port_range.0, r.port_range.1)
         .runs_root(args.runs_dir.clone())
+        // Jobs' workers go over the nodes, as with `fleet run --listen`.
+        .policy(crate::scheduler::Policy::Spread)
         .membership(membership);
     if let Some(c) = r.cpus {
         b = b.cpus(c);
