@@ -391,6 +391,15 @@ async fn a_bad_job_file_is_refused_with_its_error_and_the_head_keeps_serving() {
         "{}",
         text(&o)
     );
+    let big = head.dir().join("big.toml");
+    std::fs::write(&big, format!("# {}\n", "x".repeat(2 << 20))).unwrap();
+    let o = run(head.client(&["submit", big.to_str().unwrap()]));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("more than a job file may be"),
+        "{}",
+        text(&o)
+    );
     let o = run(head.client(&["job", "status", "ffffffff"]));
     assert!(!o.status.success());
     assert!(

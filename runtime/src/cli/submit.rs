@@ -44,6 +44,12 @@ pub fn request(
     name: Option<String>,
     episodes: Option<u64>,
 ) -> anyhow::Result<SubmitRequest> {
+    let len = std::fs::metadata(job)
+        .with_context(|| format!("reading the job file {}", job.display()))?
+        .len() as usize;
+    if len > crate::jobs::protocol::MAX_JOB_FILE {
+        return Err(crate::jobs::service::too_large(&job.display().to_string(), len).into());
+    }
     let text = std::fs::read_to_string(job)
         .with_context(|| format!("reading the job file {}", job.display()))?;
     // Parsed here too, so a typo is reported before anything is sent.

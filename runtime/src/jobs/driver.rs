@@ -102,7 +102,11 @@ pub(super) async fn drive(
         "ended",
         serde_json::json!({"state": state.as_str(), "exit_code": code, "error": error, "row": last}),
     );
-    log.line(&format!("job {id} {}", state.as_str()));
+    log.line(&format!(
+        "job {id} {}; run directory {}",
+        state.as_str(),
+        last.run_dir
+    ));
     metrics::gauge!("fleet_jobs_running").decrement(1.0);
     metrics::counter!("fleet_jobs_total", "state" => state.as_str().to_lowercase()).increment(1);
     tracing::info!(job = %id, state = state.as_str(), "job ended");

@@ -24,6 +24,10 @@ pub fn valid_run_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// The largest job file a head takes (job files are configuration; data goes in `[tasks]
+/// file` or the object store).
+pub const MAX_JOB_FILE: usize = 1 << 20;
+
 /// A job handed to the head.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SubmitRequest {

@@ -223,6 +223,9 @@ fn job_name(req: &SubmitRequest) -> Result<String, FleetError> {
 }
 
 fn submit(shared: &Arc<Shared>, req: SubmitRequest) -> Result<JobRow, FleetError> {
+    if req.text.len() > super::protocol::MAX_JOB_FILE {
+        return Err(too_large(&req.file_name, req.text.len()));
+    }
     let name = job_name(&req)?;
     let base = PathBuf::from(&req.base_dir);
     let mut job = RolloutJob::from_text(&req.text, &req.file_name, &base)
@@ -327,6 +330,17 @@ fn submit(shared: &Arc<Shared>, req: SubmitRequest) -> Result<JobRow, FleetError
         job, scheduler, roles, log, row, stop_rx, ended_tx,
     ));
     Ok(snapshot)
+}
+
+/// The error for a job file over [`super::protocol::MAX_JOB_FILE`].
+pub fn too_large(file: &str, len: usize) -> FleetError {
+    FleetError::bad_request(
+        format!("the job file {file}"),
+        format!(
+            "it is {len} bytes, more than a job file may be ({} bytes); put large data in a [tasks] file next to it",
+            super::protocol::MAX_JOB_FILE
+        ),
+    )
 }
 
 fn forget_oldest_ended(jobs: &mut BTreeMap<String, Entry>, keep: usize) {
