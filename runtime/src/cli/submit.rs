@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 /// run's metrics. Relative paths in the job file: inputs (`[tasks] file`, `[agent] cwd`) are
 /// relative to the job file's directory, which the head must see at the same path (one
 /// machine, a shared file system or the same checkout); outputs (`output`, `run_dir`,
-/// `[trainer] model`, `[weights] dir`) are relative to the job's run directory.
+/// `[trainer] model`, `[weights] dir`) are relative to the job's run directory, which takes the
+/// place of `run_dir` (docs/job-file.md).
 ///
 /// Examples:
 ///

@@ -423,19 +423,22 @@ impl RolloutJob {
         Ok(job)
     }
 
-    /// Puts the job's outputs under `dir`, the run directory of a job submitted to a head:
-    /// relative `output`, `run_dir`, `[trainer] model` and `[weights] dir` are taken relative
-    /// to it, and `run_dir` defaults to it.
+    /// Puts the job's outputs under `dir`, the run directory of a job submitted to a head: `dir`
+    /// takes the place of `run_dir`, a path under the job file's `run_dir` keeps its place under
+    /// `dir`, and other relative `output`, `[trainer] model` and `[weights] dir` are taken
+    /// relative to `dir`.
     pub fn place_outputs(&mut self, dir: &Path) {
+        let old_run = self.run_dir.take();
         let under = |p: &Path| {
-            if p.is_relative() {
+            if let Some(rest) = old_run.as_deref().and_then(|r| p.strip_prefix(r).ok()) {
+                dir.join(rest)
+            } else if p.is_relative() {
                 dir.join(p)
             } else {
                 p.to_path_buf()
             }
         };
         self.output = under(&self.output);
-        self.run_dir = Some(self.run_dir.as_deref().map_or(dir.to_path_buf(), under));
         if let Some(m) = &self.trainer.model {
             self.trainer.model = Some(under(m));
         }
@@ -444,6 +447,7 @@ impl RolloutJob {
                 w.dir = Some(under(d));
             }
         }
+        self.run_dir = Some(dir.to_path_buf());
     }
 
     /// `fleet` as the program is this executable; `{python}` is `$FLEET_PYTHON` or `python3`.
@@ -773,4 +777,33 @@ fn program_exists(prog: &str, cwd: &Path) -> bool {
     std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).any(|d| is_exe(&d.join(prog))))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submitted_jobs_outputs_go_into_its_run_directory_and_its_inputs_stay_by_the_job_file() {
+        let text = r#"
+            run_dir = "fleet-runs/x"
+            output = "fleet-runs/x/trajectories.jsonl"
+            [tasks]
+            file = "tasks.jsonl"
+            [trainer]
+            model = "models/m"
+        "#;
+        let mut job = RolloutJob::from_text(text, "job.toml", Path::new("/src/jobs")).unwrap();
+        assert_eq!(job.tasks.file, Some(PathBuf::from("/src/jobs/tasks.jsonl")));
+        assert_eq!(job.agent.cwd.as_deref(), Some("/src/jobs"));
+        job.place_outputs(Path::new("/runs/x-1"));
+        assert_eq!(job.output, PathBuf::from("/runs/x-1/trajectories.jsonl"));
+        assert_eq!(job.run_dir, Some(PathBuf::from("/runs/x-1")));
+        assert_eq!(job.trainer.model, Some(PathBuf::from("/runs/x-1/models/m")));
+        let mut plain =
+            RolloutJob::from_text("output = \"/abs/out.jsonl\"", "j", Path::new("/s")).unwrap();
+        plain.place_outputs(Path::new("/runs/y-2"));
+        assert_eq!(plain.output, PathBuf::from("/abs/out.jsonl"));
+        assert_eq!(plain.run_dir, Some(PathBuf::from("/runs/y-2")));
+    }
 }
