@@ -11,6 +11,7 @@ mod bench_proxy;
 mod bench_router;
 mod cluster_args;
 mod demo;
+mod follow;
 mod head;
 mod head_client;
 mod infer;

@@ -6,6 +6,7 @@ use crate::rollout::job::RolloutJob;
 use crate::rollout::run::RunOptions;
 use crate::scheduler::Policy;
 use crate::{Cluster, MemberEvent};
+use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -54,10 +55,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job file.
-    job: PathBuf,
+    pub(super) job: PathBuf,
     /// Override the number of episodes.
     #[arg(long)]
-    episodes: Option<u64>,
+    pub(super) episodes: Option<u64>,
     /// Override the output path.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -70,16 +71,17 @@ pub struct Args {
     overwrite: bool,
     /// No progress display; only messages that matter and the summary.
     #[arg(long, short)]
-    quiet: bool,
+    pub(super) quiet: bool,
     /// Be the head of a cluster listening here (IP:PORT) instead of a single embedded node.
     #[arg(long, conflicts_with = "head")]
     listen: Option<std::net::SocketAddr>,
     /// Submit the job to the running head at HOST:PORT and follow it (see above).
     #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["resume", "overwrite", "output"])]
     head: Option<String>,
-    /// With --head: the job's name (default: the file's stem).
-    #[arg(long, requires = "head")]
-    name: Option<String>,
+    /// The job's name (default: the file's stem): its run directory is
+    /// `<runs dir>/<name>-<id>/`.
+    #[arg(long)]
+    pub(super) name: Option<String>,
     /// With --listen: wait for this many nodes to join before starting.
     #[arg(long, default_value_t = 1, requires = "listen")]
     nodes: usize,
@@ -90,9 +92,18 @@ pub struct Args {
     #[arg(long, requires = "listen")]
     no_workers: bool,
     #[command(flatten)]
-    security: SecurityArgs,
+    pub(super) security: SecurityArgs,
     #[command(flatten)]
     limits: PortLimitArgs,
+    /// Where the run directory goes (`<DIR>/<name>-<id>/`: the job file, the workers' logs,
+    /// metrics.jsonl and reward.svg unless the job file gives a run_dir).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "fleet-runs",
+        env = "FLEET_RUNS_DIR"
+    )]
+    runs_dir: PathBuf,
 }
 
 async fn start_cluster(
@@ -100,7 +111,7 @@ async fn start_cluster(
     stop: &mut tokio::sync::watch::Receiver<crate::rollout::run::Stop>,
 ) -> anyhow::Result<Cluster> {
     let Some(listen) = args.listen else {
-        return Ok(Cluster::local().start().await?);
+        return Ok(Cluster::local().runs_root(&args.runs_dir).start().await?);
     };
     let mut b = Cluster::head()
         .name("driver")
@@ -108,6 +119,7 @@ async fn start_cluster(
         .listen_port(listen.port())
         .cookie(args.security.cookie(&[listen.ip()])?)
         .port_limits(args.limits.limits())
+        .runs_root(&args.runs_dir)
         .policy(Policy::Spread);
     if let Some(tls) = args.security.tls()? {
         b = b.tls(tls);
@@ -157,88 +169,10 @@ async fn start_cluster(
     Ok(cluster)
 }
 
-/// Submits the job to the head at `head` and follows it until it ends.
-async fn run_on_head(args: &Args, head: &str) -> anyhow::Result<ExitCode> {
-    use crate::rollout::run::Stop;
-    let req = super::submit::request(&args.job, args.name.clone(), args.episodes)?;
-    let client = super::head_client::connect(head, &args.security, Duration::from_secs(15)).await?;
-    let row = match client.submit(req).await {
-        Ok(r) => r,
-        Err(e) => {
-            client.close();
-            anyhow::bail!("submitting {}: {e}", args.job.display());
-        }
-    };
-    let id = row.id.clone();
-    eprintln!(
-        "fleet run: job {id} ({}) runs on the head at {head}; run directory there: {}; Ctrl-C stops the job",
-        row.name, row.run_dir
-    );
-    let mut stop = super::job_stop_signals();
-    let mut signal = None;
-    let mut offset = 0;
-    let mut out = std::io::stdout();
-    let followed: Result<(), fleet_actors::FleetError> = async {
-        loop {
-            tokio::select! {
-                chunk = client.logs(&id, offset) => {
-                    let chunk = chunk?;
-                    if !args.quiet {
-                        use std::io::Write;
-                        let _ = out.write_all(chunk.text.as_bytes());
-                        let _ = out.flush();
-                    }
-                    let moved = chunk.next_offset > offset;
-                    offset = chunk.next_offset;
-                    if chunk.done {
-                        return Ok(());
-                    }
-                    if !moved {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                    }
-                }
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        continue;
-                    }
-                    let asked = *stop.borrow();
-                    let now = matches!(asked, Stop::Now(_));
-                    if let Stop::Graceful(sig) | Stop::Now(sig) = asked {
-                        signal = Some(sig);
-                    }
-                    eprintln!("fleet run: stopping job {id}{}", if now { " now (its episodes in flight are cancelled)" } else { " (episodes in flight may finish; Ctrl-C again cancels them)" });
-                    client.stop(&id, now).await?;
-                }
-            }
-        }
-    }
-    .await;
-    let last = match followed {
-        Ok(()) => client.status(&id).await,
-        Err(e) => Err(e),
-    };
-    client.close();
-    let row = last.map_err(|e| {
-        anyhow::anyhow!(
-            "lost the head while following job {id}: {e}; the job goes on there (fleet job status {id} --head {head})"
-        )
-    })?;
-    eprintln!(
-        "fleet run: job {id} {}: trajectories in {} (on the head's machine)",
-        row.state.as_str(),
-        row.output
-    );
-    Ok(ExitCode::from(match signal {
-        // Stopped because this follower was interrupted: the signal's own code (130, 143).
-        Some(sig) if row.state == crate::jobs::JobState::Stopped => sig.exit_code(),
-        _ => super::job::exit_code(&row),
-    }))
-}
-
 /// Runs the job.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(head) = args.head.clone() {
-        return run_on_head(&args, &head).await;
+        return super::follow::run_on_head(&args, &head).await;
     }
     let mut job = RolloutJob::from_file(&args.job).map_err(|e| anyhow::anyhow!(e))?;
     if let Some(n) = args.episodes {
@@ -261,6 +195,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     checked.map_err(|e| anyhow::anyhow!("{}: {e}", args.job.display()))?;
     crate::rollout::output::check(&job.output, args.resume, args.overwrite)
         .map_err(|e| anyhow::anyhow!(e))?;
+    let run_dir = make_run_dir(&args, &mut job)?;
     let mut stop = super::job_stop_signals();
     let cluster = start_cluster(&args, &mut stop).await?;
     let display = Display::new(args.quiet);
@@ -274,6 +209,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             job.max_staleness,
             job.output.display()
         );
+        eprintln!("run directory {}", run_dir.display());
     }
     let opts = RunOptions {
         resume: args.resume,
@@ -287,5 +223,39 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = report?;
     shutdown?;
     print_summary(&report);
+    println!("| run directory | {} |", run_dir.display());
     Ok(conclude(&report, job.min_accepted))
+}
+
+/// Creates the job's run directory, `<runs dir>/<name>-<id>/`, with a copy of the job file; the
+/// workers log under it (`logs/`, on each node under that node's runs directory), and it is
+/// the job's `run_dir` unless the file names one.
+fn make_run_dir(args: &Args, job: &mut RolloutJob) -> anyhow::Result<PathBuf> {
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => args
+            .job
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "job".into()),
+    };
+    anyhow::ensure!(
+        name.len() <= 64 && crate::jobs::protocol::valid_run_name(&name),
+        "{name:?} is not a job name: use 1 to 64 letters, digits, '-', '_' or '.' (not starting with '.'), with --name"
+    );
+    let run = format!("{name}-{:08x}", rand::random::<u32>());
+    let dir = args.runs_dir.join(&run);
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "creating the run directory {} (give another with --runs-dir)",
+            dir.display()
+        )
+    })?;
+    std::fs::copy(&args.job, dir.join("job.toml"))
+        .with_context(|| format!("copying {} into {}", args.job.display(), dir.display()))?;
+    if job.run_dir.is_none() {
+        job.run_dir = Some(dir.clone());
+    }
+    job.run_name = Some(run);
+    Ok(dir)
 }
