@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod engine_suite;
 pub mod head_proc;
 pub mod http_client;
+pub mod jobs_cli;
 pub mod listening;
 pub mod piped;
 pub mod process;

@@ -10,10 +10,11 @@
 //! install it, instead of passing without having looked.
 
 use fleet_tests::head_proc::{HeadProc, HeadSpec};
+use fleet_tests::jobs_cli::{run, submit, text};
 use fleet_tests::{wait_until, ChildGuard, TestHttp};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// How long one browser run may take before it is killed.
@@ -21,24 +22,6 @@ const BROWSER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The page's virtual time per load: about eight polls of one second.
 const VIRTUAL_TIME_MS: u32 = 8000;
-
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml")
-}
-
-fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null());
-    cmd.output().expect("running a fleet client")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// The browser: `FLEET_CHROMIUM`, or `chromium` / `chromium-browser` / `google-chrome` on
 /// PATH. Panics with how to install it when there is none.
@@ -287,19 +270,7 @@ async fn the_dashboard_shows_nodes_a_running_job_its_chart_and_events_and_update
     .unwrap();
 
     // A job long enough to be running while the browser looks.
-    let job_file = demo();
-    let o = run(head.client(&[
-        "submit",
-        job_file.to_str().unwrap(),
-        "--name",
-        "dash-demo",
-        "--episodes",
-        "200000",
-    ]));
-    assert!(o.status.success(), "fleet submit failed: {}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
-    let id = out.lines().last().unwrap_or("").trim().to_string();
-    assert_eq!(id.len(), 8, "the last line is the job id: {}", text(&o));
+    let id = submit(&head, "dash-demo", 200_000);
 
     // Running, with episodes accepted and a few points on its curve (a version every 32).
     let j = wait_job(

@@ -6,74 +6,14 @@
 //! serving.
 
 use fleet_tests::head_proc::{HeadProc, HeadSpec};
+use fleet_tests::jobs_cli::{
+    cluster_status, demo, is_final, run, state, status, submit, text, wait_accepted, wait_state,
+};
 use fleet_tests::process::descendants;
 use fleet_tests::{wait_until, ChildGuard};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 use std::time::Duration;
-
-fn demo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo.toml")
-}
-
-fn run(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null());
-    cmd.output().expect("running a fleet client")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// `fleet submit` and the job id on its last line.
-fn submit(head: &HeadProc, name: &str, episodes: u64) -> String {
-    let job = demo();
-    let o = run(head.client(&[
-        "submit",
-        job.to_str().unwrap(),
-        "--name",
-        name,
-        "--episodes",
-        &episodes.to_string(),
-    ]));
-    assert!(o.status.success(), "fleet submit failed: {}", text(&o));
-    let out = String::from_utf8_lossy(&o.stdout);
-    let id = out.lines().last().unwrap_or("").trim().to_string();
-    assert_eq!(id.len(), 8, "the last line is the job id: {}", text(&o));
-    id
-}
-
-fn status(head: &HeadProc, id: &str) -> Value {
-    let o = run(head.client(&["job", "status", id, "--json"]));
-    assert!(o.status.success(), "fleet job status failed: {}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
-}
-
-fn state(v: &Value) -> String {
-    v["state"].as_str().unwrap_or("").to_string()
-}
-
-async fn wait_state(head: &HeadProc, id: &str, within: Duration, done: fn(&str) -> bool) -> Value {
-    let mut last = Value::Null;
-    let r = wait_until(&format!("job {id} to reach its state"), within, || {
-        let v = status(head, id);
-        let hit = done(&state(&v)).then(|| v.clone());
-        last = v;
-        async move { hit }
-    })
-    .await;
-    r.unwrap_or_else(|e| panic!("{e}; last status: {last:#}"))
-}
-
-fn is_final(s: &str) -> bool {
-    matches!(s, "Succeeded" | "Failed" | "Stopped")
-}
 
 async fn head_with_two_nodes() -> HeadProc {
     let mut head = HeadProc::start(HeadSpec::new()).await.unwrap();
@@ -84,12 +24,6 @@ async fn head_with_two_nodes() -> HeadProc {
         head.wait_joined(n, Duration::from_secs(60)).await.unwrap();
     }
     head
-}
-
-fn cluster_status(head: &HeadProc) -> Value {
-    let o = run(head.client(&["status", "--json"]));
-    assert!(o.status.success(), "fleet status failed: {}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 fn lines(path: &str) -> Vec<Value> {
@@ -225,13 +159,7 @@ async fn fleet_job_stop_ends_a_job_and_leaves_no_worker_and_no_child() {
     let head = head_with_two_nodes().await;
     let id = submit(&head, "long", 1_000_000);
     wait_state(&head, &id, Duration::from_secs(90), |_| true).await;
-    wait_until("the job to make progress", Duration::from_secs(90), || {
-        let v = status(&head, &id);
-        let p = v["progress"]["accepted"].as_u64().unwrap_or(0);
-        async move { (p >= 10).then_some(()) }
-    })
-    .await
-    .unwrap();
+    wait_accepted(&head, &id, 10).await;
     assert!(
         !node_children(&head).is_empty(),
         "the job's backends run as children of the nodes"
@@ -340,13 +268,7 @@ async fn a_killed_follower_costs_nothing_and_an_interrupted_one_stops_its_job() 
     let out = head.dir().join("follower-int.out");
     let mut f = spawn_follower(&head, 1_000_000, &out);
     let id = follower_job(&out).await;
-    wait_until("the job to make progress", Duration::from_secs(90), || {
-        let v = status(&head, &id);
-        let p = v["progress"]["accepted"].as_u64().unwrap_or(0);
-        async move { (p >= 10).then_some(()) }
-    })
-    .await
-    .unwrap();
+    wait_accepted(&head, &id, 10).await;
     // SAFETY: a signal to the follower we started.
     unsafe { libc::kill(f.pid() as i32, libc::SIGINT) };
     let code = wait_until("the follower to exit", Duration::from_secs(90), || {
@@ -480,16 +402,6 @@ async fn head_on(runs: &Path) -> HeadProc {
         .await
         .unwrap();
     head
-}
-
-async fn wait_accepted(head: &HeadProc, id: &str, n: u64) {
-    wait_until("the job to make progress", Duration::from_secs(90), || {
-        let v = status(head, id);
-        let p = v["progress"]["accepted"].as_u64().unwrap_or(0);
-        async move { (p >= n).then_some(()) }
-    })
-    .await
-    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,6 @@
 //! `fleet logs WORKER`: a worker's log files, fetched from the node that ran it.
 
-use super::cluster_args::{resolve, SecurityArgs};
-use super::node::parse_duration;
+use super::cluster_args::resolve;
 use crate::membership::{StatusReport, Transport, TransportConfig};
 use crate::node::worker_logs::LogFile;
 use anyhow::Context;
@@ -39,19 +38,8 @@ pub struct Args {
     /// Start with the last N lines of each file instead of the whole file.
     #[arg(long, value_name = "N")]
     tail: Option<usize>,
-    /// The head's cluster address, HOST:PORT.
-    #[arg(
-        long,
-        value_name = "HOST:PORT",
-        env = "FLEET_HEAD",
-        default_value = "127.0.0.1:7700"
-    )]
-    head: String,
-    /// Give up on an answer after this long.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    timeout: Duration,
     #[command(flatten)]
-    security: SecurityArgs,
+    head: super::head_client::HeadClientArgs,
 }
 
 struct Source {
@@ -92,16 +80,17 @@ fn tail_start(bytes: &[u8], n: usize) -> usize {
 async fn status(args: &Args, cookie: &str) -> anyhow::Result<StatusReport> {
     let mut cfg = TransportConfig::loopback();
     cfg.cookie = cookie.to_string();
-    cfg.tls = args.security.tls()?;
+    cfg.tls = args.head.security.tls()?;
     let transport = Transport::start(&format!("logs-{:08x}", rand::random::<u32>()), &cfg)
         .await
         .context("starting a client")?;
-    let report = crate::membership::fetch_status(&transport, &args.head, args.timeout).await;
+    let report =
+        crate::membership::fetch_status(&transport, &args.head.head, args.head.timeout).await;
     transport.stop();
     report.with_context(|| {
         format!(
             "asking the head at {} for its nodes (is `fleet head` running there? give --head HOST:PORT or set FLEET_HEAD)",
-            args.head
+            args.head.head
         )
     })
 }
@@ -112,7 +101,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .worker
         .parse()
         .map_err(|e| anyhow::anyhow!("{:?} is not a worker (ROLE/INDEX): {e}", args.worker))?;
-    let cookie = args.security.cookie(&[resolve(&args.head)?.ip()])?;
+    let cookie = args
+        .head
+        .security
+        .cookie(&[resolve(&args.head.head)?.ip()])?;
     let token = crate::store::config::token_from_cookie(&cookie);
     let report = status(&args, &cookie).await?;
     let client = Client::new();
@@ -122,7 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for n in &report.nodes {
         let Some(store) = &n.store else { continue };
         asked.push(n.node.clone());
-        let Ok(r) = get(&client, store, &path, &token, args.timeout).await else {
+        let Ok(r) = get(&client, store, &path, &token, args.head.timeout).await else {
             continue;
         };
         if r.status != 200 {
@@ -162,7 +154,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let mut moved = false;
         for s in &mut sources {
             let read = format!("{path}/{}?offset={}", s.file.name, s.offset);
-            let r = match get(&client, &s.store, &read, &token, args.timeout).await {
+            let r = match get(&client, &s.store, &read, &token, args.head.timeout).await {
                 Ok(r) if r.status == 200 => r,
                 Ok(r) => anyhow::bail!(
                     "node {} answered {} for {}: {}",

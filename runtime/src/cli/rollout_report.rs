@@ -81,7 +81,8 @@ fn eta(s: &ProgressState) -> String {
     }
 }
 
-fn summary_line(s: &ProgressState) -> String {
+/// The counts, rate, version and ETA of a running job, on one line.
+pub(crate) fn summary_line(s: &ProgressState) -> String {
     let done = s.accepted + s.rejected;
     let rate = done as f64 / s.elapsed_s.max(1e-3);
     format!(

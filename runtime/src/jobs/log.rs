@@ -4,7 +4,7 @@
 //! Both are plain text, appended and flushed line by line, so `fleet job logs --follow` and a
 //! crash of the head lose nothing already said.
 
-use super::protocol::{JobPoint, JobProgress, JobRow, MAX_POINTS};
+use super::protocol::{JobPoint, JobRow, MAX_POINTS};
 use crate::rollout::controller::Episode;
 use crate::rollout::run::{Progress, ProgressState};
 use std::fs::File;
@@ -125,28 +125,16 @@ impl JobLog {
 
     fn set_progress(&self, s: &ProgressState) {
         let mut row = self.row.lock().unwrap_or_else(|p| p.into_inner());
-        row.progress = JobProgress {
-            total: s.total,
-            accepted: s.accepted,
-            rejected: s.rejected,
-            in_flight: s.in_flight,
-            version: s.version,
-            elapsed_s: s.elapsed_s,
-        };
+        row.progress = s.clone();
     }
 }
 
 fn progress_line(s: &ProgressState) -> String {
-    let done = s.accepted + s.rejected;
-    let rate = done as f64 / s.elapsed_s.max(1e-3);
     format!(
-        "{done}/{} episodes: {} ok, {} rejected, {} running, v{}, {rate:.1}/s{}",
+        "{}/{} episodes: {}",
+        s.accepted + s.rejected,
         s.total,
-        s.accepted,
-        s.rejected,
-        s.in_flight,
-        s.version,
-        if s.stopping { " (stopping)" } else { "" }
+        crate::cli::rollout_report::summary_line(s)
     )
 }
 

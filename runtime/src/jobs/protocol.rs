@@ -82,22 +82,8 @@ impl JobState {
     }
 }
 
-/// A job's counts so far.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct JobProgress {
-    /// Episodes this run is to do.
-    pub total: u64,
-    /// Accepted so far.
-    pub accepted: u64,
-    /// Rejected so far.
-    pub rejected: u64,
-    /// Admitted and not ended.
-    pub in_flight: u64,
-    /// The policy version.
-    pub version: u64,
-    /// Seconds since the first episode was admitted.
-    pub elapsed_s: f64,
-}
+/// A job's counts so far: the rollout loop's own progress.
+pub type JobProgress = crate::rollout::run::ProgressState;
 
 /// One point of a job's curve: taken at every new policy version and at the end.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

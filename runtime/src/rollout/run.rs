@@ -64,7 +64,7 @@ pub enum Stop {
 }
 
 /// What a progress display is told.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProgressState {
     /// Episodes this run is to do (skipped ones excluded).
     pub total: u64,
