@@ -6,7 +6,7 @@ use crate::membership::MembershipConfig;
 use crate::{Cluster, MemberEvent};
 use std::time::Duration;
 
-/// Serve the head of a multi-node cluster until Ctrl-C (or SIGTERM).
+/// Serve a long-lived cluster head until Ctrl-C (or SIGTERM): nodes join it, jobs are submitted to it.
 ///
 /// Nodes join with `fleet node --join ADDR`; the head admits them, watches their heartbeats
 /// (a node silent for --timeout is marked down and its workers lost), and hosts the scheduler

@@ -9,10 +9,12 @@ use fleet_http::{send_with_retry_raw, Client, HttpRequest, RetryPolicy};
 use std::io::Write;
 use std::time::Duration;
 
-/// Show a worker's log (its process's stdout and stderr; a rollout worker's backend and proxy)
-/// from any machine with the cookie: the head says which nodes there are, and each node serves
-/// the logs of the workers it ran on its HTTP port (`/v1/logs/...`, token-checked), also after
-/// the worker was deleted or failed.
+/// Show a worker's log files, fetched from the node that ran it, from any machine with the cookie.
+///
+/// The files are its process's stdout and stderr (a rollout worker's: its backend's and its
+/// proxy's). The head says which nodes there are; each node serves the logs of the workers it
+/// ran on its HTTP port (`/v1/logs/...`, token-checked), also after the worker was deleted or
+/// failed.
 ///
 /// A submitted job's workers are `<role>-<job id>/<index>`, e.g. `rollout-3fa2c1d0/0`
 /// (`fleet status` lists the workers; `fleet job status ID` the job's roles). Their files are
