@@ -140,6 +140,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
+    // Rust programs attach with Cluster::connect(ADDR).
+    let drivers = cluster.serve_scheduler().await?;
     let mut events = cluster.member_events();
     let dashboard = start_dashboard(&args, &cluster, &jobs).await?;
     println!(
@@ -192,6 +194,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("stopping: {running} job(s) still running are stopped");
     }
     jobs.shutdown(Duration::from_secs(30)).await;
+    drivers.stop();
     println!("stopping: destroying workers");
     cluster.shutdown().await?;
     println!("stopped");
