@@ -243,10 +243,20 @@ async fn delete_roles(
     }
 }
 
+/// A peer's ractor_cluster name without its `@host` (what the client calls itself).
+fn bare_name(peer: &str) -> &str {
+    peer.split_once('@').map(|(n, _)| n).unwrap_or(peer)
+}
+
 /// A client's session closed: unless another session of the same name is still open, forget
 /// the client and delete the roles it owns.
 async fn client_closed(shared: &Arc<Shared>, transport: &Transport, client: String) {
-    if transport.peer_names().await.contains(&client) {
+    if transport
+        .peer_names()
+        .await
+        .iter()
+        .any(|n| bare_name(n) == client)
+    {
         return;
     }
     let roles = {
@@ -299,7 +309,8 @@ impl SchedulerService {
             loop {
                 match events.recv().await {
                     Ok(ev) if ev.kind == SessionEventKind::Closed => {
-                        if let Some(client) = ev.peer_name {
+                        if let Some(client) = ev.peer_name.as_deref().map(bare_name) {
+                            let client = client.to_string();
                             let (t, sh) = (t.clone(), sh.clone());
                             tokio::spawn(async move { client_closed(&sh, &t, client).await });
                         }
