@@ -107,7 +107,7 @@ impl RemoteLink {
         timeout: Duration,
     ) -> Result<fleet_actors::Job, FleetError> {
         match self.ask(Op::Job(role.to_string()), timeout).await? {
-            Answer::Job(j) => Ok(j),
+            Answer::Job(j) => Ok(*j),
             a => Err(unexpected("job", &a)),
         }
     }

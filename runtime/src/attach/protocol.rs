@@ -111,7 +111,7 @@ pub enum Answer {
     /// Workers (create_workers, workers, get_workers).
     Workers(Vec<WorkerInfo>),
     /// A role's job.
-    Job(Job),
+    Job(Box<Job>),
     /// Role names.
     Roles(Vec<String>),
     /// An engine call's result.

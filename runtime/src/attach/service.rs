@@ -192,7 +192,7 @@ async fn run(shared: Arc<Shared>, req: Request) -> Result<Answer, FleetError> {
             Ok(Answer::Done)
         }
         Op::Workers(role) => s.workers(&role).await.map(Answer::Workers),
-        Op::Job(role) => s.job(&role).await.map(Answer::Job),
+        Op::Job(role) => s.job(&role).await.map(|j| Answer::Job(Box::new(j))),
         Op::Roles => Ok(Answer::Roles(s.roles().await)),
         Op::GetWorkers(role) => s.get_workers(&role, timeout).await.map(Answer::Workers),
         Op::Call {

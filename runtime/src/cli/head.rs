@@ -17,6 +17,9 @@ use std::time::Duration;
 /// each job gets its own workers and a run directory under --runs-dir. Ctrl-C stops the running
 /// jobs, then the workers.
 ///
+/// Rust programs attach to it with `Cluster::connect(ADDR)` and get the whole scheduler API,
+/// run here; the roles a program created are deleted when it disconnects, crashes or is killed.
+///
 /// And it serves a web dashboard (nodes, workers, jobs with their reward and version curves,
 /// recent events, /metrics) at http://127.0.0.1:8265/ unless --no-dashboard; it has no
 /// authentication, so serve it on another address only where everyone who can reach it may
