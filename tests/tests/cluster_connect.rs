@@ -323,3 +323,48 @@ async fn connecting_to_nothing_with_a_wrong_cookie_or_to_no_head_is_a_clear_erro
     );
     local.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_programs_keep_their_roles_apart_and_each_one_s_leaving_deletes_only_its_own() {
+    let head = head_with_a_node().await;
+    let a = connect(&head).await;
+    let b = connect(&head).await;
+    a.scheduler()
+        .create_workers(Job::new("a", 1))
+        .await
+        .unwrap();
+    b.scheduler()
+        .create_workers(Job::new("b", 1))
+        .await
+        .unwrap();
+    // A name that is taken stays the first program's.
+    let err = b
+        .scheduler()
+        .create_workers(Job::new("a", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FleetError::RoleExists { .. }), "{err}");
+    assert_eq!(
+        b.scheduler().roles().await,
+        vec!["a".to_string(), "b".to_string()]
+    );
+    // A program's shutdown (delete_workers(None)) deletes its own roles only.
+    a.shutdown().await.unwrap();
+    let left: Vec<String> = roles(&status(&head)).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(left, vec!["b".to_string()]);
+    // Dropping the other (no shutdown) closes its session: the head deletes its role.
+    drop(b);
+    wait_until(
+        "the head to delete the dropped program's role",
+        Duration::from_secs(30),
+        || {
+            let gone = roles(&status(&head)).is_empty();
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                gone.then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
