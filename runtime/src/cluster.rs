@@ -302,9 +302,9 @@ impl LocalBuilder {
         if workers_here {
             scheduler
                 .add_node(node.clone(), agent.clone(), resources.clone())
-                .await;
+                .await?;
         }
-        scheduler.follow_events(events_rx);
+        scheduler.follow_events(events_rx)?;
         let events = EventBus::default();
         let head = match self.head {
             None => None,
@@ -451,6 +451,24 @@ impl Cluster {
         b
     }
 
+    /// A builder that attaches this program to the running head at `addr` (HOST:PORT, its
+    /// cluster port): its [`ConnectedCluster::scheduler`](crate::ConnectedCluster::scheduler)
+    /// has the same methods as [`Cluster::local`]'s, run by the head (see [`crate::attach`]).
+    /// The roles the program creates are its own: deleted by its `shutdown`, and by the head
+    /// when the program's session closes (it ended, crashed or was killed).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), fleet_actors::FleetError> {
+    /// let cluster = fleet_runtime::Cluster::connect("127.0.0.1:7700").start().await?;
+    /// let s = cluster.scheduler();
+    /// s.create_workers(fleet_actors::Job::new("policy", 2)).await?;
+    /// cluster.shutdown().await?; // deletes "policy"
+    /// # Ok(()) }
+    /// ```
+    pub fn connect(addr: impl Into<String>) -> crate::attach::ConnectBuilder {
+        crate::attach::ConnectBuilder::new(addr)
+    }
+
     /// Membership events from now on (joined, suspect, down, left, refused). Only a head has
     /// any.
     pub fn member_events(&self) -> tokio::sync::broadcast::Receiver<MemberEvent> {
@@ -511,6 +529,19 @@ impl Cluster {
             ));
         }
         crate::jobs::JobService::start(&self.transport.name, self.scheduler.clone(), cfg).await
+    }
+
+    /// Starts this head's scheduler service: programs that [`Cluster::connect`] to this
+    /// cluster's listen address run their scheduler requests here, on this cluster's
+    /// scheduler, and their roles are deleted when they disconnect (see [`crate::attach`]).
+    pub async fn serve_scheduler(&self) -> Result<crate::attach::SchedulerService, FleetError> {
+        if self.head.is_none() {
+            return Err(FleetError::bad_request(
+                "serving the scheduler",
+                "only a head serves connected programs (Cluster::head)",
+            ));
+        }
+        crate::attach::SchedulerService::start(&self.transport, self.scheduler.clone()).await
     }
 
     /// The local node agent.

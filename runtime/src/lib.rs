@@ -47,6 +47,7 @@
 //! }
 //! ```
 
+pub mod attach;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
@@ -65,6 +66,7 @@ pub mod secrets;
 pub mod store;
 pub mod weights;
 
+pub use attach::{ConnectBuilder, ConnectedCluster};
 pub use cluster::{Cluster, LocalBuilder};
 pub use membership::{MemberEvent, MembershipConfig, StatusReport};
 pub use scheduler::{EngineHandle, Scheduler, WorkerInfo, WorkerState};

@@ -21,9 +21,10 @@
 //! * [`loopback_cookie`]: the random per-user cookie of loopback clusters started without one.
 //!
 //! Who drives a job: the head process hosts the scheduler (see [`crate::Cluster::head`]); a
-//! driver program either *is* the head (embedded, like `fleet head`), or asks a running head
-//! for its status with `fleet status --head ADDR`. Calls go from the head to the node agents
-//! directly; the head is on the call path only because it is the driver.
+//! driver program either *is* the head (embedded, like `fleet head`), submits a job file to a
+//! running head ([`crate::jobs`]), or attaches to one with [`crate::Cluster::connect`] and
+//! sends it scheduler requests ([`crate::attach`]; its calls then go through the head). Calls
+//! go from the head to the node agents directly.
 
 pub mod child_pids;
 pub mod events;

@@ -5,6 +5,14 @@
 //! it resolves the worker's route from a read-mostly table and talks to the worker (in this
 //! process: its actor directly; on another node: that node's agent, which hands the call on
 //! without awaiting it). So a thousand concurrent calls never queue behind one another here.
+//!
+//! A scheduler is either this process's own (the head's, or an embedded cluster's) or a
+//! *remote* one, from [`crate::Cluster::connect`]: the same type and methods, each primitive
+//! (`create_workers`, `delete_workers`, `workers`, `job`, `roles`, `get_workers`, `call_raw`,
+//! `control`, `http`, `set_worker_env`) checking at its top whether it is to be sent to a
+//! head's scheduler service instead (see [`crate::attach`]). Everything else builds on those
+//! primitives and works unchanged on either. On a remote scheduler a call takes one hop more
+//! (program -> head -> node).
 
 mod calls;
 mod create;
@@ -96,14 +104,32 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Scheduler {
     pub(crate) inner: Arc<Inner>,
+    /// Set on a scheduler from [`crate::Cluster::connect`]: the primitives go to the head
+    /// (and `inner` stays empty).
+    pub(crate) remote: Option<Arc<crate::attach::RemoteLink>>,
 }
 
 impl std::fmt::Debug for Scheduler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scheduler")
-            .field("local_node", &self.inner.local_node)
-            .finish()
+        match &self.remote {
+            Some(r) => f
+                .debug_struct("Scheduler")
+                .field("head", &r.addr())
+                .finish(),
+            None => f
+                .debug_struct("Scheduler")
+                .field("local_node", &self.inner.local_node)
+                .finish(),
+        }
     }
+}
+
+/// The error of a method only a process's own scheduler has.
+fn local_only(what: &str) -> FleetError {
+    FleetError::bad_request(
+        format!("Scheduler::{what}"),
+        "this scheduler is connected to a head (Cluster::connect); only the head's own scheduler has it",
+    )
 }
 
 impl Scheduler {
@@ -131,24 +157,48 @@ impl Scheduler {
                         .unwrap_or(1),
                 ),
             }),
+            remote: None,
         }
+    }
+
+    /// A scheduler whose primitives run on the head behind `link` (see [`crate::attach`]).
+    pub(crate) fn remote(link: Arc<crate::attach::RemoteLink>) -> Self {
+        let mut s = Scheduler::new(SchedulerConfig::default(), LocalDirectory::default(), None);
+        s.remote = Some(link);
+        s
+    }
+
+    /// Whether this scheduler is connected to a head ([`crate::Cluster::connect`]) rather
+    /// than this process's own.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// The largest message this scheduler sends or answers (bytes).
+    pub(crate) fn max_payload(&self) -> usize {
+        self.inner.config.max_payload
     }
 
     /// The object store of the node this scheduler runs on (the driver's store): put objects
     /// here and pass their [`crate::store::ObjectRef`] as engine-call arguments, so a call's
-    /// arguments stay small whatever the data. `None` when that node runs no store.
+    /// arguments stay small whatever the data. `None` when that node runs no store, and on a
+    /// scheduler connected to a head (its process runs no node).
     pub fn store(&self) -> Option<crate::store::Store> {
         let node = self.inner.local_node.as_ref()?;
         crate::store::Store::for_node(&node.to_string())
     }
 
-    /// Adds a node that placement may use.
+    /// Adds a node that placement may use. Only a process's own scheduler takes nodes: on a
+    /// connected one it is an error (nodes join the head with `fleet node --join`).
     pub async fn add_node(
         &self,
         node: NodeId,
         agent: ActorRef<AgentMsg>,
         resources: NodeResources,
-    ) {
+    ) -> Result<(), FleetError> {
+        if self.remote.is_some() {
+            return Err(local_only("add_node"));
+        }
         self.inner.liveness.track(&node);
         let mut st = self.inner.state.lock().await;
         st.nodes.insert(
@@ -159,16 +209,25 @@ impl Scheduler {
                 alive: true,
             },
         );
+        Ok(())
     }
 
-    /// Applies worker events (deaths pushed by nodes) until the sender side closes.
-    pub fn follow_events(&self, mut events: mpsc::UnboundedReceiver<WorkerEvent>) {
+    /// Applies worker events (deaths pushed by nodes) until the sender side closes. On a
+    /// scheduler connected to a head it is an error (the head follows its nodes' events).
+    pub fn follow_events(
+        &self,
+        mut events: mpsc::UnboundedReceiver<WorkerEvent>,
+    ) -> Result<(), FleetError> {
+        if self.remote.is_some() {
+            return Err(local_only("follow_events"));
+        }
         let me = self.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 me.apply_event(ev).await;
             }
         });
+        Ok(())
     }
 
     /// Compares what the scheduler records on `node` with the node's `roster` (from a
@@ -296,26 +355,54 @@ impl Scheduler {
 
     /// The workers of `role` as recorded now (no waiting, no health check).
     pub async fn workers(&self, role: &str) -> Result<Vec<WorkerInfo>, FleetError> {
+        if let Some(r) = &self.remote {
+            return r
+                .workers(
+                    crate::attach::protocol::Op::Workers(role.into()),
+                    r.timeout(),
+                )
+                .await;
+        }
         let st = self.inner.state.lock().await;
         Ok(st.role(role)?.workers.clone())
     }
 
     /// The job `role` was created from.
     pub async fn job(&self, role: &str) -> Result<fleet_actors::Job, FleetError> {
+        if let Some(r) = &self.remote {
+            return r.job(role, r.timeout()).await;
+        }
         let st = self.inner.state.lock().await;
         Ok(st.role(role)?.job.clone())
     }
 
-    /// Role names, sorted.
+    /// Role names, sorted. On a scheduler connected to a head, a head that does not answer
+    /// gives an empty list (and an error in the log); [`Scheduler::try_roles`] says why.
     pub async fn roles(&self) -> Vec<String> {
-        self.inner
+        match self.try_roles().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "roles: no answer from the head");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Role names, sorted, or why the head did not give them (a process's own scheduler
+    /// always answers).
+    pub async fn try_roles(&self) -> Result<Vec<String>, FleetError> {
+        if let Some(r) = &self.remote {
+            return r.roles(r.timeout()).await;
+        }
+        Ok(self
+            .inner
             .state
             .lock()
             .await
             .roles
             .keys()
             .cloned()
-            .collect()
+            .collect())
     }
 
     pub(crate) fn route(&self, worker: &WorkerId) -> Result<Route, FleetError> {

@@ -200,6 +200,12 @@ impl HeadProc {
         &self.addr
     }
 
+    /// The cookie the head and its nodes were given in FLEET_COOKIE (none: the loopback
+    /// default), e.g. for a [`fleet_runtime::Cluster::connect`] from the test process.
+    pub fn cookie(&self) -> Option<&str> {
+        self.cookie.as_deref()
+    }
+
     /// The dashboard's `http://IP:PORT` from the head's `dashboard at` line (started with
     /// `--dashboard ADDR`), waiting up to `deadline` for it.
     pub async fn dashboard_url(&self, deadline: Duration) -> Result<String, String> {

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// each job gets its own workers and a run directory under --runs-dir. Ctrl-C stops the running
 /// jobs, then the workers.
 ///
+/// Rust programs attach to it with `Cluster::connect(ADDR)` and get the whole scheduler API,
+/// run here; the roles a program created are deleted when it disconnects, crashes or is killed.
+///
 /// And it serves a web dashboard (nodes, workers, jobs with their reward and version curves,
 /// recent events, /metrics) at http://127.0.0.1:8265/ unless --no-dashboard; it has no
 /// authentication, so serve it on another address only where everyone who can reach it may
@@ -140,6 +143,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
+    // Rust programs attach with Cluster::connect(ADDR).
+    let drivers = cluster.serve_scheduler().await?;
     let mut events = cluster.member_events();
     let dashboard = start_dashboard(&args, &cluster, &jobs).await?;
     println!(
@@ -192,6 +197,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("stopping: {running} job(s) still running are stopped");
     }
     jobs.shutdown(Duration::from_secs(30)).await;
+    drivers.stop();
     println!("stopping: destroying workers");
     cluster.shutdown().await?;
     println!("stopped");

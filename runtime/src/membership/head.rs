@@ -537,7 +537,8 @@ impl Actor for Head {
                         let r = state.admit(req);
                         if let Ok((_, Some(MemberEvent::Joined { resources, .. }))) = &r {
                             if let Some(m) = state.members.get(&node) {
-                                state
+                                // The head's own scheduler: it always takes nodes.
+                                let _ = state
                                     .args
                                     .scheduler
                                     .add_node(node.clone(), m.agent.clone(), resources.clone())

@@ -21,7 +21,7 @@ use fleet_actors::FleetError;
 use ractor::{Actor, ActorCell, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -357,6 +357,17 @@ impl Transport {
         match ractor::call_t!(self.server, NodeServerMessage::GetSessions, 5_000) {
             Ok(m) => m.into_iter().map(|(id, s)| (id, s.peer_addr)).collect(),
             Err(_) => HashMap::new(),
+        }
+    }
+
+    /// The ractor_cluster names of the peers of the authenticated sessions.
+    pub async fn peer_names(&self) -> HashSet<String> {
+        match ractor::call_t!(self.server, NodeServerMessage::GetSessions, 5_000) {
+            Ok(m) => m
+                .into_values()
+                .filter_map(|s| s.peer_name.map(|n| n.name))
+                .collect(),
+            Err(_) => HashSet::new(),
         }
     }
 

@@ -167,6 +167,22 @@ impl Scheduler {
                 "the call {engine:.200}.{method:.200} for {worker} (arguments, rpc_meta and names)"
             )
         })?;
+        if let Some(r) = &self.remote {
+            // Through the head, which calls the worker with the same options (deadline,
+            // request id, retries). Giving up here cancels there: the guard's cancel goes
+            // through the head too.
+            let give_up = super::give_up::GiveUp::new(self, worker, opts.request_id.as_ref());
+            let op = crate::attach::protocol::Op::Call {
+                worker: worker.clone(),
+                engine: engine.to_string(),
+                method: method.to_string(),
+                args: req.args,
+                opts: opts.clone(),
+            };
+            let reply = r.payload(op, timeout).await;
+            give_up.settle(&reply);
+            return reply;
+        }
         let route = self.route(worker)?;
         let what = format!("{engine}.{method}");
         // A caller that gives up on a call with a request id tells the worker (dropped or
@@ -243,6 +259,13 @@ impl Scheduler {
         timeout: Duration,
     ) -> Result<ControlOk, FleetError> {
         crate::remote::check_control(&control, worker, self.inner.config.max_payload)?;
+        if let Some(r) = &self.remote {
+            let op = crate::attach::protocol::Op::Control {
+                worker: worker.clone(),
+                control,
+            };
+            return r.control(op, timeout).await;
+        }
         let route = self.route(worker)?;
         let what = match &control {
             Control::CreateEngine { .. } => "create_engine",
@@ -299,9 +322,19 @@ impl Scheduler {
         call: fleet_actors::HttpCall,
     ) -> Result<fleet_actors::HttpResponseData, FleetError> {
         crate::remote::check_http(&call, worker, self.inner.config.max_payload)?;
-        let route = self.route(worker)?;
         // Saturating: a caller's `u64::MAX` means "no deadline", not a panic.
         let timeout = Duration::from_millis(call.timeout_ms).saturating_add(Duration::from_secs(1));
+        if let Some(r) = &self.remote {
+            let give_up = super::give_up::GiveUp::new(self, worker, call.request_id.as_ref());
+            let op = crate::attach::protocol::Op::Http {
+                worker: worker.clone(),
+                call,
+            };
+            let reply = r.http(op, timeout).await;
+            give_up.settle(&reply);
+            return reply;
+        }
+        let route = self.route(worker)?;
         // Errors name the request (one small allocation next to a network round trip).
         let what = format!("{} {}", call.method, call.path);
         let what = what.as_str();

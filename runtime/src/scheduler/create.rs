@@ -81,7 +81,17 @@ impl Scheduler {
     /// create still either completes (the role is usable) or rolls back fully. A
     /// `delete_workers` of the role while its workers are starting makes the create fail with
     /// [`FleetError::RoleNotFound`] and stops every worker it started.
+    ///
+    /// On a scheduler connected to a head ([`crate::Cluster::connect`]) the head creates the
+    /// role, records it as this program's, and deletes it when this program's session closes.
+    /// The wait is bounded by the connection's timeout; the head finishes (or rolls back) the
+    /// create whatever the caller does.
     pub async fn create_workers(&self, job: Job) -> Result<Vec<WorkerInfo>, FleetError> {
+        if let Some(r) = &self.remote {
+            return r
+                .workers(crate::attach::protocol::Op::CreateWorkers(job), r.timeout())
+                .await;
+        }
         let me = self.clone();
         let role = job.role.clone();
         tokio::spawn(async move { me.create_owned(job).await })

@@ -45,11 +45,22 @@ impl Scheduler {
     /// scheduler's destroy timeout; then the worker stops and its resources are released.
     ///
     /// Deleting a role that does not exist (or was already deleted) is not an error.
+    ///
+    /// On a scheduler connected to a head, `None` means every role *this program* created
+    /// (never other programs' roles or submitted jobs); a named role is deleted whoever
+    /// created it.
     pub async fn delete_workers(
         &self,
         role: Option<&str>,
         reverse: bool,
     ) -> Result<(), FleetError> {
+        if let Some(r) = &self.remote {
+            let op = crate::attach::protocol::Op::DeleteWorkers {
+                role: role.map(str::to_string),
+                reverse,
+            };
+            return r.done(op, r.timeout()).await;
+        }
         let order: Vec<String> = {
             let st = self.inner.state.lock().await;
             match role {

@@ -115,6 +115,13 @@ impl Scheduler {
         role: &str,
         env: &BTreeMap<String, String>,
     ) -> Result<(), FleetError> {
+        if let Some(r) = &self.remote {
+            let op = crate::attach::protocol::Op::SetWorkerEnv {
+                role: role.to_string(),
+                env: env.clone(),
+            };
+            return r.done(op, r.timeout()).await;
+        }
         let workers = self.workers(role).await?;
         let futs = workers
             .iter()

@@ -41,6 +41,12 @@ impl Scheduler {
         role: &str,
         timeout: Duration,
     ) -> Result<Vec<WorkerInfo>, FleetError> {
+        if let Some(r) = &self.remote {
+            // The head waits (it sees failures pushed by the nodes); the request carries the
+            // whole budget.
+            let op = crate::attach::protocol::Op::GetWorkers(role.to_string());
+            return r.workers(op, timeout).await;
+        }
         const FIRST: Duration = Duration::from_millis(5);
         const CAP: Duration = Duration::from_millis(250);
         let deadline = instant_after(timeout);

@@ -46,7 +46,9 @@ async fn a_remote_call_in_flight_fails_as_soon_as_its_worker_is_reported_failed(
     // No local node: every call takes the remote path (through the agent, racing node loss and
     // pushed worker failures), as it does for a worker on another machine.
     let s = Scheduler::new(SchedulerConfig::default(), LocalDirectory::default(), None);
-    s.add_node(node.clone(), agent.clone(), resources).await;
+    s.add_node(node.clone(), agent.clone(), resources)
+        .await
+        .unwrap();
     s.create_workers(Job::new("w", 1)).await.unwrap();
     let w = WorkerId::new("w", 0);
     s.create_engine(&w, "s", "sleep", &()).await.unwrap();
@@ -109,7 +111,9 @@ async fn a_late_event_about_an_earlier_incarnation_leaves_the_recreated_worker_a
     };
     let agent = start_agent(&node, &resources).await;
     let s = Scheduler::new(SchedulerConfig::default(), LocalDirectory::default(), None);
-    s.add_node(node.clone(), agent.clone(), resources).await;
+    s.add_node(node.clone(), agent.clone(), resources)
+        .await
+        .unwrap();
     let job = Job::new("r", 1).spec(SchedulingSpec::default().gpu(1));
     let old = s.create_workers(job.clone()).await.unwrap()[0].incarnation;
     s.delete_workers(Some("r"), false).await.unwrap();
