@@ -228,19 +228,7 @@ async fn a_killed_driver_costs_only_its_own_workers_and_the_node_serves_the_next
 
     driver.signal_group(libc::SIGKILL);
 
-    wait_until(
-        "the head to delete the killed driver's role",
-        Duration::from_secs(30),
-        || {
-            let gone = roles(&status(&head)).is_empty();
-            async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                gone.then_some(())
-            }
-        },
-    )
-    .await
-    .unwrap();
+    wait_no_roles(&head, "the head to delete the killed driver's role").await;
     let mut left = vec![];
     wait_until(
         "the workers' child processes to be gone",
@@ -354,17 +342,18 @@ async fn two_programs_keep_their_roles_apart_and_each_one_s_leaving_deletes_only
     assert_eq!(left, vec!["b".to_string()]);
     // Dropping the other (no shutdown) closes its session: the head deletes its role.
     drop(b);
-    wait_until(
-        "the head to delete the dropped program's role",
-        Duration::from_secs(30),
-        || {
-            let gone = roles(&status(&head)).is_empty();
-            async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                gone.then_some(())
-            }
-        },
-    )
+    wait_no_roles(&head, "the head to delete the dropped program's role").await;
+}
+
+/// Waits (up to 30 s) until the head's status shows no roles.
+async fn wait_no_roles(head: &HeadProc, what: &str) {
+    wait_until(what, Duration::from_secs(30), || {
+        let gone = roles(&status(head)).is_empty();
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            gone.then_some(())
+        }
+    })
     .await
     .unwrap();
 }
