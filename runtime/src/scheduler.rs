@@ -16,7 +16,7 @@
 
 mod calls;
 mod create;
-mod delete;
+pub(crate) mod delete;
 mod engines;
 mod give_up;
 pub mod placement;

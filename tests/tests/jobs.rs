@@ -145,13 +145,7 @@ async fn two_jobs_on_one_head_run_apart_and_each_finishes_with_its_own_output() 
     // No worker of either job is left.
     let st = cluster_status(&head);
     assert_eq!(st["roles"].as_array().map(Vec::len), Some(0), "{st:#}");
-    let list = run(head.client(&["job", "list"]));
-    let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(
-        listed.contains(&a) && listed.contains(&b),
-        "{}",
-        text(&list)
-    );
+    assert_listed(&head, &[&a, &b]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,13 +451,14 @@ async fn a_head_that_stops_or_dies_leaves_its_jobs_on_record_for_the_next_head()
     let kept = lines(sb["output"].as_str().unwrap()).len() as u64;
     assert!(kept >= 10, "the episodes accepted before are kept: {sb:#}");
     assert_eq!(sb["progress"]["accepted"].as_u64(), Some(kept), "{sb:#}");
-    let list = run(third.client(&["job", "list"]));
-    let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(
-        listed.contains(&a) && listed.contains(&b),
-        "{}",
-        text(&list)
-    );
+    assert_listed(&third, &[&a, &b]);
     drop(third);
     let _ = std::fs::remove_dir_all(&runs);
+}
+
+/// `fleet job list` shows every one of `ids`.
+fn assert_listed(head: &HeadProc, ids: &[&str]) {
+    let list = run(head.client(&["job", "list"]));
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(ids.iter().all(|id| listed.contains(id)), "{}", text(&list));
 }

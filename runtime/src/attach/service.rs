@@ -230,17 +230,7 @@ async fn delete_roles(
             errors.push(format!("{role}: {e}"));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(FleetError::Unavailable {
-            what: "delete_workers".into(),
-            detail: format!(
-                "some workers did not stop cleanly (they are gone from the scheduler): {}",
-                errors.join("; ")
-            ),
-        })
-    }
+    crate::scheduler::delete::unclean(errors)
 }
 
 /// A peer's ractor_cluster name without its `@host` (what the client calls itself).

@@ -94,17 +94,7 @@ impl Scheduler {
                 errors.push(format!("{r}: {e}"));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(FleetError::Unavailable {
-                what: "delete_workers".into(),
-                detail: format!(
-                    "some workers did not stop cleanly (they are gone from the scheduler): {}",
-                    errors.join("; ")
-                ),
-            })
-        }
+        unclean(errors)
     }
 
     async fn delete_role(&self, role: &str, reverse: bool) -> Result<(), FleetError> {
@@ -207,4 +197,19 @@ impl Scheduler {
             })
         }
     }
+}
+
+/// The error of a deletion whose roles (`"role: error"` each) did not all stop cleanly; `Ok`
+/// when none failed.
+pub(crate) fn unclean(errors: Vec<String>) -> Result<(), FleetError> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(FleetError::Unavailable {
+        what: "delete_workers".into(),
+        detail: format!(
+            "some workers did not stop cleanly (they are gone from the scheduler): {}",
+            errors.join("; ")
+        ),
+    })
 }
